@@ -1,0 +1,8 @@
+use anyhow::Result;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> Result<()> {
+    anyhow::bail!("'norbvae bench' is not implemented yet")
+}

@@ -1,0 +1,8 @@
+use anyhow::Result;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DataCmd {}
+
+pub fn run(cmd: DataCmd) -> Result<()> {
+    match cmd {}
+}

@@ -1,0 +1,1 @@
+//! PNG grids of images (placeholder until the data layer lands: see issue 2).

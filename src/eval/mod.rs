@@ -1,0 +1,1 @@
+//! eval stage (see the module list in lib.rs).

@@ -1,0 +1,1 @@
+//! kernels stage (see the module list in lib.rs).

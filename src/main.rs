@@ -1,0 +1,7 @@
+fn main() {
+    // Errors are printed as one line with their context chain; exit code 1.
+    if let Err(err) = norbvae::cli::run() {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,1 @@
+//! model stage (see the module list in lib.rs).

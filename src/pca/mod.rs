@@ -1,0 +1,1 @@
+//! pca stage (see the module list in lib.rs).

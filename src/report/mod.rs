@@ -1,0 +1,1 @@
+//! report stage (see the module list in lib.rs).

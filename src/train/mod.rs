@@ -1,0 +1,1 @@
+//! train stage (see the module list in lib.rs).
