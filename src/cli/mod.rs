@@ -16,7 +16,11 @@ pub mod synth;
 pub mod train;
 
 #[derive(Debug, Parser)]
-#[command(name = "norbvae", version, about = "Train and evaluate VAEs on NORB, with PCA as the baseline")]
+#[command(
+    name = "norbvae",
+    version,
+    about = "Train and evaluate VAEs on NORB, with PCA as the baseline"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

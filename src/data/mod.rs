@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod grid;
+pub mod norb;
 
 /// NORB factors of variation for one sample (absent for other datasets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +63,10 @@ impl ImageSet {
             height: self.height,
             width: self.width,
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
-            factors: self.factors.as_ref().map(|f| indices.iter().map(|&i| f[i]).collect()),
+            factors: self
+                .factors
+                .as_ref()
+                .map(|f| indices.iter().map(|&i| f[i]).collect()),
         }
     }
 

@@ -14,7 +14,10 @@ pub fn write_atomic_with<F>(path: &Path, write: F) -> Result<()>
 where
     F: FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<()>,
 {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
     let tmp = temp_name(path);
     let result: Result<()> = (|| {
@@ -34,7 +37,10 @@ where
 
 /// The temporary name used while `path` is being written: `.NAME.tmp` beside it.
 pub fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp"))
 }
 
@@ -48,7 +54,8 @@ impl RunDir {
     /// Create (or reuse) the directory.
     pub fn create(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        std::fs::create_dir_all(&root).with_context(|| format!("creating run directory {}", root.display()))?;
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("creating run directory {}", root.display()))?;
         Ok(Self { root })
     }
 

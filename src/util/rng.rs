@@ -13,7 +13,9 @@ pub struct SeededRng {
 
 impl SeededRng {
     pub fn new(seed: u64) -> Self {
-        Self { inner: ChaCha8Rng::seed_from_u64(seed) }
+        Self {
+            inner: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 
     /// An independent stream derived from this seed and a label (e.g. "init", "noise", "split").
@@ -61,6 +63,9 @@ mod tests {
         let saved = serde_json::to_string(&a).unwrap();
         let mut c: SeededRng = serde_json::from_str(&saved).unwrap();
         assert_eq!(a.uniform_vec(3), c.uniform_vec(3));
-        assert_ne!(SeededRng::derived(7, "x").normal_vec(3), SeededRng::derived(7, "y").normal_vec(3));
+        assert_ne!(
+            SeededRng::derived(7, "x").normal_vec(3),
+            SeededRng::derived(7, "y").normal_vec(3)
+        );
     }
 }
