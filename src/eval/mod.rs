@@ -1,1 +1,5 @@
-//! eval stage (see the module list in lib.rs).
+//! Evaluation: reconstruction metrics (MSE, PSNR, SSIM), the ex-post Gaussian mixture sampler,
+//! the Frechet distance between feature Gaussians, and the sample-quality classifier.
+pub mod frechet;
+pub mod gmm;
+pub mod image_metrics;
