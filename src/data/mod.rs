@@ -10,8 +10,12 @@
 //! - `grid`: PNG image grids
 use serde::{Deserialize, Serialize};
 
+pub mod error;
 pub mod grid;
 pub mod norb;
+pub mod source;
+
+pub use error::DataError;
 
 /// NORB factors of variation for one sample (absent for other datasets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
