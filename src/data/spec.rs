@@ -53,7 +53,7 @@ impl DataSpec {
         } else {
             Err(DataError::spec(
                 spec,
-                "unknown dataset spec (expected norb:DIR, fashion-mnist or idx:DIR)",
+                "not recognised (expected norb:DIR, fashion-mnist or idx:DIR)",
             ))
         }
     }
