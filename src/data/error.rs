@@ -7,7 +7,7 @@ pub enum DataError {
     Missing { path: PathBuf, hint: String },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{}: corrupt gzip stream ({msg})", path.display())]
+    #[error("{}: gzip: {msg}", path.display())]
     Gzip { path: PathBuf, msg: String },
     #[error("{}: {msg}", path.display())]
     Format { path: PathBuf, msg: String },
@@ -54,7 +54,7 @@ impl DataError {
             },
             UnexpectedEof if gzip => DataError::Gzip {
                 path: path.to_path_buf(),
-                msg: "stream ends early (truncated file)".into(),
+                msg: "stream ends early (file truncated?)".into(),
             },
             _ => DataError::Io {
                 path: path.to_path_buf(),
