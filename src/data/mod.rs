@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod grid;
 pub mod norb;
+pub mod synth;
 
 /// NORB factors of variation for one sample (absent for other datasets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
