@@ -4,3 +4,4 @@ pub mod classifier;
 pub mod frechet;
 pub mod gmm;
 pub mod image_metrics;
+pub mod units;
