@@ -4,4 +4,5 @@ pub mod classifier;
 pub mod frechet;
 pub mod gmm;
 pub mod image_metrics;
+pub mod two_stage;
 pub mod units;
