@@ -19,6 +19,7 @@ pub mod resize;
 pub mod source;
 pub mod spec;
 pub mod split;
+pub mod synth;
 
 pub use error::DataError;
 pub use load::load;
