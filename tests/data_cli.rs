@@ -161,3 +161,29 @@ fn fashion_mnist_info_and_preview_when_installed() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("camera"));
 }
+
+#[test]
+fn info_and_preview_on_the_synthetic_set() {
+    let d = tempfile::tempdir().unwrap();
+    norbvae::data::synth::write_small(d.path(), 32, 3).unwrap();
+    let spec = format!("norb:{}", d.path().display());
+    let out = norbvae(&["data", "info", "--data", &spec, "--json", "--val-fraction", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let raw = norbvae::data::norb::read_split(d.path(), NorbPart::Training).unwrap();
+    assert_eq!(v["train"]["count"], raw.n);
+    assert_eq!(v["train"]["image_shape"], serde_json::json!([1, 32, 32]));
+    let png = d.path().join("synth.png");
+    let out = norbvae(&[
+        "data",
+        "preview",
+        "--data",
+        &spec,
+        "--camera",
+        "both-channels",
+        "--out",
+        &png.to_string_lossy(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(image::open(&png).is_ok());
+}
