@@ -1,1 +1,2 @@
 //! eval stage (see the module list in lib.rs).
+pub mod units;
