@@ -267,11 +267,12 @@ pub fn train(cfg: &TrainConfig, splits: &Splits, run_dir: &Path, resume: bool) -
         );
     }
     if stop == StopReason::Diverged {
-        // Record the reason in the last good checkpoint's state too.
-        let mut s = state.clone();
-        s.stopped_because = Some(StopReason::Diverged);
+        // Record the reason in the last good checkpoint's state (its RNG states and counters stay
+        // those of that checkpoint, so a resume starts cleanly from it).
         let p = checkpoint::paths(run_dir, CheckpointKind::Last);
-        crate::util::write_atomic(&p.state, serde_json::to_string_pretty(&s)?.as_bytes())?;
+        let mut saved: TrainState = serde_json::from_str(&std::fs::read_to_string(&p.state)?)?;
+        saved.stopped_because = Some(StopReason::Diverged);
+        crate::util::write_atomic(&p.state, serde_json::to_string_pretty(&saved)?.as_bytes())?;
     }
     finish(&session, splits, &run, &state, stop, mean(&speed))
 }
