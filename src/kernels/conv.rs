@@ -6,7 +6,7 @@
 //! are all the output pixels of its images (so deep layers with 1x1 or 2x2 outputs still get a
 //! wide GEMM). Weight gradients are summed per thread and reduced once.
 use super::gemm::{matmul, Mat};
-use super::util::{f32_data, plan_groups, run_groups, sum, with_f32, with_scratch, SyncPtr};
+use super::util::{f32_data, profiled, plan_groups, run_groups, sum, with_f32, with_scratch, SyncPtr};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// Geometry of a convolution from an image [c, h, w] to an output map [ho, wo].
@@ -345,7 +345,10 @@ impl CustomOp3 for Conv2dOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let d = conv2d_dims(l1.shape(), l2.shape(), l3.shape(), self.stride, self.pad)?;
-        let y = conv2d_forward(f32_data(s1, l1)?, f32_data(s2, l2)?, f32_data(s3, l3)?, &d);
+        let y = profiled(
+            || format!("conv2d fwd  c{} o{} {}x{}", d.g.c, d.o, d.g.h, d.g.w),
+            || Ok::<_, candle_core::Error>(conv2d_forward(f32_data(s1, l1)?, f32_data(s2, l2)?, f32_data(s3, l3)?, &d)),
+        )?;
         Ok((CpuStorage::F32(y), Shape::from((d.n, d.o, d.g.ho, d.g.wo))))
     }
 
@@ -359,11 +362,10 @@ impl CustomOp3 for Conv2dOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = conv2d_dims(x.shape(), w.shape(), b.shape(), self.stride, self.pad)?;
         let want_dx = x.track_op();
-        let (dx, dw, db) = with_f32(x, |xs| {
-            with_f32(w, |ws| {
-                with_f32(dy, |dys| conv2d_backward(xs, ws, dys, &d, want_dx))
-            })
-        })???;
+        let (dx, dw, db) = profiled(
+            || format!("conv2d bwd  c{} o{} {}x{}", d.g.c, d.o, d.g.h, d.g.w),
+            || with_f32(x, |xs| with_f32(w, |ws| with_f32(dy, |dys| conv2d_backward(xs, ws, dys, &d, want_dx)))),
+        )???;
         let dev = x.device();
         let dx = dx.map(|v| Tensor::from_vec(v, x.shape(), dev)).transpose()?;
         Ok((
@@ -508,7 +510,10 @@ impl CustomOp3 for ConvTranspose2dOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, ci, g) = conv_t_dims(l1.shape(), l2.shape(), l3.shape(), self.stride, self.pad)?;
-        let y = conv_t_forward(f32_data(s1, l1)?, f32_data(s2, l2)?, f32_data(s3, l3)?, n, ci, &g);
+        let y = profiled(
+            || format!("convT fwd   c{} o{} {}x{}", ci, g.c, g.ho, g.wo),
+            || Ok::<_, candle_core::Error>(conv_t_forward(f32_data(s1, l1)?, f32_data(s2, l2)?, f32_data(s3, l3)?, n, ci, &g)),
+        )?;
         Ok((CpuStorage::F32(y), Shape::from((n, g.c, g.h, g.w))))
     }
 
@@ -522,11 +527,10 @@ impl CustomOp3 for ConvTranspose2dOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, ci, g) = conv_t_dims(x.shape(), w.shape(), b.shape(), self.stride, self.pad)?;
         let want_dx = x.track_op();
-        let (dx, dw, db) = with_f32(x, |xs| {
-            with_f32(w, |ws| {
-                with_f32(dy, |dys| conv_t_backward(xs, ws, dys, n, ci, &g, want_dx))
-            })
-        })???;
+        let (dx, dw, db) = profiled(
+            || format!("convT bwd   c{} o{} {}x{}", ci, g.c, g.ho, g.wo),
+            || with_f32(x, |xs| with_f32(w, |ws| with_f32(dy, |dys| conv_t_backward(xs, ws, dys, n, ci, &g, want_dx)))),
+        )???;
         let dev = x.device();
         let dx = dx.map(|v| Tensor::from_vec(v, x.shape(), dev)).transpose()?;
         Ok((
