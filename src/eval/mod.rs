@@ -1,1 +1,7 @@
-//! eval stage (see the module list in lib.rs).
+//! Evaluation: reconstruction metrics (MSE, PSNR, SSIM), the ex-post Gaussian mixture sampler,
+//! the Frechet distance between feature Gaussians, the sample-quality classifier, and the
+//! shared likelihood units (`units`).
+pub mod frechet;
+pub mod gmm;
+pub mod image_metrics;
+pub mod units;
