@@ -10,8 +10,19 @@
 //! - `grid`: PNG image grids
 use serde::{Deserialize, Serialize};
 
+pub mod error;
 pub mod grid;
+pub mod idx;
+mod load;
 pub mod norb;
+pub mod resize;
+pub mod source;
+pub mod spec;
+pub mod split;
+pub mod synth;
+
+pub use error::DataError;
+pub use load::load;
 
 /// NORB factors of variation for one sample (absent for other datasets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,1 +1,25 @@
-//! kernels stage (see the module list in lib.rs).
+//! The CPU hot path: project-owned kernels for the operations that dominate a VAE training step,
+//! as candle custom ops (so candle's autograd uses them) and an in-place optimizer.
+//!
+//! - `conv`: conv2d and transposed conv2d, forward and both backward passes (im2col + GEMM);
+//! - `batchnorm`: training-mode batch norm with a fused activation, forward and backward;
+//! - `adam`: fused in-place Adam.
+//!
+//! Every kernel runs on the current rayon pool: install a local `rayon::ThreadPool` to choose
+//! the thread count. They are f32 and CPU only; `model::ops` keeps candle's ops for other devices.
+pub mod adam;
+pub mod batchnorm;
+pub mod conv;
+mod gemm;
+pub mod loss;
+mod util;
+pub use util::{process_cpu_ns, profile_report};
+pub mod workloads;
+
+pub use adam::{adam_update, AdamHyper, FusedAdam};
+pub use batchnorm::{batch_norm_train, Activation};
+pub use conv::{conv2d, conv_transpose2d};
+pub use loss::bce_with_logits_sum;
+
+#[cfg(test)]
+mod tests;

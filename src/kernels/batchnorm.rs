@@ -1,0 +1,355 @@
+//! Training-mode batch normalisation with its activation fused, forward and backward, as a
+//! candle custom op. Statistics are per channel over (batch, spatial) for [n, c, h, w] inputs and
+//! per feature over the batch for [n, c] inputs, with the biased batch variance in the
+//! normalisation (as PyTorch and candle do).
+use super::util::{f32_data, profiled, with_f32, SyncPtr};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
+
+/// The activation applied after the affine batch-norm output.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Identity,
+    Relu,
+    /// max(x, slope * x) with 0 < slope < 1.
+    LeakyRelu(f32),
+}
+
+impl Activation {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            Activation::Identity => v,
+            Activation::Relu => v.max(0.0),
+            Activation::LeakyRelu(a) => {
+                if v > 0.0 {
+                    v
+                } else {
+                    a * v
+                }
+            }
+        }
+    }
+
+    /// Derivative at the pre-activation, read from the activation's output (same sign for these).
+    #[inline(always)]
+    fn grad_from_output(self, y: f32) -> f32 {
+        match self {
+            Activation::Identity => 1.0,
+            Activation::Relu => {
+                if y > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::LeakyRelu(a) => {
+                if y > 0.0 {
+                    1.0
+                } else {
+                    a
+                }
+            }
+        }
+    }
+}
+
+/// (batch, channels, spatial size per channel) of a [n, c, ...] tensor.
+fn bn_dims(shape: &Shape) -> Result<(usize, usize, usize)> {
+    let d = shape.dims();
+    if d.len() < 2 {
+        bail!("batch norm: expected [n, c, ...], got {shape:?}");
+    }
+    Ok((d[0], d[1], d[2..].iter().product()))
+}
+
+/// Per-channel mean and 1/sqrt(var + eps) kept from the forward pass for the backward pass.
+#[derive(Default)]
+struct Saved {
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    invstd: Vec<f32>,
+}
+
+struct BatchNormTrainOp {
+    eps: f64,
+    act: Activation,
+    saved: Arc<Mutex<Saved>>,
+}
+
+/// Mean and biased variance per channel (two passes, f64 accumulation).
+fn channel_stats(x: &[f32], n: usize, c: usize, s: usize) -> (Vec<f32>, Vec<f32>) {
+    let m = (n * s) as f64;
+    if s == 1 {
+        let mut acc = vec![0f64; c];
+        for row in x.chunks_exact(c) {
+            acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
+        }
+        let mean: Vec<f64> = acc.iter().map(|a| a / m).collect();
+        let mut acc2 = vec![0f64; c];
+        for row in x.chunks_exact(c) {
+            acc2.iter_mut().zip(row).zip(&mean).for_each(|((a, &v), &mu)| {
+                let d = v as f64 - mu;
+                *a += d * d
+            });
+        }
+        (
+            mean.iter().map(|&v| v as f32).collect(),
+            acc2.iter().map(|a| (a / m) as f32).collect(),
+        )
+    } else {
+        (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let segs = || (0..n).map(move |i| &x[(i * c + ch) * s..(i * c + ch + 1) * s]);
+                let mean = segs().map(super::util::sum).sum::<f64>() / m;
+                let mu = mean as f32;
+                let var = segs()
+                    .map(|seg| super::util::sum2(seg, seg, |v, _| (v - mu) * (v - mu)))
+                    .sum::<f64>()
+                    / m;
+                (mean as f32, var as f32)
+            })
+            .unzip()
+    }
+}
+
+fn bn_forward(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    n: usize,
+    c: usize,
+    s: usize,
+    eps: f64,
+    act: Activation,
+) -> (Vec<f32>, Saved) {
+    let (mean, var) = channel_stats(x, n, c, s);
+    let invstd: Vec<f32> = var
+        .iter()
+        .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
+        .collect();
+    let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] * invstd[ch]).collect();
+    let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
+    let mut y = vec![0f32; x.len()];
+    if s == 1 {
+        y.par_chunks_mut(c * 64)
+            .zip(x.par_chunks(c * 64))
+            .for_each(|(yb, xb)| {
+                for (yr, xr) in yb.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
+                    for ch in 0..c {
+                        yr[ch] = act.apply(xr[ch] * scale[ch] + shift[ch]);
+                    }
+                }
+            });
+    } else {
+        y.par_chunks_mut(s)
+            .zip(x.par_chunks(s))
+            .enumerate()
+            .for_each(|(idx, (ys, xs))| {
+                let (a, b) = (scale[idx % c], shift[idx % c]);
+                ys.iter_mut()
+                    .zip(xs)
+                    .for_each(|(yv, &xv)| *yv = act.apply(xv * a + b));
+            });
+    }
+    (y, Saved { mean, var, invstd })
+}
+
+/// Gradients (dx, dgamma, dbeta) given the forward output `y` and its gradient `dy`.
+#[allow(clippy::too_many_arguments)]
+fn bn_backward(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    saved: &Saved,
+    n: usize,
+    c: usize,
+    s: usize,
+    act: Activation,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let m = (n * s) as f64;
+    let mean = &saved.mean;
+    // Per channel: sum of dy' and sum of dy' * (x - mean), where dy' is dy through the activation.
+    let (sdy, sdyx): (Vec<f64>, Vec<f64>) = if s == 1 {
+        let mut a = vec![0f64; c];
+        let mut b = vec![0f64; c];
+        for i in 0..n {
+            let r = i * c..(i + 1) * c;
+            for (ch, ((&xv, &yv), &g)) in x[r.clone()].iter().zip(&y[r.clone()]).zip(&dy[r]).enumerate() {
+                let gp = g * act.grad_from_output(yv);
+                a[ch] += gp as f64;
+                b[ch] += (gp * (xv - mean[ch])) as f64;
+            }
+        }
+        (a, b)
+    } else {
+        (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let mu = mean[ch];
+                let (mut a, mut b) = (0f64, 0f64);
+                for i in 0..n {
+                    let r = (i * c + ch) * s..(i * c + ch + 1) * s;
+                    let (xs, ys, gs) = (&x[r.clone()], &y[r.clone()], &dy[r]);
+                    let mut la = [0f32; 8];
+                    let mut lb = [0f32; 8];
+                    let n8 = s / 8 * 8;
+                    for k in (0..n8).step_by(8) {
+                        for j in 0..8 {
+                            let gp = gs[k + j] * act.grad_from_output(ys[k + j]);
+                            la[j] += gp;
+                            lb[j] += gp * (xs[k + j] - mu);
+                        }
+                    }
+                    for k in n8..s {
+                        let gp = gs[k] * act.grad_from_output(ys[k]);
+                        la[0] += gp;
+                        lb[0] += gp * (xs[k] - mu);
+                    }
+                    a += la.iter().map(|&v| v as f64).sum::<f64>();
+                    b += lb.iter().map(|&v| v as f64).sum::<f64>();
+                }
+                (a, b)
+            })
+            .unzip()
+    };
+    let invstd = &saved.invstd;
+    let dgamma: Vec<f32> = (0..c).map(|ch| (sdyx[ch] * invstd[ch] as f64) as f32).collect();
+    let dbeta: Vec<f32> = sdy.iter().map(|&v| v as f32).collect();
+    // dx = k1 * dy' + k2 * (x - mean) + k3
+    let k1: Vec<f32> = (0..c).map(|ch| gamma[ch] * invstd[ch]).collect();
+    let k2: Vec<f32> = (0..c)
+        .map(|ch| {
+            let is = invstd[ch] as f64;
+            (-(gamma[ch] as f64) * is * is * is * sdyx[ch] / m) as f32
+        })
+        .collect();
+    let k3: Vec<f32> = (0..c)
+        .map(|ch| (-(gamma[ch] as f64) * invstd[ch] as f64 * sdy[ch] / m) as f32)
+        .collect();
+    let mut dx = vec![0f32; x.len()];
+    let dxp = SyncPtr(dx.as_mut_ptr());
+    let row = |idx: usize, ch: usize, len: usize| {
+        let r = idx * len..(idx + 1) * len;
+        // SAFETY: each index owns a disjoint range of dx.
+        let out = unsafe { dxp.slice(r.start, len) };
+        (out, &x[r.clone()], &y[r.clone()], &dy[r], ch)
+    };
+    if s == 1 {
+        (0..n).into_par_iter().with_min_len(32).for_each(|i| {
+            let (out, xs, ys, gs, _) = row(i, 0, c);
+            for ch in 0..c {
+                let gp = gs[ch] * act.grad_from_output(ys[ch]);
+                out[ch] = k1[ch] * gp + k2[ch] * (xs[ch] - mean[ch]) + k3[ch];
+            }
+        });
+    } else {
+        (0..n * c).into_par_iter().for_each(|idx| {
+            let ch = idx % c;
+            let (out, xs, ys, gs, _) = row(idx, ch, s);
+            let (a, b, d, mu) = (k1[ch], k2[ch], k3[ch], mean[ch]);
+            for k in 0..s {
+                let gp = gs[k] * act.grad_from_output(ys[k]);
+                out[k] = a * gp + b * (xs[k] - mu) + d;
+            }
+        });
+    }
+    (dx, dgamma, dbeta)
+}
+
+impl CustomOp3 for BatchNormTrainOp {
+    fn name(&self) -> &'static str {
+        "norbvae-batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, s) = bn_dims(l1.shape())?;
+        if l2.shape().dims() != [c] || l3.shape().dims() != [c] {
+            bail!(
+                "batch norm: gamma {:?} / beta {:?} do not match {c} channels",
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        if n * s == 0 {
+            bail!("batch norm: empty batch");
+        }
+        let (x, gamma, beta) = (f32_data(s1, l1)?, f32_data(s2, l2)?, f32_data(s3, l3)?);
+        let (y, saved) = profiled(
+            || format!("bn fwd      c{c} s{s}"),
+            || bn_forward(x, gamma, beta, n, c, s, self.eps, self.act),
+        );
+        *self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("batch norm state poisoned".into()))? = saved;
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c, s) = bn_dims(x.shape())?;
+        let saved = self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("batch norm state poisoned".into()))?;
+        let (dx, dg, db) = profiled(|| format!("bn bwd      c{c} s{s}"), || with_f32(x, |xs| {
+            with_f32(res, |ys| {
+                with_f32(dy, |dys| {
+                    with_f32(gamma, |gs| {
+                        bn_backward(xs, ys, dys, gs, &saved, n, c, s, self.act)
+                    })
+                })
+            })
+        }))????;
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            Some(Tensor::from_vec(dg, c, dev)?),
+            Some(Tensor::from_vec(db, c, dev)?),
+        ))
+    }
+}
+
+/// Training-mode batch norm followed by `act`: returns (output, batch mean [c], biased batch
+/// variance [c]); the statistics are detached (for running averages). CPU, f32.
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    act: Activation,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let saved = Arc::new(Mutex::new(Saved::default()));
+    let op = BatchNormTrainOp {
+        eps,
+        act,
+        saved: saved.clone(),
+    };
+    let y = x
+        .contiguous()?
+        .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    let st = saved
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("batch norm state poisoned".into()))?;
+    let mean = Tensor::from_slice(&st.mean, st.mean.len(), x.device())?;
+    let var = Tensor::from_slice(&st.var, st.var.len(), x.device())?;
+    Ok((y, mean, var))
+}

@@ -1,0 +1,511 @@
+//! 2-D convolution and transposed convolution (NCHW, f32, CPU) as im2row/row2im + GEMM,
+//! forward and both backward passes, as candle custom ops so candle's autograd uses them.
+//!
+//! Work is split over groups of images: each group's im2row matrix is sized to stay in cache,
+//! groups run in parallel on the current rayon pool, and each group does one GEMM whose columns
+//! are all the output pixels of its images (so deep layers with 1x1 or 2x2 outputs still get a
+//! wide GEMM). Weight gradients are summed per thread and reduced once.
+use super::gemm::{matmul, matmul_strided, Mat};
+use super::util::{f32_data, profiled, plan_groups, run_groups, sum, with_f32, with_scratch, SyncPtr};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+
+/// Geometry of a convolution from an image [c, h, w] to an output map [ho, wo].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geom {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl Geom {
+    fn conv(c: usize, h: usize, w: usize, kh: usize, kw: usize, stride: usize, pad: usize) -> Result<Self> {
+        if stride == 0 {
+            bail!("convolution stride must be at least 1");
+        }
+        if h + 2 * pad < kh || w + 2 * pad < kw {
+            bail!("convolution kernel {kh}x{kw} larger than padded input {h}x{w} (+{pad})");
+        }
+        let ho = (h + 2 * pad - kh) / stride + 1;
+        let wo = (w + 2 * pad - kw) / stride + 1;
+        Ok(Self {
+            c,
+            h,
+            w,
+            kh,
+            kw,
+            stride,
+            pad,
+            ho,
+            wo,
+        })
+    }
+
+    /// Rows of the im2col matrix.
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Output pixels per image.
+    fn p(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    fn img(&self) -> usize {
+        self.c * self.h * self.w
+    }
+}
+
+/// Writes image `img` [c, h, w] as `p` rows of `rows` [p, k] (one row per output pixel, the
+/// receptive field in weight order (ci, ki, kj)): "im2row". Each kernel row is a contiguous run
+/// of the input, so the copy moves `kw` floats at a time; the GEMMs on this layout are also the
+/// fast orientation for the `gemm` crate when channels are few and pixels many.
+fn im2row(img: &[f32], g: &Geom, rows: &mut [f32]) {
+    let (s, p, k) = (g.stride as isize, g.pad as isize, g.k());
+    let (h, w, kw) = (g.h as isize, g.w as isize, g.kw);
+    for oy in 0..g.ho {
+        for ox in 0..g.wo {
+            let r = &mut rows[(oy * g.wo + ox) * k..(oy * g.wo + ox + 1) * k];
+            let ix0 = ox as isize * s - p;
+            let inside_x = ix0 >= 0 && ix0 + kw as isize <= w;
+            for ci in 0..g.c {
+                for ki in 0..g.kh {
+                    let iy = oy as isize * s + ki as isize - p;
+                    let d = &mut r[(ci * g.kh + ki) * kw..(ci * g.kh + ki + 1) * kw];
+                    if iy < 0 || iy >= h {
+                        d.fill(0.0);
+                        continue;
+                    }
+                    let src = &img[(ci * g.h + iy as usize) * g.w..(ci * g.h + iy as usize + 1) * g.w];
+                    if inside_x {
+                        d.copy_from_slice(&src[ix0 as usize..ix0 as usize + kw]);
+                    } else {
+                        for (kj, dv) in d.iter_mut().enumerate() {
+                            let ix = ix0 + kj as isize;
+                            *dv = if ix >= 0 && ix < w { src[ix as usize] } else { 0.0 };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `rows` [p, k] back into image `img` [c, h, w] (the adjoint of `im2row`).
+fn row2im(rows: &[f32], g: &Geom, img: &mut [f32]) {
+    let (s, p, k) = (g.stride as isize, g.pad as isize, g.k());
+    let (h, w, kw) = (g.h as isize, g.w as isize, g.kw);
+    for oy in 0..g.ho {
+        for ox in 0..g.wo {
+            let r = &rows[(oy * g.wo + ox) * k..(oy * g.wo + ox + 1) * k];
+            let ix0 = ox as isize * s - p;
+            let inside_x = ix0 >= 0 && ix0 + kw as isize <= w;
+            for ci in 0..g.c {
+                for ki in 0..g.kh {
+                    let iy = oy as isize * s + ki as isize - p;
+                    if iy < 0 || iy >= h {
+                        continue;
+                    }
+                    let sr = &r[(ci * g.kh + ki) * kw..(ci * g.kh + ki + 1) * kw];
+                    let d = &mut img[(ci * g.h + iy as usize) * g.w..(ci * g.h + iy as usize + 1) * g.w];
+                    if inside_x {
+                        for (dv, sv) in d[ix0 as usize..ix0 as usize + kw].iter_mut().zip(sr) {
+                            *dv += *sv;
+                        }
+                    } else {
+                        for (kj, sv) in sr.iter().enumerate() {
+                            let ix = ix0 + kj as isize;
+                            if ix >= 0 && ix < w {
+                                d[ix as usize] += *sv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst[(i * p + q) * chans + ch] = src[(i * chans + ch) * p + q]`: a group's maps
+/// [gn, chans, p] as one pixel-major matrix [gn * p, chans], optionally adding per-channel sums.
+fn gather_pixels(src: &[f32], chans: usize, p: usize, dst: &mut [f32], sums: Option<&mut [f32]>) {
+    let gn = src.len() / (chans * p);
+    if let Some(sums) = sums {
+        for i in 0..gn {
+            for ch in 0..chans {
+                sums[ch] += sum(&src[(i * chans + ch) * p..(i * chans + ch + 1) * p]) as f32;
+            }
+        }
+    }
+    if p == 1 {
+        dst[..src.len()].copy_from_slice(src);
+        return;
+    }
+    for i in 0..gn {
+        let s = &src[i * chans * p..(i + 1) * chans * p];
+        let d = &mut dst[i * p * chans..(i + 1) * p * chans];
+        for ch in 0..chans {
+            for q in 0..p {
+                d[q * chans + ch] = s[ch * p + q];
+            }
+        }
+    }
+}
+
+/// Inverse of `gather_pixels`, adding a per-channel bias.
+fn scatter_pixels(src: &[f32], chans: usize, p: usize, bias: Option<&[f32]>, dst: &mut [f32]) {
+    let gn = dst.len() / (chans * p);
+    for i in 0..gn {
+        let s = &src[i * p * chans..(i + 1) * p * chans];
+        let d = &mut dst[i * chans * p..(i + 1) * chans * p];
+        for ch in 0..chans {
+            let b = bias.map_or(0.0, |b| b[ch]);
+            let dc = &mut d[ch * p..(ch + 1) * p];
+            for q in 0..p {
+                dc[q] = s[q * chans + ch] + b;
+            }
+        }
+    }
+}
+
+type GradAcc = (Vec<f32>, Vec<f32>);
+
+fn merge_grads(mut a: GradAcc, b: GradAcc) -> GradAcc {
+    super::util::add_into(&mut a.0, &b.0);
+    super::util::add_into(&mut a.1, &b.1);
+    a
+}
+
+/// Shapes of a convolution call: batch, geometry over the input image, output channels.
+struct ConvDims {
+    n: usize,
+    g: Geom,
+    o: usize,
+}
+
+fn conv2d_dims(x: &Shape, w: &Shape, b: &Shape, stride: usize, pad: usize) -> Result<ConvDims> {
+    let (n, c, h, wd) = x.dims4()?;
+    let (o, wc, kh, kw) = w.dims4()?;
+    if wc != c {
+        bail!("conv2d: input has {c} channels but the kernel expects {wc}");
+    }
+    if b.dims() != [o] {
+        bail!("conv2d: bias shape {b:?}, expected [{o}]");
+    }
+    Ok(ConvDims {
+        n,
+        g: Geom::conv(c, h, wd, kh, kw, stride, pad)?,
+        o,
+    })
+}
+
+/// Geometry of a transposed convolution, stated as the convolution it is the adjoint of:
+/// that convolution maps the output image [co, ho, wo] back to the input's spatial size.
+fn conv_t_dims(x: &Shape, w: &Shape, b: &Shape, stride: usize, pad: usize) -> Result<(usize, usize, Geom)> {
+    let (n, ci, hi, wi) = x.dims4()?;
+    let (wci, co, kh, kw) = w.dims4()?;
+    if wci != ci {
+        bail!("conv_transpose2d: input has {ci} channels but the kernel expects {wci}");
+    }
+    if b.dims() != [co] {
+        bail!("conv_transpose2d: bias shape {b:?}, expected [{co}]");
+    }
+    if stride == 0 || (hi - 1) * stride + kh < 2 * pad + 1 || (wi - 1) * stride + kw < 2 * pad + 1 {
+        bail!("conv_transpose2d: empty output for input {hi}x{wi}, kernel {kh}x{kw}, stride {stride}, pad {pad}");
+    }
+    let ho = (hi - 1) * stride + kh - 2 * pad;
+    let wo = (wi - 1) * stride + kw - 2 * pad;
+    let g = Geom::conv(co, ho, wo, kh, kw, stride, pad)?;
+    if g.ho != hi || g.wo != wi {
+        bail!("conv_transpose2d: geometry does not invert (input {hi}x{wi}, output {ho}x{wo})");
+    }
+    Ok((n, ci, g))
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv2d
+
+fn conv2d_forward(x: &[f32], w: &[f32], b: &[f32], d: &ConvDims) -> Vec<f32> {
+    let ConvDims { n, g, o } = *d;
+    let (k, p) = (g.k(), g.p());
+    let mut y = vec![0f32; n * o * p];
+    let (gsz, groups) = plan_groups(n, k * p + o * p, rayon::current_num_threads());
+    let yp = SyncPtr(y.as_mut_ptr());
+    run_groups(
+        groups,
+        || (),
+        |_, gi, threads| {
+            let (n0, n1) = (gi * gsz, ((gi + 1) * gsz).min(n));
+            let ld = (n1 - n0) * p;
+            // SAFETY: each group writes only its own images' outputs.
+            let yg = unsafe { yp.slice(n0 * o * p, (n1 - n0) * o * p) };
+            with_scratch(k * ld + o * ld, |buf| {
+                let (rows, out) = buf.split_at_mut(k * ld);
+                for i in n0..n1 {
+                    im2row(&x[i * g.img()..(i + 1) * g.img()], &g, &mut rows[(i - n0) * p * k..(i - n0 + 1) * p * k]);
+                }
+                matmul(out, o, Mat::rows(rows, ld, k), Mat::rows(w, o, k).t(), false, threads);
+                scatter_pixels(out, o, p, Some(b), yg);
+            });
+        },
+        |_, _| (),
+    );
+    y
+}
+
+/// Gradients of conv2d: (dx if wanted, dw, db).
+fn conv2d_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    d: &ConvDims,
+    want_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    let ConvDims { n, g, o } = *d;
+    let (k, p) = (g.k(), g.p());
+    let mut dx = if want_dx { vec![0f32; n * g.img()] } else { Vec::new() };
+    let (gsz, groups) = plan_groups(n, k * p + o * p, rayon::current_num_threads());
+    let dxp = SyncPtr(dx.as_mut_ptr());
+    // The weight gradient is accumulated transposed, [k, o]: the faster GEMM orientation here.
+    let (dwt, db) = run_groups(
+        groups,
+        || (vec![0f32; o * k], vec![0f32; o]),
+        |(dwt, db), gi, threads| {
+            let (n0, n1) = (gi * gsz, ((gi + 1) * gsz).min(n));
+            let ld = (n1 - n0) * p;
+            with_scratch(k * ld + o * ld, |buf| {
+                let (rows, dyg) = buf.split_at_mut(k * ld);
+                gather_pixels(&dy[n0 * o * p..n1 * o * p], o, p, dyg, Some(db));
+                for i in n0..n1 {
+                    im2row(&x[i * g.img()..(i + 1) * g.img()], &g, &mut rows[(i - n0) * p * k..(i - n0 + 1) * p * k]);
+                }
+                let dy_t = Mat::rows(dyg, ld, o).t();
+                matmul_strided(dwt, 1, o, dy_t, Mat::rows(rows, ld, k), true, threads);
+                if want_dx {
+                    // The im2row matrix is no longer needed: reuse it for the row gradients.
+                    matmul(rows, k, Mat::rows(dyg, ld, o), Mat::rows(w, o, k), false, threads);
+                    // SAFETY: each group writes only its own images' gradients.
+                    let dxg = unsafe { dxp.slice(n0 * g.img(), (n1 - n0) * g.img()) };
+                    for i in 0..n1 - n0 {
+                        row2im(&rows[i * p * k..(i + 1) * p * k], &g, &mut dxg[i * g.img()..(i + 1) * g.img()]);
+                    }
+                }
+            });
+        },
+        merge_grads,
+    );
+    let mut dw = vec![0f32; o * k];
+    for kk in 0..k {
+        for oc in 0..o {
+            dw[oc * k + kk] = dwt[kk * o + oc];
+        }
+    }
+    (want_dx.then_some(dx), dw, db)
+}
+
+struct Conv2dOp {
+    stride: usize,
+    pad: usize,
+}
+
+impl CustomOp3 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "norbvae-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = conv2d_dims(l1.shape(), l2.shape(), l3.shape(), self.stride, self.pad)?;
+        let y = profiled(
+            || format!("conv2d fwd  c{} o{} {}x{}", d.g.c, d.o, d.g.h, d.g.w),
+            || Ok::<_, candle_core::Error>(conv2d_forward(f32_data(s1, l1)?, f32_data(s2, l2)?, f32_data(s3, l3)?, &d)),
+        )?;
+        Ok((CpuStorage::F32(y), Shape::from((d.n, d.o, d.g.ho, d.g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = conv2d_dims(x.shape(), w.shape(), b.shape(), self.stride, self.pad)?;
+        let want_dx = x.track_op();
+        let (dx, dw, db) = profiled(
+            || format!("conv2d bwd  c{} o{} {}x{}", d.g.c, d.o, d.g.h, d.g.w),
+            || with_f32(x, |xs| with_f32(w, |ws| with_f32(dy, |dys| conv2d_backward(xs, ws, dys, &d, want_dx)))),
+        )???;
+        let dev = x.device();
+        let dx = dx.map(|v| Tensor::from_vec(v, x.shape(), dev)).transpose()?;
+        Ok((
+            dx,
+            Some(Tensor::from_vec(dw, w.shape(), dev)?),
+            Some(Tensor::from_vec(db, b.shape(), dev)?),
+        ))
+    }
+}
+
+/// 2-D convolution of `x` [n, c, h, w] with `w` [o, c, kh, kw] plus bias `b` [o] (PyTorch's
+/// Conv2d with dilation 1, groups 1), differentiable through candle's autograd. CPU, f32.
+pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, Conv2dOp { stride, pad })
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv_transpose2d
+
+fn conv_t_forward(x: &[f32], w: &[f32], b: &[f32], n: usize, ci: usize, g: &Geom) -> Vec<f32> {
+    let (k, p) = (g.k(), g.p());
+    let co = g.c;
+    let mut y = vec![0f32; n * g.img()];
+    let (gsz, groups) = plan_groups(n, k * p + ci * p, rayon::current_num_threads());
+    let yp = SyncPtr(y.as_mut_ptr());
+    run_groups(
+        groups,
+        || (),
+        |_, gi, threads| {
+            let (n0, n1) = (gi * gsz, ((gi + 1) * gsz).min(n));
+            let ld = (n1 - n0) * p;
+            // SAFETY: each group writes only its own images' outputs.
+            let yg = unsafe { yp.slice(n0 * g.img(), (n1 - n0) * g.img()) };
+            with_scratch(k * ld + ci * ld, |buf| {
+                let (rows, xg) = buf.split_at_mut(k * ld);
+                gather_pixels(&x[n0 * ci * p..n1 * ci * p], ci, p, xg, None);
+                matmul(rows, k, Mat::rows(xg, ld, ci), Mat::rows(w, ci, k), false, threads);
+                let plane = g.h * g.w;
+                for i in 0..n1 - n0 {
+                    let img = &mut yg[i * g.img()..(i + 1) * g.img()];
+                    for ch in 0..co {
+                        img[ch * plane..(ch + 1) * plane].fill(b[ch]);
+                    }
+                    row2im(&rows[i * p * k..(i + 1) * p * k], g, img);
+                }
+            });
+        },
+        |_, _| (),
+    );
+    y
+}
+
+fn conv_t_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    n: usize,
+    ci: usize,
+    g: &Geom,
+    want_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    let (k, p) = (g.k(), g.p());
+    let co = g.c;
+    let mut dx = if want_dx { vec![0f32; n * ci * p] } else { Vec::new() };
+    let (gsz, groups) = plan_groups(n, k * p + ci * p, rayon::current_num_threads());
+    let dxp = SyncPtr(dx.as_mut_ptr());
+    let (dw, db) = run_groups(
+        groups,
+        || (vec![0f32; ci * k], vec![0f32; co]),
+        |(dw, db), gi, threads| {
+            let (n0, n1) = (gi * gsz, ((gi + 1) * gsz).min(n));
+            let ld = (n1 - n0) * p;
+            let plane = g.h * g.w;
+            with_scratch(k * ld + ci * ld, |buf| {
+                let (rows, xg) = buf.split_at_mut(k * ld);
+                for i in n0..n1 {
+                    let img = &dy[i * g.img()..(i + 1) * g.img()];
+                    im2row(img, g, &mut rows[(i - n0) * p * k..(i - n0 + 1) * p * k]);
+                    for ch in 0..co {
+                        db[ch] += sum(&img[ch * plane..(ch + 1) * plane]) as f32;
+                    }
+                }
+                gather_pixels(&x[n0 * ci * p..n1 * ci * p], ci, p, xg, None);
+                matmul(dw, k, Mat::rows(xg, ld, ci).t(), Mat::rows(rows, ld, k), true, threads);
+                if want_dx {
+                    // The gathered input is no longer needed: reuse it for the input gradient.
+                    matmul(xg, ci, Mat::rows(rows, ld, k), Mat::rows(w, ci, k).t(), false, threads);
+                    // SAFETY: each group writes only its own images' gradients.
+                    let dxg = unsafe { dxp.slice(n0 * ci * p, (n1 - n0) * ci * p) };
+                    scatter_pixels(xg, ci, p, None, dxg);
+                }
+            });
+        },
+        merge_grads,
+    );
+    (want_dx.then_some(dx), dw, db)
+}
+
+struct ConvTranspose2dOp {
+    stride: usize,
+    pad: usize,
+}
+
+impl CustomOp3 for ConvTranspose2dOp {
+    fn name(&self) -> &'static str {
+        "norbvae-conv-transpose2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, ci, g) = conv_t_dims(l1.shape(), l2.shape(), l3.shape(), self.stride, self.pad)?;
+        let y = profiled(
+            || format!("convT fwd   c{} o{} {}x{}", ci, g.c, g.ho, g.wo),
+            || Ok::<_, candle_core::Error>(conv_t_forward(f32_data(s1, l1)?, f32_data(s2, l2)?, f32_data(s3, l3)?, n, ci, &g)),
+        )?;
+        Ok((CpuStorage::F32(y), Shape::from((n, g.c, g.h, g.w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, ci, g) = conv_t_dims(x.shape(), w.shape(), b.shape(), self.stride, self.pad)?;
+        let want_dx = x.track_op();
+        let (dx, dw, db) = profiled(
+            || format!("convT bwd   c{} o{} {}x{}", ci, g.c, g.ho, g.wo),
+            || with_f32(x, |xs| with_f32(w, |ws| with_f32(dy, |dys| conv_t_backward(xs, ws, dys, n, ci, &g, want_dx)))),
+        )???;
+        let dev = x.device();
+        let dx = dx.map(|v| Tensor::from_vec(v, x.shape(), dev)).transpose()?;
+        Ok((
+            dx,
+            Some(Tensor::from_vec(dw, w.shape(), dev)?),
+            Some(Tensor::from_vec(db, b.shape(), dev)?),
+        ))
+    }
+}
+
+/// Transposed 2-D convolution of `x` [n, ci, h, w] with `w` [ci, co, kh, kw] plus bias `b` [co]
+/// (PyTorch's ConvTranspose2d with output_padding 0, dilation 1, groups 1), output
+/// [n, co, (h-1)*stride - 2*pad + kh, ...], differentiable through candle's autograd. CPU, f32.
+pub fn conv_transpose2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(
+        &w.contiguous()?,
+        &b.contiguous()?,
+        ConvTranspose2dOp { stride, pad },
+    )
+}

@@ -1,0 +1,300 @@
+//! Every kernel against candle's own ops (or a plain reference) on random shapes, values and
+//! gradients. Tolerance: |ours - reference| <= 1e-4 * max|reference| per tensor.
+use super::*;
+use crate::util::SeededRng;
+use candle_core::{Device, Tensor, Var};
+
+fn rand_t(rng: &mut SeededRng, shape: &[usize]) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_vec(rng.normal_vec(n), shape, &Device::Cpu).unwrap()
+}
+
+fn assert_close(what: &str, ours: &Tensor, reference: &Tensor) {
+    assert_eq!(ours.dims(), reference.dims(), "{what}: shapes differ");
+    let a = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = reference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+    let err = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        err <= 1e-4 * scale,
+        "{what}: max abs error {err} vs scale {scale}"
+    );
+}
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
+/// (n, c, h, w, o, k, stride, pad)
+const CONV_CASES: &[(usize, usize, usize, usize, usize, usize, usize, usize)] = &[
+    (1, 1, 5, 7, 2, 3, 1, 0),
+    (1, 1, 6, 6, 1, 3, 1, 1),
+    (3, 2, 8, 6, 4, 4, 2, 1),
+    (2, 3, 7, 9, 5, 3, 2, 1),
+    (2, 3, 7, 9, 5, 3, 2, 0),
+    (5, 2, 4, 4, 3, 4, 2, 1),
+    (4, 3, 2, 2, 6, 4, 2, 1),
+    (40, 4, 32, 24, 8, 4, 2, 1),
+];
+
+fn check_conv(transpose: bool, threads: usize) {
+    let mut rng = SeededRng::new(if transpose { 11 } else { 7 });
+    pool(threads).install(|| {
+        for &(n, c, h, w, o, k, s, p) in CONV_CASES {
+            let label = format!(
+                "{} n{n} c{c} {h}x{w} o{o} k{k} s{s} p{p} t{threads}",
+                if transpose { "convT" } else { "conv" }
+            );
+            let x = Var::from_tensor(&rand_t(&mut rng, &[n, c, h, w])).unwrap();
+            let wshape = if transpose { [c, o, k, k] } else { [o, c, k, k] };
+            let wt = Var::from_tensor(&rand_t(&mut rng, &wshape)).unwrap();
+            let b = Var::from_tensor(&rand_t(&mut rng, &[o])).unwrap();
+            let ours = if transpose {
+                conv_transpose2d(&x, &wt, &b, s, p)
+            } else {
+                conv2d(&x, &wt, &b, s, p)
+            }
+            .unwrap();
+            let reference = if transpose {
+                x.conv_transpose2d(&wt, p, 0, s, 1)
+            } else {
+                x.conv2d(&wt, p, s, 1, 1)
+            }
+            .unwrap()
+            .broadcast_add(&b.reshape((1, o, 1, 1)).unwrap())
+            .unwrap();
+            assert_close(&format!("{label} forward"), &ours, &reference);
+            let r = rand_t(&mut rng, reference.dims());
+            let g1 = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (reference * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, v) in [("dx", &x), ("dw", &wt), ("db", &b)] {
+                assert_close(&format!("{label} {name}"), g1.get(v).unwrap(), g2.get(v).unwrap());
+            }
+        }
+    });
+}
+
+#[test]
+fn conv2d_matches_candle_values_and_gradients() {
+    check_conv(false, 1);
+    check_conv(false, 2);
+}
+
+#[test]
+fn conv_transpose2d_matches_candle_values_and_gradients() {
+    check_conv(true, 1);
+    check_conv(true, 2);
+}
+
+#[test]
+fn conv_input_that_needs_no_gradient_gets_none_and_weights_still_train() {
+    let mut rng = SeededRng::new(3);
+    let x = rand_t(&mut rng, &[2, 1, 6, 6]);
+    let w = Var::from_tensor(&rand_t(&mut rng, &[3, 1, 4, 4])).unwrap();
+    let b = Var::from_tensor(&rand_t(&mut rng, &[3])).unwrap();
+    let g = conv2d(&x, &w, &b, 2, 1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(g.get(&x).is_none());
+    assert!(g.get(&w).is_some() && g.get(&b).is_some());
+}
+
+#[test]
+fn conv_rejects_mismatched_channels() {
+    let mut rng = SeededRng::new(4);
+    let x = rand_t(&mut rng, &[1, 2, 6, 6]);
+    let w = rand_t(&mut rng, &[3, 1, 4, 4]);
+    let b = rand_t(&mut rng, &[3]);
+    let err = conv2d(&x, &w, &b, 2, 1).unwrap_err().to_string();
+    assert!(err.contains("channels"), "{err}");
+}
+
+fn bn_reference(x: &Tensor, gamma: &Tensor, beta: &Tensor, act: Activation) -> (Tensor, Tensor, Tensor) {
+    let dims: Vec<usize> = if x.rank() == 4 { vec![0, 2, 3] } else { vec![0] };
+    let bshape: Vec<usize> = if x.rank() == 4 {
+        vec![1, x.dim(1).unwrap(), 1, 1]
+    } else {
+        vec![1, x.dim(1).unwrap()]
+    };
+    let mean = x.mean_keepdim(dims.as_slice()).unwrap();
+    let xc = x.broadcast_sub(&mean).unwrap();
+    let var = xc.sqr().unwrap().mean_keepdim(dims.as_slice()).unwrap();
+    let y = xc
+        .broadcast_div(&(var.clone() + 1e-5).unwrap().sqrt().unwrap())
+        .unwrap()
+        .broadcast_mul(&gamma.reshape(bshape.as_slice()).unwrap())
+        .unwrap()
+        .broadcast_add(&beta.reshape(bshape.as_slice()).unwrap())
+        .unwrap();
+    let y = match act {
+        Activation::Identity => y,
+        Activation::Relu => y.relu().unwrap(),
+        Activation::LeakyRelu(a) => y.maximum(&(&y * a as f64).unwrap()).unwrap(),
+    };
+    (y, mean.flatten_all().unwrap(), var.flatten_all().unwrap())
+}
+
+#[test]
+fn batch_norm_matches_candle_composite() {
+    let mut rng = SeededRng::new(5);
+    let shapes: &[&[usize]] = &[
+        &[1, 1, 3, 5],
+        &[4, 3, 5, 7],
+        &[16, 8, 4, 4],
+        &[8, 6],
+        &[64, 33],
+        &[2, 1],
+    ];
+    for threads in [1, 2] {
+        pool(threads).install(|| {
+            for &shape in shapes {
+                for act in [Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.2)] {
+                    let label = format!("{shape:?} {act:?} t{threads}");
+                    let c = shape[1];
+                    // An offset mean exercises the two-pass variance.
+                    let x = Var::from_tensor(&rand_t(&mut rng, shape).affine(3.0, 5.0).unwrap()).unwrap();
+                    let gamma = Var::from_tensor(&rand_t(&mut rng, &[c])).unwrap();
+                    let beta = Var::from_tensor(&rand_t(&mut rng, &[c])).unwrap();
+                    let (y, mean, var) = batch_norm_train(&x, &gamma, &beta, 1e-5, act).unwrap();
+                    let (ry, rmean, rvar) = bn_reference(&x, &gamma, &beta, act);
+                    assert_close(&format!("{label} y"), &y, &ry);
+                    assert_close(&format!("{label} mean"), &mean, &rmean);
+                    assert_close(&format!("{label} var"), &var, &rvar);
+                    if shape.iter().product::<usize>() / c == 1 {
+                        continue; // a single sample per channel has no gradient through the mean
+                    }
+                    let r = rand_t(&mut rng, shape);
+                    let g1 = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    let g2 = (ry * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    for (name, v) in [("dx", &x), ("dgamma", &gamma), ("dbeta", &beta)] {
+                        assert_close(&format!("{label} {name}"), g1.get(v).unwrap(), g2.get(v).unwrap());
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn adam_matches_candle_adamw_without_decay_over_several_steps() {
+    use candle_nn::Optimizer;
+    let mut rng = SeededRng::new(9);
+    for threads in [1, 2] {
+        pool(threads).install(|| {
+            // One large parameter (parallel path) and two small ones.
+            let shapes: [&[usize]; 3] = [&[300, 200], &[7], &[3, 5]];
+            let init: Vec<Tensor> = shapes.iter().map(|s| rand_t(&mut rng, s)).collect();
+            let ours: Vec<Var> = init.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+            let theirs: Vec<Var> = init.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+            let hyper = AdamHyper {
+                lr: 0.01,
+                beta1: 0.8,
+                beta2: 0.95,
+                eps: 1e-6,
+            };
+            let mut fused = FusedAdam::new(ours.clone(), hyper);
+            let mut reference = candle_nn::AdamW::new(
+                theirs.clone(),
+                candle_nn::ParamsAdamW {
+                    lr: 0.01,
+                    beta1: 0.8,
+                    beta2: 0.95,
+                    eps: 1e-6,
+                    weight_decay: 0.0,
+                },
+            )
+            .unwrap();
+            for _ in 0..6 {
+                // loss = sum(p * r) + 0.5 * sum(p^2): gradients r + p, different each step.
+                let loss = |vs: &[Var], rs: &[Tensor]| {
+                    let mut total = Tensor::new(0f32, &Device::Cpu).unwrap();
+                    for (v, r) in vs.iter().zip(rs) {
+                        let t = ((v.as_tensor() * r).unwrap().sum_all().unwrap()
+                            + (v.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.5).unwrap())
+                        .unwrap();
+                        total = (total + t).unwrap();
+                    }
+                    total
+                };
+                let rs: Vec<Tensor> = shapes.iter().map(|s| rand_t(&mut rng, s)).collect();
+                fused.step(&loss(&ours, &rs).backward().unwrap()).unwrap();
+                reference.step(&loss(&theirs, &rs).backward().unwrap()).unwrap();
+            }
+            for (a, b) in ours.iter().zip(&theirs) {
+                assert_close("adam parameters", a.as_tensor(), b.as_tensor());
+            }
+            let moved = (ours[0].as_tensor() - &init[0])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert!(moved.to_scalar::<f32>().unwrap() > 1e-3);
+        });
+    }
+}
+
+#[test]
+fn bce_with_logits_matches_candle_composite_and_stays_finite() {
+    let mut rng = SeededRng::new(13);
+    let l = Var::from_tensor(&(rand_t(&mut rng, &[3, 1, 7, 5]) * 30.0).unwrap()).unwrap();
+    let x = Tensor::from_vec(rng.uniform_vec(105), (3, 1, 7, 5), &Device::Cpu).unwrap();
+    let ours = bce_with_logits_sum(&l, &x).unwrap();
+    let reference = ((l.relu().unwrap() - (l.as_tensor() * &x).unwrap()).unwrap()
+        + (l.abs().unwrap().neg().unwrap().exp().unwrap() + 1.0)
+            .unwrap()
+            .log()
+            .unwrap())
+    .unwrap()
+    .sum_all()
+    .unwrap();
+    assert!(ours.to_scalar::<f32>().unwrap().is_finite());
+    assert_close("bce value", &ours, &reference);
+    let g1 = (ours * 2.0).unwrap().backward().unwrap();
+    let g2 = (reference * 2.0).unwrap().backward().unwrap();
+    assert_close("bce grad", g1.get(&l).unwrap(), g2.get(&l).unwrap());
+}
+
+/// Not a test: prints single-thread GEMM throughput (CPU time) for the conv layers' shapes in
+/// every storage order of a, b and the destination.
+/// `cargo test --release --lib gemm_probe -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn gemm_probe() {
+    use super::gemm::{matmul_strided, Mat};
+    let shapes: Vec<(usize, usize, usize)> = std::env::var("GEMM_SHAPES")
+        .unwrap_or("1024x1024x1024,32x256x16384,512x4096x64".into())
+        .split(',')
+        .map(|s| {
+            let v: Vec<usize> = s.split('x').map(|x| x.parse().unwrap()).collect();
+            (v[0], v[1], v[2])
+        })
+        .collect();
+    for (m, k, n) in shapes {
+        let mut line = format!("m{m} k{k} n{n}:");
+        for code in 0..8 {
+            let (ta, tb, tc) = (code & 1 != 0, code & 2 != 0, code & 4 != 0);
+            let a = vec![0.5f32; m * k];
+            let b = vec![0.25f32; k * n];
+            let mut c = vec![0f32; m * n];
+            let am = if ta { Mat::rows(&a, k, m).t() } else { Mat::rows(&a, m, k) };
+            let bm = if tb { Mat::rows(&b, n, k).t() } else { Mat::rows(&b, k, n) };
+            let (rs, cs) = if tc { (1, m) } else { (n, 1) };
+            matmul_strided(&mut c, rs, cs, am, bm, false, 1);
+            let reps = (1e9 / (2.0 * (m * n * k) as f64)).ceil() as usize;
+            let t0 = super::util::thread_cpu_ns();
+            for _ in 0..reps {
+                matmul_strided(&mut c, rs, cs, am, bm, false, 1);
+            }
+            let ns = super::util::thread_cpu_ns() - t0;
+            line += &format!(" {}{}{}={:.0}", ["A", "At"][ta as usize], ["B", "Bt"][tb as usize], ["C", "Ct"][tc as usize], 2.0 * (m * n * k * reps) as f64 / ns as f64);
+        }
+        println!("{line}");
+    }
+}

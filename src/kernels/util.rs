@@ -1,0 +1,204 @@
+//! Small shared pieces of the CPU kernels: reading candle storage as f32 slices, per-thread
+//! scratch buffers (so a training step does not allocate its im2col matrices again each time),
+//! work splitting over rayon, and sums that vectorise.
+use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// The contiguous f32 data behind a CPU storage and layout.
+pub(crate) fn f32_data<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        bail!("norbvae kernels: expected f32 data")
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("norbvae kernels: expected a contiguous tensor"),
+    }
+}
+
+/// Runs `f` on the contiguous f32 data of a CPU tensor (made contiguous first if needed).
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (st, l) = t.storage_and_layout();
+    match &*st {
+        Storage::Cpu(s) => Ok(f(f32_data(s, l)?)),
+        _ => bail!("norbvae kernels run on CPU tensors only"),
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Lends `f` a scratch buffer of at least `len` floats with unspecified contents, reused across
+/// calls on the same thread. A nested call on the same thread gets a fresh allocation.
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}
+
+/// A raw pointer that may cross threads; users write disjoint ranges only.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr(pub *mut f32);
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    /// # Safety
+    /// The range must be in bounds and written by no one else while the slice lives.
+    pub unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+}
+
+/// Splits `n` items into groups of about `per_item` floats of working set each, so one group's
+/// buffers stay in the per-core cache, and into at least as many groups as threads when possible.
+/// Returns (group size, number of groups).
+pub(crate) fn plan_groups(n: usize, per_item: usize, threads: usize) -> (usize, usize) {
+    const TARGET_FLOATS: usize = 1 << 18;
+    let mut size = (TARGET_FLOATS / per_item.max(1)).clamp(1, n.max(1));
+    let mut groups = n.div_ceil(size);
+    if groups % threads != 0 && n >= threads {
+        groups = groups.next_multiple_of(threads).min(n);
+        size = n.div_ceil(groups);
+        groups = n.div_ceil(size);
+    }
+    (size, groups)
+}
+
+/// Runs `body(acc, group)` for every group, in parallel over the current rayon pool when there
+/// are at least as many groups as threads, and merges the per-thread accumulators.
+/// `body` also receives how many threads its own inner GEMMs may use.
+pub(crate) fn run_groups<A: Send>(
+    groups: usize,
+    init: impl Fn() -> A + Sync + Send,
+    body: impl Fn(&mut A, usize, usize) + Sync + Send,
+    merge: impl Fn(A, A) -> A + Sync + Send,
+) -> A {
+    let threads = rayon::current_num_threads();
+    if threads > 1 && groups >= threads {
+        (0..groups)
+            .into_par_iter()
+            .fold(&init, |mut acc, g| {
+                body(&mut acc, g, 1);
+                acc
+            })
+            .reduce(&init, &merge)
+    } else {
+        let mut acc = init();
+        for g in 0..groups {
+            body(&mut acc, g, threads);
+        }
+        acc
+    }
+}
+
+/// Element-wise `a += b`.
+pub(crate) fn add_into(a: &mut [f32], b: &[f32]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += *y;
+    }
+}
+
+/// Sum with eight independent lanes (vectorises), accumulated in f64 across chunks.
+pub(crate) fn sum(xs: &[f32]) -> f64 {
+    let mut lanes = [0f32; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    let mut total = 0f64;
+    for (i, c) in chunks.enumerate() {
+        for j in 0..8 {
+            lanes[j] += c[j];
+        }
+        if i % 512 == 511 {
+            total += lanes.iter().map(|&v| v as f64).sum::<f64>();
+            lanes = [0.0; 8];
+        }
+    }
+    total += lanes.iter().map(|&v| v as f64).sum::<f64>();
+    total + rest.iter().map(|&v| v as f64).sum::<f64>()
+}
+
+/// Sum of `f(x_i, y_i)` with eight lanes, accumulated in f64 across chunks.
+pub(crate) fn sum2(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
+    debug_assert_eq!(xs.len(), ys.len());
+    let mut lanes = [0f32; 8];
+    let mut total = 0f64;
+    let n8 = xs.len() / 8 * 8;
+    for (i, (cx, cy)) in xs[..n8].chunks_exact(8).zip(ys[..n8].chunks_exact(8)).enumerate() {
+        for j in 0..8 {
+            lanes[j] += f(cx[j], cy[j]);
+        }
+        if i % 512 == 511 {
+            total += lanes.iter().map(|&v| v as f64).sum::<f64>();
+            lanes = [0.0; 8];
+        }
+    }
+    total += lanes.iter().map(|&v| v as f64).sum::<f64>();
+    total
+        + xs[n8..]
+            .iter()
+            .zip(&ys[n8..])
+            .map(|(&x, &y)| f(x, y) as f64)
+            .sum::<f64>()
+}
+
+/// Opt-in per-kernel timing in CPU time of the calling thread (env NORBVAE_KERNEL_PROFILE=1;
+/// meaningful with one thread), printed by `profile_report`; used to
+/// see where a training step's time goes without a profiler.
+pub(crate) fn profiled<R>(label: impl FnOnce() -> String, f: impl FnOnce() -> R) -> R {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*ON.get_or_init(|| std::env::var_os("NORBVAE_KERNEL_PROFILE").is_some()) {
+        return f();
+    }
+    let t = thread_cpu_ns();
+    let r = f();
+    let ns = thread_cpu_ns().saturating_sub(t);
+    let mut table = PROFILE.lock().unwrap_or_else(|e| e.into_inner());
+    let e = table.entry(label()).or_insert((0, 0));
+    e.0 += ns;
+    e.1 += 1;
+    r
+}
+
+static PROFILE: std::sync::Mutex<std::collections::BTreeMap<String, (u64, u64)>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The accumulated kernel times, one line per label (empty unless profiling was on).
+pub fn profile_report() -> String {
+    let table = PROFILE.lock().unwrap_or_else(|e| e.into_inner());
+    let total: u64 = table.values().map(|v| v.0).sum();
+    let mut rows: Vec<_> = table.iter().collect();
+    rows.sort_by_key(|(_, v)| std::cmp::Reverse(v.0));
+    let mut s = format!("kernel time total {:.1} ms\n", total as f64 / 1e6);
+    for (k, (ns, calls)) in rows {
+        s += &format!("{:>9.2} ms {:>5} calls  {k}\n", *ns as f64 / 1e6, calls);
+    }
+    s
+}
+
+/// Nanoseconds this thread has run on a CPU (Linux schedstat; 0 where unavailable).
+pub(crate) fn thread_cpu_ns() -> u64 {
+    read_schedstat("/proc/thread-self/schedstat")
+}
+
+/// Nanoseconds all threads of this process have run on a CPU (Linux; 0 where unavailable).
+/// On a machine shared with other work this, unlike wall time, excludes time spent waiting.
+pub fn process_cpu_ns() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    dir.flatten().map(|e| read_schedstat(&format!("{}/schedstat", e.path().display()))).sum()
+}
+
+fn read_schedstat(path: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}

@@ -1,0 +1,166 @@
+//! The building blocks of both VAEs: dense, convolution, transposed convolution and batch norm
+//! layers with He initialisation. Convolutions and batch norm go through [`super::ops`].
+use super::ops;
+use candle_core::{Result, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+/// He (Kaiming) normal initialisation for ReLU networks: std = sqrt(2 / fan_in).
+fn he(fan_in: usize) -> Init {
+    Init::Randn {
+        mean: 0.0,
+        stdev: (2.0 / fan_in as f64).sqrt(),
+    }
+}
+
+/// Training mode uses batch statistics and updates running ones; eval mode uses running ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    #[default]
+    Relu,
+    /// Leaky ReLU with slope 0.2.
+    LeakyRelu,
+}
+
+impl Activation {
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::LeakyRelu => candle_nn::ops::leaky_relu(x, 0.2),
+        }
+    }
+}
+
+/// y = x W^T + b, W [out, in].
+pub struct Dense {
+    w: Tensor,
+    b: Tensor,
+}
+
+impl Dense {
+    pub fn new(vb: VarBuilder, input: usize, output: usize) -> Result<Self> {
+        Ok(Self {
+            w: vb.get_with_hints((output, input), "weight", he(input))?,
+            b: vb.get_with_hints(output, "bias", Init::Const(0.0))?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.w.t()?)?.broadcast_add(&self.b)
+    }
+}
+
+/// Stride-s convolution, weight [c_out, c_in, k, k].
+pub struct Conv {
+    w: Tensor,
+    b: Tensor,
+    stride: usize,
+    pad: usize,
+}
+
+impl Conv {
+    pub fn new(
+        vb: VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Self> {
+        Ok(Self {
+            w: vb.get_with_hints((c_out, c_in, k, k), "weight", he(c_in * k * k))?,
+            b: vb.get_with_hints(c_out, "bias", Init::Const(0.0))?,
+            stride,
+            pad,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::conv2d(x, &self.w, Some(&self.b), self.stride, self.pad)
+    }
+}
+
+/// Stride-s transposed convolution, weight [c_in, c_out, k, k]. He fan-in as PyTorch computes it
+/// for this layout (c_out * k * k), so initial scales match the reference workload.
+pub struct ConvTranspose {
+    w: Tensor,
+    b: Tensor,
+    stride: usize,
+    pad: usize,
+}
+
+impl ConvTranspose {
+    pub fn new(
+        vb: VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Self> {
+        Ok(Self {
+            w: vb.get_with_hints((c_in, c_out, k, k), "weight", he(c_out * k * k))?,
+            b: vb.get_with_hints(c_out, "bias", Init::Const(0.0))?,
+            stride,
+            pad,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::conv_transpose2d(x, &self.w, Some(&self.b), self.stride, self.pad)
+    }
+}
+
+/// Batch norm over channels (4-D) or features (2-D). Running statistics are buffers in the param
+/// store (never optimised) updated here with PyTorch's momentum 0.1 and unbiased variance.
+pub struct BatchNorm {
+    gamma: Tensor,
+    beta: Tensor,
+    running_mean: Var,
+    running_var: Var,
+}
+
+pub const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+impl BatchNorm {
+    pub fn new(vb: VarBuilder, c: usize) -> Result<Self> {
+        Ok(Self {
+            gamma: vb.get_with_hints(c, "weight", Init::Const(1.0))?,
+            beta: vb.get_with_hints(c, "bias", Init::Const(0.0))?,
+            running_mean: Var::from_tensor(&vb.get_with_hints(c, "running_mean", Init::Const(0.0))?)?,
+            running_var: Var::from_tensor(&vb.get_with_hints(c, "running_var", Init::Const(1.0))?)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        match mode {
+            Mode::Eval => ops::batch_norm_eval(
+                x,
+                &self.gamma,
+                &self.beta,
+                self.running_mean.as_tensor(),
+                self.running_var.as_tensor(),
+                BN_EPS,
+            ),
+            Mode::Train => {
+                let (y, mean, var) = ops::batch_norm_train(x, &self.gamma, &self.beta, BN_EPS)?;
+                let n = x.elem_count() / x.dim(1)?;
+                let unbias = if n > 1 { n as f64 / (n - 1) as f64 } else { 1.0 };
+                let rm = ((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (mean * BN_MOMENTUM)?)?;
+                let rv = ((self.running_var.as_tensor() * (1.0 - BN_MOMENTUM))?
+                    + (var * (BN_MOMENTUM * unbias))?)?;
+                self.running_mean.set(&rm)?;
+                self.running_var.set(&rv)?;
+                Ok(y)
+            }
+        }
+    }
+}
