@@ -94,6 +94,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
     let run = load_run(run_dir, opts.checkpoint)?;
     step(
         opts.show_progress,
+        t0,
         &format!("loading data {}", run.config.data.spec),
     );
     let splits = crate::data::load(&run.config.data)?;
@@ -116,6 +117,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
     };
     step(
         opts.show_progress,
+        t0,
         &format!(
             "ELBO and IWAE bound, {} samples x {} images",
             opts.iwae_samples, lik_set.n
@@ -148,6 +150,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
     // Reconstructions of the decoder mean at the posterior mean, and active units.
     step(
         opts.show_progress,
+        t0,
         &format!("reconstructions of {} images", set.n),
     );
     let post = posterior(&run, set)?;
@@ -162,6 +165,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
     if opts.pictures {
         step(
             opts.show_progress,
+            t0,
             "latent traversals, interpolations, factor reconstructions",
         );
         pictures::traversal(&run, &post, 8, &rd.path("traversal.png"))?;
@@ -176,6 +180,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
     let scorer = if opts.sample_quality {
         step(
             opts.show_progress,
+            t0,
             "sample-quality classifier (trained once per dataset, then cached)",
         );
         Some(classifier_and_reference(&splits, &run, opts, set)?)
