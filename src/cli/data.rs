@@ -3,6 +3,7 @@
 use super::common::DataArgs;
 use crate::data::{self, DataOptions, Split, Splits};
 use anyhow::{ensure, Result};
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Subcommand)]
@@ -53,11 +54,13 @@ fn load(args: &DataArgs) -> Result<Splits> {
 fn info(a: InfoArgs) -> Result<()> {
     let opts: DataOptions = a.data.apply(DataOptions::default());
     let s = data::summarize(&opts)?;
+    // writeln! rather than println!: a closed pipe (`| head`) is an error, not a panic.
+    let mut out = std::io::stdout().lock();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
         return Ok(());
     }
-    println!("dataset {} ({} classes)", s.name, s.num_classes);
+    writeln!(out, "dataset {} ({} classes)", s.name, s.num_classes)?;
     for (name, split) in [("train", &s.train), ("val", &s.val), ("test", &s.test)] {
         let counts: Vec<String> = split
             .label_counts
@@ -66,11 +69,12 @@ fn info(a: InfoArgs) -> Result<()> {
             .map(|(c, class)| format!("{class}: {c}"))
             .collect();
         let [c, h, w] = split.image_shape;
-        println!(
+        writeln!(
+            out,
             "{name:>5}: {:>6} images of {c}x{h}x{w} (c x h x w); labels {}",
             split.count,
             counts.join(", ")
-        );
+        )?;
     }
     Ok(())
 }
