@@ -1,8 +1,374 @@
-use anyhow::Result;
+//! `norbvae bench`: training-step throughput of the two reference workloads (conv VAE 64x64
+//! batch 64, dense PCA-VAE 500-d batch 128) at the given thread counts, side by side with the
+//! PyTorch reference script when a Python with torch is available.
+//!
+//! Each thread count runs in a child process of this binary: candle fixes its own thread count
+//! once per process (from RAYON_NUM_THREADS / CANDLE_NUM_THREADS), so the child gets both set,
+//! and runs the kernels on a local rayon pool of that size.
+use anyhow::{bail, Context, Result};
+use norbvae_bench_line::BenchLine;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::kernels::workloads::{run_workload, Workload};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Thread counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub threads: Vec<usize>,
+    /// Timed training steps per measurement (after the warm-up steps).
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// Which workload(s) to train.
+    #[arg(long, value_enum, default_value = "both")]
+    pub workload: WorkloadArg,
+    /// Python interpreter with torch for the side-by-side reference (default: env
+    /// NORBVAE_TORCH_PYTHON, else /work/wt/venv-torch/bin/python if present).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// The PyTorch reference script (default: ../shared/bench/pytorch_vae_step.py from the repository).
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// Skip the PyTorch reference even if it is available.
+    #[arg(long)]
+    pub no_torch: bool,
+    /// Seed for data, initial weights and noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Internal: run one measurement in this process and print it as one machine-readable line.
+    #[arg(long, hide = true)]
+    pub worker: bool,
+}
 
-pub fn run(_args: Args) -> Result<()> {
-    anyhow::bail!("'norbvae bench' is not implemented yet")
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkloadArg {
+    Conv,
+    Mlp,
+    Both,
+}
+
+impl WorkloadArg {
+    fn list(self) -> Vec<Workload> {
+        match self {
+            WorkloadArg::Conv => vec![Workload::Conv],
+            WorkloadArg::Mlp => vec![Workload::Mlp],
+            WorkloadArg::Both => vec![Workload::Conv, Workload::Mlp],
+        }
+    }
+}
+
+/// The worker's one-line result format, shared by writer and parser.
+mod norbvae_bench_line {
+    pub struct BenchLine {
+        pub workload: String,
+        pub threads: usize,
+        pub samples_per_sec: f64,
+        pub first_loss: f64,
+        pub last_loss: f64,
+    }
+
+    const TAG: &str = "NORBVAE_BENCH";
+
+    impl BenchLine {
+        pub fn format(&self) -> String {
+            format!(
+                "{TAG} {} {} {:.3} {} {}",
+                self.workload, self.threads, self.samples_per_sec, self.first_loss, self.last_loss
+            )
+        }
+
+        pub fn parse(line: &str) -> Option<Self> {
+            let mut it = line.strip_prefix(TAG)?.split_whitespace();
+            Some(Self {
+                workload: it.next()?.to_string(),
+                threads: it.next()?.parse().ok()?,
+                samples_per_sec: it.next()?.parse().ok()?,
+                first_loss: it.next()?.parse().ok()?,
+                last_loss: it.next()?.parse().ok()?,
+            })
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.threads.is_empty() || args.threads.contains(&0) {
+        bail!("--threads: give one or more thread counts of at least 1, e.g. --threads 1,2");
+    }
+    if args.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    if args.worker {
+        return run_worker(&args);
+    }
+    let torch = if args.no_torch { None } else { find_torch(&args)? };
+    let mut ours = Vec::new();
+    for &t in &args.threads {
+        for w in args.workload.list() {
+            eprintln!(
+                "norbvae: {} workload, {t} thread(s), {} steps ...",
+                w.name(),
+                args.steps
+            );
+            ours.push(spawn_worker(&args, t, w)?);
+        }
+    }
+    let theirs = match &torch {
+        Some((python, script)) => {
+            eprintln!("torch: {} {} ...", python.display(), script.display());
+            run_torch(python, script, &args.threads)?
+        }
+        None => Vec::new(),
+    };
+    print_table(&ours, &theirs, args.steps);
+    if torch.is_none() && !args.no_torch {
+        println!(
+            "(no PyTorch comparison: pass --python PATH or set NORBVAE_TORCH_PYTHON to a Python with torch)"
+        );
+    }
+    Ok(())
+}
+
+fn run_worker(args: &Args) -> Result<()> {
+    let threads = args.threads[0];
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("building the thread pool")?;
+    for w in args.workload.list() {
+        let r = pool.install(|| run_workload(w, args.warmup, args.steps, args.seed))?;
+        let line = BenchLine {
+            workload: w.name().to_string(),
+            threads,
+            samples_per_sec: r.samples_per_sec,
+            first_loss: r.first_loss as f64,
+            last_loss: r.last_loss as f64,
+        };
+        println!("{}", line.format());
+    }
+    if std::env::var_os("NORBVAE_KERNEL_PROFILE").is_some() {
+        eprint!("{}", crate::kernels::profile_report());
+    }
+    Ok(())
+}
+
+fn spawn_worker(args: &Args, threads: usize, w: Workload) -> Result<BenchLine> {
+    let exe = std::env::current_exe().context("locating the norbvae executable")?;
+    let out = Command::new(&exe)
+        .args([
+            "bench",
+            "--worker",
+            "--threads",
+            &threads.to_string(),
+            "--workload",
+            w.name(),
+        ])
+        .args([
+            "--steps",
+            &args.steps.to_string(),
+            "--warmup",
+            &args.warmup.to_string(),
+        ])
+        .args(["--seed", &args.seed.to_string()])
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .env("CANDLE_NUM_THREADS", threads.to_string())
+        .output()
+        .with_context(|| format!("running {}", exe.display()))?;
+    if !out.status.success() {
+        bail!(
+            "benchmark worker failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(BenchLine::parse)
+        .context("benchmark worker printed no result")
+}
+
+/// The Python with torch and the reference script, if both can be found.
+fn find_torch(args: &Args) -> Result<Option<(PathBuf, PathBuf)>> {
+    let python = match &args.python {
+        Some(p) => {
+            if !p.exists() {
+                bail!("--python: {} does not exist", p.display());
+            }
+            Some(p.clone())
+        }
+        None => std::env::var_os("NORBVAE_TORCH_PYTHON")
+            .map(PathBuf::from)
+            .or_else(|| Some(PathBuf::from("/work/wt/venv-torch/bin/python")).filter(|p| p.exists())),
+    };
+    let Some(python) = python else { return Ok(None) };
+    let script = match &args.reference {
+        Some(p) => {
+            if !p.is_file() {
+                bail!("--reference: {} is not a file", p.display());
+            }
+            p.clone()
+        }
+        None => match default_reference() {
+            Some(p) => p,
+            None => {
+                if args.python.is_some() {
+                    bail!("cannot find ../shared/bench/pytorch_vae_step.py; pass --reference PATH");
+                }
+                return Ok(None);
+            }
+        },
+    };
+    Ok(Some((python, script)))
+}
+
+/// ../shared/bench/pytorch_vae_step.py relative to the repository (found from the current
+/// directory or the executable's location, walking up a few levels).
+fn default_reference() -> Option<PathBuf> {
+    let rel = Path::new("shared/bench/pytorch_vae_step.py");
+    let mut starts = vec![];
+    if let Ok(d) = std::env::current_dir() {
+        starts.push(d);
+    }
+    if let Ok(e) = std::env::current_exe() {
+        starts.push(e);
+    }
+    starts.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    for s in starts {
+        for dir in s.ancestors().take(6) {
+            let cand = dir.join(rel);
+            if cand.is_file() {
+                return Some(cand);
+            }
+        }
+    }
+    None
+}
+
+/// Runs the reference script and parses its lines
+/// `torch conv threads=1 B=64: 291 samples/s loss 2915.3 -> 2804.1`.
+fn run_torch(python: &Path, script: &Path, threads: &[usize]) -> Result<Vec<BenchLine>> {
+    let out = Command::new(python)
+        .arg(script)
+        .args(threads.iter().map(|t| t.to_string()))
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "PyTorch reference failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<BenchLine> = text.lines().filter_map(parse_torch_line).collect();
+    if lines.is_empty() {
+        bail!("PyTorch reference printed no results:\n{text}");
+    }
+    Ok(lines)
+}
+
+fn parse_torch_line(line: &str) -> Option<BenchLine> {
+    let rest = line.strip_prefix("torch ")?;
+    let mut it = rest.split_whitespace();
+    let workload = it.next()?.to_string();
+    let threads = it.next()?.strip_prefix("threads=")?.parse().ok()?;
+    let _batch = it.next()?;
+    let samples_per_sec = it.next()?.parse().ok()?;
+    let (_, losses) = rest.split_once(" loss ")?;
+    let (a, b) = losses.split_once(" -> ")?;
+    Some(BenchLine {
+        workload,
+        threads,
+        samples_per_sec,
+        first_loss: a.trim().parse().ok()?,
+        last_loss: b.trim().parse().ok()?,
+    })
+}
+
+/// Approximate FLOPs of one training step per sample (forward + both backward GEMMs), used to
+/// state the fraction of the machine's GEMM peak reached.
+fn flops_per_sample(workload: &str) -> f64 {
+    match workload {
+        // Encoder convs and decoder transposed convs: 2 * Cout * P * Cin * 16 each, x3 for the step.
+        "conv" => {
+            let ch = [1usize, 16, 32, 64, 128, 256, 512];
+            let mut f = 0.0;
+            for i in 0..6 {
+                let p = (32 >> i) * (32 >> i);
+                f += 2.0 * 2.0 * (ch[i + 1] * p * ch[i] * 16) as f64;
+            }
+            let dense = 2.0 * (512 * 256 + 256 * 20 + 10 * 256 + 256 * 512) as f64;
+            3.0 * (f + dense)
+        }
+        "mlp" => {
+            let mm = 500 * 512 + 3 * 512 * 512 + 512 * 256 + 128 * 512 + 3 * 512 * 512 + 512 * 500;
+            3.0 * 2.0 * mm as f64
+        }
+        _ => f64::NAN,
+    }
+}
+
+fn print_table(ours: &[BenchLine], theirs: &[BenchLine], steps: usize) {
+    println!(
+        "full training steps (forward, backward, Adam), samples/s; norbvae {steps} timed steps, torch 30"
+    );
+    println!(
+        "{:<6} {:>7} {:>12} {:>10} {:>8} {:>11}   {:<24} {:<24}",
+        "model", "threads", "norbvae/s", "torch/s", "ratio", "GFLOP/s", "norbvae loss", "torch loss"
+    );
+    for o in ours {
+        let t = theirs
+            .iter()
+            .find(|t| t.workload == o.workload && t.threads == o.threads);
+        let gflops = o.samples_per_sec * flops_per_sample(&o.workload) / 1e9;
+        println!(
+            "{:<6} {:>7} {:>12.0} {:>10} {:>8} {:>11.1}   {:<24} {:<24}",
+            o.workload,
+            o.threads,
+            o.samples_per_sec,
+            t.map(|t| format!("{:.0}", t.samples_per_sec))
+                .unwrap_or_else(|| "-".into()),
+            t.map(|t| format!("{:.2}x", o.samples_per_sec / t.samples_per_sec))
+                .unwrap_or_else(|| "-".into()),
+            gflops,
+            format!("{:.1} -> {:.1}", o.first_loss, o.last_loss),
+            t.map(|t| format!("{:.1} -> {:.1}", t.first_loss, t.last_loss))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_reference_script_output_and_worker_lines() {
+        let t = parse_torch_line("torch conv threads=2 B=64: 476 samples/s loss 2915.3 -> 2804.1").unwrap();
+        assert_eq!((t.workload.as_str(), t.threads), ("conv", 2));
+        assert_eq!(
+            (t.samples_per_sec, t.first_loss, t.last_loss),
+            (476.0, 2915.3, 2804.1)
+        );
+        assert!(parse_torch_line("torch 2.15.0").is_none());
+        let w = BenchLine {
+            workload: "mlp".into(),
+            threads: 1,
+            samples_per_sec: 12.5,
+            first_loss: 3.0,
+            last_loss: 2.0,
+        };
+        let back = BenchLine::parse(&w.format()).unwrap();
+        assert_eq!(
+            (back.workload.as_str(), back.threads, back.samples_per_sec),
+            ("mlp", 1, 12.5)
+        );
+    }
+
+    #[test]
+    fn conv_step_costs_about_130_mflop_per_image() {
+        let f = flops_per_sample("conv");
+        assert!((1.2e8..1.4e8).contains(&f), "{f}");
+    }
 }

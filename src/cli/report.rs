@@ -1,8 +1,25 @@
 use anyhow::Result;
+use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Run directories (VAE or PCA), or directories that hold run directories.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// The HTML file to write (self-contained: pictures are embedded).
+    #[arg(long, default_value = "report.html")]
+    pub out: PathBuf,
+    /// Title of the page.
+    #[arg(long, default_value = "norbvae report")]
+    pub title: String,
+}
 
-pub fn run(_args: Args) -> Result<()> {
-    anyhow::bail!("'norbvae report' is not implemented yet")
+pub fn run(args: Args) -> Result<()> {
+    let opts = crate::report::ReportOptions {
+        title: args.title,
+        ..Default::default()
+    };
+    let runs = crate::report::build_report(&args.runs, &args.out, &opts)?;
+    println!("report of {} runs written to {}", runs.len(), args.out.display());
+    Ok(())
 }

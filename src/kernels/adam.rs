@@ -1,6 +1,6 @@
 //! Adam (Kingma & Ba, in PyTorch's exact update order) fused into one multi-threaded pass that
 //! updates parameters, first and second moments in place: no temporaries per step.
-use super::util::f32_data;
+use super::util::{f32_data, profiled};
 use candle_core::backprop::GradStore;
 use candle_core::{bail, CpuStorage, InplaceOp2, Layout, Result, Tensor, Var};
 use rayon::prelude::*;
@@ -92,7 +92,10 @@ impl InplaceOp2 for AdamInplace<'_> {
         if p.len() != g.len() || p.len() != m.len() || p.len() != v.len() {
             bail!("Adam: parameter, gradient and moments differ in size");
         }
-        adam_update_slices(p, g, m, v, self.step, &self.hyper);
+        profiled(
+            || "adam".to_string(),
+            || adam_update_slices(p, g, m, v, self.step, &self.hyper),
+        );
         Ok(())
     }
 }

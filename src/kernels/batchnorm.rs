@@ -2,7 +2,7 @@
 //! candle custom op. Statistics are per channel over (batch, spatial) for [n, c, h, w] inputs and
 //! per feature over the batch for [n, c] inputs, with the biased batch variance in the
 //! normalisation (as PyTorch and candle do).
-use super::util::{f32_data, with_f32, SyncPtr};
+use super::util::{f32_data, profiled, with_f32, SyncPtr};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -285,15 +285,10 @@ impl CustomOp3 for BatchNormTrainOp {
         if n * s == 0 {
             bail!("batch norm: empty batch");
         }
-        let (y, saved) = bn_forward(
-            f32_data(s1, l1)?,
-            f32_data(s2, l2)?,
-            f32_data(s3, l3)?,
-            n,
-            c,
-            s,
-            self.eps,
-            self.act,
+        let (x, gamma, beta) = (f32_data(s1, l1)?, f32_data(s2, l2)?, f32_data(s3, l3)?);
+        let (y, saved) = profiled(
+            || format!("bn fwd      c{c} s{s}"),
+            || bn_forward(x, gamma, beta, n, c, s, self.eps, self.act),
         );
         *self
             .saved
@@ -315,15 +310,20 @@ impl CustomOp3 for BatchNormTrainOp {
             .saved
             .lock()
             .map_err(|_| candle_core::Error::Msg("batch norm state poisoned".into()))?;
-        let (dx, dg, db) = with_f32(x, |xs| {
-            with_f32(res, |ys| {
-                with_f32(dy, |dys| {
-                    with_f32(gamma, |gs| {
-                        bn_backward(xs, ys, dys, gs, &saved, n, c, s, self.act)
+        let (dx, dg, db) = profiled(
+            || format!("bn bwd      c{c} s{s}"),
+            || {
+                with_f32(x, |xs| {
+                    with_f32(res, |ys| {
+                        with_f32(dy, |dys| {
+                            with_f32(gamma, |gs| {
+                                bn_backward(xs, ys, dys, gs, &saved, n, c, s, self.act)
+                            })
+                        })
                     })
                 })
-            })
-        })????;
+            },
+        )????;
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), dev)?),

@@ -1,12 +1,12 @@
-//! 2-D convolution and transposed convolution (NCHW, f32, CPU) as im2col/col2im + GEMM,
+//! 2-D convolution and transposed convolution (NCHW, f32, CPU) as im2row/row2im + GEMM,
 //! forward and both backward passes, as candle custom ops so candle's autograd uses them.
 //!
-//! Work is split over groups of images: each group's im2col matrix is sized to stay in cache,
+//! Work is split over groups of images: each group's im2row matrix is sized to stay in cache,
 //! groups run in parallel on the current rayon pool, and each group does one GEMM whose columns
 //! are all the output pixels of its images (so deep layers with 1x1 or 2x2 outputs still get a
 //! wide GEMM). Weight gradients are summed per thread and reduced once.
-use super::gemm::{matmul, Mat};
-use super::util::{f32_data, plan_groups, run_groups, sum, with_f32, with_scratch, SyncPtr};
+use super::gemm::{matmul, matmul_strided, Mat};
+use super::util::{f32_data, plan_groups, profiled, run_groups, sum, with_f32, with_scratch, SyncPtr};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// Geometry of a convolution from an image [c, h, w] to an output map [ho, wo].
@@ -61,42 +61,33 @@ impl Geom {
     }
 }
 
-/// Output positions `o` (in 0..out_len) whose input index `o * stride + k - pad` lies in 0..in_len.
-fn valid_range(k: usize, pad: usize, stride: usize, in_len: usize, out_len: usize) -> (usize, usize) {
-    let lo = if pad > k { (pad - k).div_ceil(stride) } else { 0 };
-    let hi = if in_len + pad > k {
-        ((in_len - 1 + pad - k) / stride + 1).min(out_len)
-    } else {
-        0
-    };
-    (lo.min(hi), hi)
-}
-
-/// Writes image `img` [c, h, w] as columns `col0 .. col0 + p` of `cols` [k, ld].
-fn im2col(img: &[f32], g: &Geom, cols: &mut [f32], ld: usize, col0: usize) {
-    let (s, p) = (g.stride, g.pad);
-    for ci in 0..g.c {
-        let plane = &img[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-        for ki in 0..g.kh {
-            let (ylo, yhi) = valid_range(ki, p, s, g.h, g.ho);
-            for kj in 0..g.kw {
-                let (xlo, xhi) = valid_range(kj, p, s, g.w, g.wo);
-                let row = (ci * g.kh + ki) * g.kw + kj;
-                let dst = &mut cols[row * ld + col0..row * ld + col0 + g.p()];
-                for oy in 0..g.ho {
-                    let d = &mut dst[oy * g.wo..(oy + 1) * g.wo];
-                    if oy < ylo || oy >= yhi {
+/// Writes image `img` [c, h, w] as `p` rows of `rows` [p, k] (one row per output pixel, the
+/// receptive field in weight order (ci, ki, kj)): "im2row". Each kernel row is a contiguous run
+/// of the input, so the copy moves `kw` floats at a time; the GEMMs on this layout are also the
+/// fast orientation for the `gemm` crate when channels are few and pixels many.
+fn im2row(img: &[f32], g: &Geom, rows: &mut [f32]) {
+    let (s, p, k) = (g.stride as isize, g.pad as isize, g.k());
+    let (h, w, kw) = (g.h as isize, g.w as isize, g.kw);
+    for oy in 0..g.ho {
+        for ox in 0..g.wo {
+            let r = &mut rows[(oy * g.wo + ox) * k..(oy * g.wo + ox + 1) * k];
+            let ix0 = ox as isize * s - p;
+            let inside_x = ix0 >= 0 && ix0 + kw as isize <= w;
+            for ci in 0..g.c {
+                for ki in 0..g.kh {
+                    let iy = oy as isize * s + ki as isize - p;
+                    let d = &mut r[(ci * g.kh + ki) * kw..(ci * g.kh + ki + 1) * kw];
+                    if iy < 0 || iy >= h {
                         d.fill(0.0);
                         continue;
                     }
-                    let src = &plane[(oy * s + ki - p) * g.w..(oy * s + ki - p + 1) * g.w];
-                    d[..xlo].fill(0.0);
-                    d[xhi..].fill(0.0);
-                    if s == 1 {
-                        d[xlo..xhi].copy_from_slice(&src[xlo + kj - p..xhi + kj - p]);
+                    let src = &img[(ci * g.h + iy as usize) * g.w..(ci * g.h + iy as usize + 1) * g.w];
+                    if inside_x {
+                        d.copy_from_slice(&src[ix0 as usize..ix0 as usize + kw]);
                     } else {
-                        for ox in xlo..xhi {
-                            d[ox] = src[ox * s + kj - p];
+                        for (kj, dv) in d.iter_mut().enumerate() {
+                            let ix = ix0 + kj as isize;
+                            *dv = if ix >= 0 && ix < w { src[ix as usize] } else { 0.0 };
                         }
                     }
                 }
@@ -105,27 +96,33 @@ fn im2col(img: &[f32], g: &Geom, cols: &mut [f32], ld: usize, col0: usize) {
     }
 }
 
-/// Adds columns `col0 .. col0 + p` of `cols` [k, ld] back into image `img` [c, h, w] (adjoint of im2col).
-fn col2im(cols: &[f32], g: &Geom, ld: usize, col0: usize, img: &mut [f32]) {
-    let (s, p) = (g.stride, g.pad);
-    for ci in 0..g.c {
-        let plane = &mut img[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-        for ki in 0..g.kh {
-            let (ylo, yhi) = valid_range(ki, p, s, g.h, g.ho);
-            for kj in 0..g.kw {
-                let (xlo, xhi) = valid_range(kj, p, s, g.w, g.wo);
-                let row = (ci * g.kh + ki) * g.kw + kj;
-                let src = &cols[row * ld + col0..row * ld + col0 + g.p()];
-                for oy in ylo..yhi {
-                    let sr = &src[oy * g.wo..(oy + 1) * g.wo];
-                    let d = &mut plane[(oy * s + ki - p) * g.w..(oy * s + ki - p + 1) * g.w];
-                    if s == 1 {
-                        for (dv, sv) in d[xlo + kj - p..xhi + kj - p].iter_mut().zip(&sr[xlo..xhi]) {
+/// Adds `rows` [p, k] back into image `img` [c, h, w] (the adjoint of `im2row`).
+fn row2im(rows: &[f32], g: &Geom, img: &mut [f32]) {
+    let (s, p, k) = (g.stride as isize, g.pad as isize, g.k());
+    let (h, w, kw) = (g.h as isize, g.w as isize, g.kw);
+    for oy in 0..g.ho {
+        for ox in 0..g.wo {
+            let r = &rows[(oy * g.wo + ox) * k..(oy * g.wo + ox + 1) * k];
+            let ix0 = ox as isize * s - p;
+            let inside_x = ix0 >= 0 && ix0 + kw as isize <= w;
+            for ci in 0..g.c {
+                for ki in 0..g.kh {
+                    let iy = oy as isize * s + ki as isize - p;
+                    if iy < 0 || iy >= h {
+                        continue;
+                    }
+                    let sr = &r[(ci * g.kh + ki) * kw..(ci * g.kh + ki + 1) * kw];
+                    let d = &mut img[(ci * g.h + iy as usize) * g.w..(ci * g.h + iy as usize + 1) * g.w];
+                    if inside_x {
+                        for (dv, sv) in d[ix0 as usize..ix0 as usize + kw].iter_mut().zip(sr) {
                             *dv += *sv;
                         }
                     } else {
-                        for ox in xlo..xhi {
-                            d[ox * s + kj - p] += sr[ox];
+                        for (kj, sv) in sr.iter().enumerate() {
+                            let ix = ix0 + kj as isize;
+                            if ix >= 0 && ix < w {
+                                d[ix as usize] += *sv;
+                            }
                         }
                     }
                 }
@@ -134,34 +131,43 @@ fn col2im(cols: &[f32], g: &Geom, ld: usize, col0: usize, img: &mut [f32]) {
     }
 }
 
-/// `dst[ch, i * p + q] = src[(i * chans + ch) * p + q]`: a group's maps [gn, chans, p] as one
-/// matrix [chans, gn * p], optionally accumulating per-channel sums.
-fn gather_channels(src: &[f32], chans: usize, p: usize, dst: &mut [f32], sums: Option<&mut [f32]>) {
+/// `dst[(i * p + q) * chans + ch] = src[(i * chans + ch) * p + q]`: a group's maps
+/// [gn, chans, p] as one pixel-major matrix [gn * p, chans], optionally adding per-channel sums.
+fn gather_pixels(src: &[f32], chans: usize, p: usize, dst: &mut [f32], sums: Option<&mut [f32]>) {
     let gn = src.len() / (chans * p);
-    let ld = gn * p;
-    for i in 0..gn {
-        for ch in 0..chans {
-            dst[ch * ld + i * p..ch * ld + (i + 1) * p].copy_from_slice(&src[(i * chans + ch) * p..][..p]);
+    if let Some(sums) = sums {
+        for i in 0..gn {
+            for ch in 0..chans {
+                sums[ch] += sum(&src[(i * chans + ch) * p..(i * chans + ch + 1) * p]) as f32;
+            }
         }
     }
-    if let Some(sums) = sums {
+    if p == 1 {
+        dst[..src.len()].copy_from_slice(src);
+        return;
+    }
+    for i in 0..gn {
+        let s = &src[i * chans * p..(i + 1) * chans * p];
+        let d = &mut dst[i * p * chans..(i + 1) * p * chans];
         for ch in 0..chans {
-            sums[ch] += sum(&dst[ch * ld..(ch + 1) * ld]) as f32;
+            for q in 0..p {
+                d[q * chans + ch] = s[ch * p + q];
+            }
         }
     }
 }
 
-/// Inverse of `gather_channels`, adding a per-channel bias.
-fn scatter_channels(src: &[f32], chans: usize, p: usize, bias: Option<&[f32]>, dst: &mut [f32]) {
+/// Inverse of `gather_pixels`, adding a per-channel bias.
+fn scatter_pixels(src: &[f32], chans: usize, p: usize, bias: Option<&[f32]>, dst: &mut [f32]) {
     let gn = dst.len() / (chans * p);
-    let ld = gn * p;
     for i in 0..gn {
+        let s = &src[i * p * chans..(i + 1) * p * chans];
+        let d = &mut dst[i * chans * p..(i + 1) * chans * p];
         for ch in 0..chans {
-            let d = &mut dst[(i * chans + ch) * p..][..p];
-            let s = &src[ch * ld + i * p..ch * ld + (i + 1) * p];
-            match bias {
-                Some(b) => d.iter_mut().zip(s).for_each(|(dv, sv)| *dv = *sv + b[ch]),
-                None => d.copy_from_slice(s),
+            let b = bias.map_or(0.0, |b| b[ch]);
+            let dc = &mut d[ch * p..(ch + 1) * p];
+            for q in 0..p {
+                dc[q] = s[q * chans + ch] + b;
             }
         }
     }
@@ -239,19 +245,23 @@ fn conv2d_forward(x: &[f32], w: &[f32], b: &[f32], d: &ConvDims) -> Vec<f32> {
             // SAFETY: each group writes only its own images' outputs.
             let yg = unsafe { yp.slice(n0 * o * p, (n1 - n0) * o * p) };
             with_scratch(k * ld + o * ld, |buf| {
-                let (cols, out) = buf.split_at_mut(k * ld);
+                let (rows, out) = buf.split_at_mut(k * ld);
                 for i in n0..n1 {
-                    im2col(&x[i * g.img()..(i + 1) * g.img()], &g, cols, ld, (i - n0) * p);
+                    im2row(
+                        &x[i * g.img()..(i + 1) * g.img()],
+                        &g,
+                        &mut rows[(i - n0) * p * k..(i - n0 + 1) * p * k],
+                    );
                 }
                 matmul(
                     out,
-                    ld,
-                    Mat::rows(w, o, k),
-                    Mat::rows(cols, k, ld),
+                    o,
+                    Mat::rows(rows, ld, k),
+                    Mat::rows(w, o, k).t(),
                     false,
                     threads,
                 );
-                scatter_channels(out, o, p, Some(b), yg);
+                scatter_pixels(out, o, p, Some(b), yg);
             });
         },
         |_, _| (),
@@ -276,45 +286,35 @@ fn conv2d_backward(
     };
     let (gsz, groups) = plan_groups(n, k * p + o * p, rayon::current_num_threads());
     let dxp = SyncPtr(dx.as_mut_ptr());
-    let (dw, db) = run_groups(
+    // The weight gradient is accumulated transposed, [k, o]: the faster GEMM orientation here.
+    let (dwt, db) = run_groups(
         groups,
         || (vec![0f32; o * k], vec![0f32; o]),
-        |(dw, db), gi, threads| {
+        |(dwt, db), gi, threads| {
             let (n0, n1) = (gi * gsz, ((gi + 1) * gsz).min(n));
             let ld = (n1 - n0) * p;
             with_scratch(k * ld + o * ld, |buf| {
-                let (cols, dyt) = buf.split_at_mut(k * ld);
-                gather_channels(&dy[n0 * o * p..n1 * o * p], o, p, dyt, Some(db));
+                let (rows, dyg) = buf.split_at_mut(k * ld);
+                gather_pixels(&dy[n0 * o * p..n1 * o * p], o, p, dyg, Some(db));
                 for i in n0..n1 {
-                    im2col(&x[i * g.img()..(i + 1) * g.img()], &g, cols, ld, (i - n0) * p);
-                }
-                matmul(
-                    dw,
-                    k,
-                    Mat::rows(dyt, o, ld),
-                    Mat::rows(cols, k, ld).t(),
-                    true,
-                    threads,
-                );
-                if want_dx {
-                    // The im2col matrix is no longer needed: reuse it for the column gradients.
-                    matmul(
-                        cols,
-                        ld,
-                        Mat::rows(w, o, k).t(),
-                        Mat::rows(dyt, o, ld),
-                        false,
-                        threads,
+                    im2row(
+                        &x[i * g.img()..(i + 1) * g.img()],
+                        &g,
+                        &mut rows[(i - n0) * p * k..(i - n0 + 1) * p * k],
                     );
+                }
+                let dy_t = Mat::rows(dyg, ld, o).t();
+                matmul_strided(dwt, 1, o, dy_t, Mat::rows(rows, ld, k), true, threads);
+                if want_dx {
+                    // The im2row matrix is no longer needed: reuse it for the row gradients.
+                    matmul(rows, k, Mat::rows(dyg, ld, o), Mat::rows(w, o, k), false, threads);
                     // SAFETY: each group writes only its own images' gradients.
                     let dxg = unsafe { dxp.slice(n0 * g.img(), (n1 - n0) * g.img()) };
-                    for i in n0..n1 {
-                        col2im(
-                            cols,
+                    for i in 0..n1 - n0 {
+                        row2im(
+                            &rows[i * p * k..(i + 1) * p * k],
                             &g,
-                            ld,
-                            (i - n0) * p,
-                            &mut dxg[(i - n0) * g.img()..(i - n0 + 1) * g.img()],
+                            &mut dxg[i * g.img()..(i + 1) * g.img()],
                         );
                     }
                 }
@@ -322,6 +322,12 @@ fn conv2d_backward(
         },
         merge_grads,
     );
+    let mut dw = vec![0f32; o * k];
+    for kk in 0..k {
+        for oc in 0..o {
+            dw[oc * k + kk] = dwt[kk * o + oc];
+        }
+    }
     (want_dx.then_some(dx), dw, db)
 }
 
@@ -345,7 +351,17 @@ impl CustomOp3 for Conv2dOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let d = conv2d_dims(l1.shape(), l2.shape(), l3.shape(), self.stride, self.pad)?;
-        let y = conv2d_forward(f32_data(s1, l1)?, f32_data(s2, l2)?, f32_data(s3, l3)?, &d);
+        let y = profiled(
+            || format!("conv2d fwd  c{} o{} {}x{}", d.g.c, d.o, d.g.h, d.g.w),
+            || {
+                Ok::<_, candle_core::Error>(conv2d_forward(
+                    f32_data(s1, l1)?,
+                    f32_data(s2, l2)?,
+                    f32_data(s3, l3)?,
+                    &d,
+                ))
+            },
+        )?;
         Ok((CpuStorage::F32(y), Shape::from((d.n, d.o, d.g.ho, d.g.wo))))
     }
 
@@ -359,11 +375,16 @@ impl CustomOp3 for Conv2dOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = conv2d_dims(x.shape(), w.shape(), b.shape(), self.stride, self.pad)?;
         let want_dx = x.track_op();
-        let (dx, dw, db) = with_f32(x, |xs| {
-            with_f32(w, |ws| {
-                with_f32(dy, |dys| conv2d_backward(xs, ws, dys, &d, want_dx))
-            })
-        })???;
+        let (dx, dw, db) = profiled(
+            || format!("conv2d bwd  c{} o{} {}x{}", d.g.c, d.o, d.g.h, d.g.w),
+            || {
+                with_f32(x, |xs| {
+                    with_f32(w, |ws| {
+                        with_f32(dy, |dys| conv2d_backward(xs, ws, dys, &d, want_dx))
+                    })
+                })
+            },
+        )???;
         let dev = x.device();
         let dx = dx.map(|v| Tensor::from_vec(v, x.shape(), dev)).transpose()?;
         Ok((
@@ -399,13 +420,13 @@ fn conv_t_forward(x: &[f32], w: &[f32], b: &[f32], n: usize, ci: usize, g: &Geom
             // SAFETY: each group writes only its own images' outputs.
             let yg = unsafe { yp.slice(n0 * g.img(), (n1 - n0) * g.img()) };
             with_scratch(k * ld + ci * ld, |buf| {
-                let (cols, xg) = buf.split_at_mut(k * ld);
-                gather_channels(&x[n0 * ci * p..n1 * ci * p], ci, p, xg, None);
+                let (rows, xg) = buf.split_at_mut(k * ld);
+                gather_pixels(&x[n0 * ci * p..n1 * ci * p], ci, p, xg, None);
                 matmul(
-                    cols,
-                    ld,
-                    Mat::rows(w, ci, k).t(),
-                    Mat::rows(xg, ci, ld),
+                    rows,
+                    k,
+                    Mat::rows(xg, ld, ci),
+                    Mat::rows(w, ci, k),
                     false,
                     threads,
                 );
@@ -415,7 +436,7 @@ fn conv_t_forward(x: &[f32], w: &[f32], b: &[f32], n: usize, ci: usize, g: &Geom
                     for ch in 0..co {
                         img[ch * plane..(ch + 1) * plane].fill(b[ch]);
                     }
-                    col2im(cols, g, ld, i * p, img);
+                    row2im(&rows[i * p * k..(i + 1) * p * k], g, img);
                 }
             });
         },
@@ -450,20 +471,20 @@ fn conv_t_backward(
             let ld = (n1 - n0) * p;
             let plane = g.h * g.w;
             with_scratch(k * ld + ci * ld, |buf| {
-                let (cols, xg) = buf.split_at_mut(k * ld);
+                let (rows, xg) = buf.split_at_mut(k * ld);
                 for i in n0..n1 {
                     let img = &dy[i * g.img()..(i + 1) * g.img()];
-                    im2col(img, g, cols, ld, (i - n0) * p);
+                    im2row(img, g, &mut rows[(i - n0) * p * k..(i - n0 + 1) * p * k]);
                     for ch in 0..co {
                         db[ch] += sum(&img[ch * plane..(ch + 1) * plane]) as f32;
                     }
                 }
-                gather_channels(&x[n0 * ci * p..n1 * ci * p], ci, p, xg, None);
+                gather_pixels(&x[n0 * ci * p..n1 * ci * p], ci, p, xg, None);
                 matmul(
                     dw,
                     k,
-                    Mat::rows(xg, ci, ld),
-                    Mat::rows(cols, k, ld).t(),
+                    Mat::rows(xg, ld, ci).t(),
+                    Mat::rows(rows, ld, k),
                     true,
                     threads,
                 );
@@ -471,15 +492,15 @@ fn conv_t_backward(
                     // The gathered input is no longer needed: reuse it for the input gradient.
                     matmul(
                         xg,
-                        ld,
-                        Mat::rows(w, ci, k),
-                        Mat::rows(cols, k, ld),
+                        ci,
+                        Mat::rows(rows, ld, k),
+                        Mat::rows(w, ci, k).t(),
                         false,
                         threads,
                     );
                     // SAFETY: each group writes only its own images' gradients.
                     let dxg = unsafe { dxp.slice(n0 * ci * p, (n1 - n0) * ci * p) };
-                    scatter_channels(xg, ci, p, None, dxg);
+                    scatter_pixels(xg, ci, p, None, dxg);
                 }
             });
         },
@@ -508,7 +529,19 @@ impl CustomOp3 for ConvTranspose2dOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, ci, g) = conv_t_dims(l1.shape(), l2.shape(), l3.shape(), self.stride, self.pad)?;
-        let y = conv_t_forward(f32_data(s1, l1)?, f32_data(s2, l2)?, f32_data(s3, l3)?, n, ci, &g);
+        let y = profiled(
+            || format!("convT fwd   c{} o{} {}x{}", ci, g.c, g.ho, g.wo),
+            || {
+                Ok::<_, candle_core::Error>(conv_t_forward(
+                    f32_data(s1, l1)?,
+                    f32_data(s2, l2)?,
+                    f32_data(s3, l3)?,
+                    n,
+                    ci,
+                    &g,
+                ))
+            },
+        )?;
         Ok((CpuStorage::F32(y), Shape::from((n, g.c, g.h, g.w))))
     }
 
@@ -522,11 +555,16 @@ impl CustomOp3 for ConvTranspose2dOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, ci, g) = conv_t_dims(x.shape(), w.shape(), b.shape(), self.stride, self.pad)?;
         let want_dx = x.track_op();
-        let (dx, dw, db) = with_f32(x, |xs| {
-            with_f32(w, |ws| {
-                with_f32(dy, |dys| conv_t_backward(xs, ws, dys, n, ci, &g, want_dx))
-            })
-        })???;
+        let (dx, dw, db) = profiled(
+            || format!("convT bwd   c{} o{} {}x{}", ci, g.c, g.ho, g.wo),
+            || {
+                with_f32(x, |xs| {
+                    with_f32(w, |ws| {
+                        with_f32(dy, |dys| conv_t_backward(xs, ws, dys, n, ci, &g, want_dx))
+                    })
+                })
+            },
+        )???;
         let dev = x.device();
         let dx = dx.map(|v| Tensor::from_vec(v, x.shape(), dev)).transpose()?;
         Ok((

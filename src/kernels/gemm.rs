@@ -47,6 +47,19 @@ impl<'a> Mat<'a> {
 /// `accumulate` adds to dst instead of overwriting; `threads > 1` lets the GEMM split the work
 /// over the current rayon pool.
 pub(crate) fn matmul(dst: &mut [f32], ld: usize, a: Mat, b: Mat, accumulate: bool, threads: usize) {
+    matmul_strided(dst, ld, 1, a, b, accumulate, threads)
+}
+
+/// `dst (+)= a * b` with dst element (i, j) at `dst[i * rs + j * cs]`.
+pub(crate) fn matmul_strided(
+    dst: &mut [f32],
+    rs: usize,
+    cs: usize,
+    a: Mat,
+    b: Mat,
+    accumulate: bool,
+    threads: usize,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions differ");
     a.check();
@@ -54,11 +67,14 @@ pub(crate) fn matmul(dst: &mut [f32], ld: usize, a: Mat, b: Mat, accumulate: boo
     if m == 0 || n == 0 {
         return;
     }
-    assert!((m - 1) * ld + n <= dst.len(), "destination out of bounds");
+    assert!(
+        (m - 1) * rs + (n - 1) * cs < dst.len(),
+        "destination out of bounds"
+    );
     if k == 0 {
         if !accumulate {
             for r in 0..m {
-                dst[r * ld..r * ld + n].fill(0.0);
+                (0..n).for_each(|j| dst[r * rs + j * cs] = 0.0);
             }
         }
         return;
@@ -75,8 +91,8 @@ pub(crate) fn matmul(dst: &mut [f32], ld: usize, a: Mat, b: Mat, accumulate: boo
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            ld as isize,
+            cs as isize,
+            rs as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,

@@ -13,6 +13,7 @@ pub mod conv;
 mod gemm;
 pub mod loss;
 mod util;
+pub use util::{process_cpu_ns, profile_report};
 pub mod workloads;
 
 pub use adam::{adam_update, AdamHyper, FusedAdam};

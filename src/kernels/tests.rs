@@ -260,3 +260,55 @@ fn bce_with_logits_matches_candle_composite_and_stays_finite() {
     let g2 = (reference * 2.0).unwrap().backward().unwrap();
     assert_close("bce grad", g1.get(&l).unwrap(), g2.get(&l).unwrap());
 }
+
+/// Not a test: prints single-thread GEMM throughput (CPU time) for the conv layers' shapes in
+/// every storage order of a, b and the destination.
+/// `cargo test --release --lib gemm_probe -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn gemm_probe() {
+    use super::gemm::{matmul_strided, Mat};
+    let shapes: Vec<(usize, usize, usize)> = std::env::var("GEMM_SHAPES")
+        .unwrap_or("1024x1024x1024,32x256x16384,512x4096x64".into())
+        .split(',')
+        .map(|s| {
+            let v: Vec<usize> = s.split('x').map(|x| x.parse().unwrap()).collect();
+            (v[0], v[1], v[2])
+        })
+        .collect();
+    for (m, k, n) in shapes {
+        let mut line = format!("m{m} k{k} n{n}:");
+        for code in 0..8 {
+            let (ta, tb, tc) = (code & 1 != 0, code & 2 != 0, code & 4 != 0);
+            let a = vec![0.5f32; m * k];
+            let b = vec![0.25f32; k * n];
+            let mut c = vec![0f32; m * n];
+            let am = if ta {
+                Mat::rows(&a, k, m).t()
+            } else {
+                Mat::rows(&a, m, k)
+            };
+            let bm = if tb {
+                Mat::rows(&b, n, k).t()
+            } else {
+                Mat::rows(&b, k, n)
+            };
+            let (rs, cs) = if tc { (1, m) } else { (n, 1) };
+            matmul_strided(&mut c, rs, cs, am, bm, false, 1);
+            let reps = (1e9 / (2.0 * (m * n * k) as f64)).ceil() as usize;
+            let t0 = super::util::thread_cpu_ns();
+            for _ in 0..reps {
+                matmul_strided(&mut c, rs, cs, am, bm, false, 1);
+            }
+            let ns = super::util::thread_cpu_ns() - t0;
+            line += &format!(
+                " {}{}{}={:.0}",
+                ["A", "At"][ta as usize],
+                ["B", "Bt"][tb as usize],
+                ["C", "Ct"][tc as usize],
+                2.0 * (m * n * k * reps) as f64 / ns as f64
+            );
+        }
+        println!("{line}");
+    }
+}

@@ -149,3 +149,60 @@ pub(crate) fn sum2(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
             .map(|(&x, &y)| f(x, y) as f64)
             .sum::<f64>()
 }
+
+/// Opt-in per-kernel timing in CPU time of the calling thread (env NORBVAE_KERNEL_PROFILE=1;
+/// meaningful with one thread), printed by `profile_report`; used to
+/// see where a training step's time goes without a profiler.
+pub(crate) fn profiled<R>(label: impl FnOnce() -> String, f: impl FnOnce() -> R) -> R {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*ON.get_or_init(|| std::env::var_os("NORBVAE_KERNEL_PROFILE").is_some()) {
+        return f();
+    }
+    let t = thread_cpu_ns();
+    let r = f();
+    let ns = thread_cpu_ns().saturating_sub(t);
+    let mut table = PROFILE.lock().unwrap_or_else(|e| e.into_inner());
+    let e = table.entry(label()).or_insert((0, 0));
+    e.0 += ns;
+    e.1 += 1;
+    r
+}
+
+static PROFILE: std::sync::Mutex<std::collections::BTreeMap<String, (u64, u64)>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The accumulated kernel times, one line per label (empty unless profiling was on).
+pub fn profile_report() -> String {
+    let table = PROFILE.lock().unwrap_or_else(|e| e.into_inner());
+    let total: u64 = table.values().map(|v| v.0).sum();
+    let mut rows: Vec<_> = table.iter().collect();
+    rows.sort_by_key(|(_, v)| std::cmp::Reverse(v.0));
+    let mut s = format!("kernel time total {:.1} ms\n", total as f64 / 1e6);
+    for (k, (ns, calls)) in rows {
+        s += &format!("{:>9.2} ms {:>5} calls  {k}\n", *ns as f64 / 1e6, calls);
+    }
+    s
+}
+
+/// Nanoseconds this thread has run on a CPU (Linux schedstat; 0 where unavailable).
+pub(crate) fn thread_cpu_ns() -> u64 {
+    read_schedstat("/proc/thread-self/schedstat")
+}
+
+/// Nanoseconds all threads of this process have run on a CPU (Linux; 0 where unavailable).
+/// On a machine shared with other work this, unlike wall time, excludes time spent waiting.
+pub fn process_cpu_ns() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.flatten()
+        .map(|e| read_schedstat(&format!("{}/schedstat", e.path().display())))
+        .sum()
+}
+
+fn read_schedstat(path: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}

@@ -292,6 +292,9 @@ pub struct StepReport {
     pub batch: usize,
     pub steps: usize,
     pub samples_per_sec: f64,
+    /// Samples per second of CPU time used by all threads (what the run would reach with its
+    /// cores to itself and no spinning; an upper bound on a loaded machine).
+    pub samples_per_cpu_sec: f64,
     pub first_loss: f32,
     pub last_loss: f32,
 }
@@ -333,6 +336,7 @@ pub fn run_workload(workload: Workload, warmup: usize, steps: usize, seed: u64) 
         step(&mut model)?;
     }
     let start = Instant::now();
+    let cpu_start = super::process_cpu_ns();
     let mut first_loss = f32::NAN;
     let mut last_loss = f32::NAN;
     for i in 0..steps {
@@ -342,11 +346,13 @@ pub fn run_workload(workload: Workload, warmup: usize, steps: usize, seed: u64) 
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu_secs = super::process_cpu_ns().saturating_sub(cpu_start) as f64 / 1e9;
     Ok(StepReport {
         workload,
         batch,
         steps,
         samples_per_sec: (steps * batch) as f64 / secs.max(1e-9),
+        samples_per_cpu_sec: (steps * batch) as f64 / cpu_secs.max(1e-9),
         first_loss,
         last_loss,
     })

@@ -1,1 +1,25 @@
-//! report stage (see the module list in lib.rs).
+//! The experiment report: every run side by side in one self-contained HTML page.
+pub mod html;
+pub mod runs;
+pub mod svg;
+
+pub use html::ReportOptions;
+pub use runs::{discover_runs, RunInfo, RunKind};
+
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+/// Read the runs in `dirs` (run directories, or directories holding them) and write the report
+/// to `out` atomically. Returns the runs it shows.
+pub fn build_report(dirs: &[PathBuf], out: &Path, opts: &ReportOptions) -> Result<Vec<RunInfo>> {
+    let runs: Vec<RunInfo> = discover_runs(dirs)?
+        .iter()
+        .map(|d| RunInfo::load(d))
+        .collect::<Result<_>>()?;
+    let page = html::render(&runs, opts)?;
+    crate::util::write_atomic(out, page.as_bytes())?;
+    Ok(runs)
+}
+
+#[cfg(test)]
+mod tests;
