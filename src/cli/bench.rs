@@ -108,7 +108,11 @@ pub fn run(args: Args) -> Result<()> {
     let mut ours = Vec::new();
     for &t in &args.threads {
         for w in args.workload.list() {
-            eprintln!("norbvae: {} workload, {t} thread(s), {} steps ...", w.name(), args.steps);
+            eprintln!(
+                "norbvae: {} workload, {t} thread(s), {} steps ...",
+                w.name(),
+                args.steps
+            );
             ours.push(spawn_worker(&args, t, w)?);
         }
     }
@@ -130,7 +134,10 @@ pub fn run(args: Args) -> Result<()> {
 
 fn run_worker(args: &Args) -> Result<()> {
     let threads = args.threads[0];
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("building the thread pool")?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("building the thread pool")?;
     for w in args.workload.list() {
         let r = pool.install(|| run_workload(w, args.warmup, args.steps, args.seed))?;
         let line = BenchLine {
@@ -151,15 +158,30 @@ fn run_worker(args: &Args) -> Result<()> {
 fn spawn_worker(args: &Args, threads: usize, w: Workload) -> Result<BenchLine> {
     let exe = std::env::current_exe().context("locating the norbvae executable")?;
     let out = Command::new(&exe)
-        .args(["bench", "--worker", "--threads", &threads.to_string(), "--workload", w.name()])
-        .args(["--steps", &args.steps.to_string(), "--warmup", &args.warmup.to_string()])
+        .args([
+            "bench",
+            "--worker",
+            "--threads",
+            &threads.to_string(),
+            "--workload",
+            w.name(),
+        ])
+        .args([
+            "--steps",
+            &args.steps.to_string(),
+            "--warmup",
+            &args.warmup.to_string(),
+        ])
         .args(["--seed", &args.seed.to_string()])
         .env("RAYON_NUM_THREADS", threads.to_string())
         .env("CANDLE_NUM_THREADS", threads.to_string())
         .output()
         .with_context(|| format!("running {}", exe.display()))?;
     if !out.status.success() {
-        bail!("benchmark worker failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "benchmark worker failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -233,7 +255,10 @@ fn run_torch(python: &Path, script: &Path, threads: &[usize]) -> Result<Vec<Benc
         .output()
         .with_context(|| format!("running {}", python.display()))?;
     if !out.status.success() {
-        bail!("PyTorch reference failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "PyTorch reference failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<BenchLine> = text.lines().filter_map(parse_torch_line).collect();
@@ -285,24 +310,31 @@ fn flops_per_sample(workload: &str) -> f64 {
 }
 
 fn print_table(ours: &[BenchLine], theirs: &[BenchLine], steps: usize) {
-    println!("full training steps (forward, backward, Adam), samples/s; norbvae {steps} timed steps, torch 30");
+    println!(
+        "full training steps (forward, backward, Adam), samples/s; norbvae {steps} timed steps, torch 30"
+    );
     println!(
         "{:<6} {:>7} {:>12} {:>10} {:>8} {:>11}   {:<24} {:<24}",
         "model", "threads", "norbvae/s", "torch/s", "ratio", "GFLOP/s", "norbvae loss", "torch loss"
     );
     for o in ours {
-        let t = theirs.iter().find(|t| t.workload == o.workload && t.threads == o.threads);
+        let t = theirs
+            .iter()
+            .find(|t| t.workload == o.workload && t.threads == o.threads);
         let gflops = o.samples_per_sec * flops_per_sample(&o.workload) / 1e9;
         println!(
             "{:<6} {:>7} {:>12.0} {:>10} {:>8} {:>11.1}   {:<24} {:<24}",
             o.workload,
             o.threads,
             o.samples_per_sec,
-            t.map(|t| format!("{:.0}", t.samples_per_sec)).unwrap_or_else(|| "-".into()),
-            t.map(|t| format!("{:.2}x", o.samples_per_sec / t.samples_per_sec)).unwrap_or_else(|| "-".into()),
+            t.map(|t| format!("{:.0}", t.samples_per_sec))
+                .unwrap_or_else(|| "-".into()),
+            t.map(|t| format!("{:.2}x", o.samples_per_sec / t.samples_per_sec))
+                .unwrap_or_else(|| "-".into()),
             gflops,
             format!("{:.1} -> {:.1}", o.first_loss, o.last_loss),
-            t.map(|t| format!("{:.1} -> {:.1}", t.first_loss, t.last_loss)).unwrap_or_else(|| "-".into()),
+            t.map(|t| format!("{:.1} -> {:.1}", t.first_loss, t.last_loss))
+                .unwrap_or_else(|| "-".into()),
         );
     }
 }
@@ -315,11 +347,23 @@ mod tests {
     fn parses_the_reference_script_output_and_worker_lines() {
         let t = parse_torch_line("torch conv threads=2 B=64: 476 samples/s loss 2915.3 -> 2804.1").unwrap();
         assert_eq!((t.workload.as_str(), t.threads), ("conv", 2));
-        assert_eq!((t.samples_per_sec, t.first_loss, t.last_loss), (476.0, 2915.3, 2804.1));
+        assert_eq!(
+            (t.samples_per_sec, t.first_loss, t.last_loss),
+            (476.0, 2915.3, 2804.1)
+        );
         assert!(parse_torch_line("torch 2.15.0").is_none());
-        let w = BenchLine { workload: "mlp".into(), threads: 1, samples_per_sec: 12.5, first_loss: 3.0, last_loss: 2.0 };
+        let w = BenchLine {
+            workload: "mlp".into(),
+            threads: 1,
+            samples_per_sec: 12.5,
+            first_loss: 3.0,
+            last_loss: 2.0,
+        };
         let back = BenchLine::parse(&w.format()).unwrap();
-        assert_eq!((back.workload.as_str(), back.threads, back.samples_per_sec), ("mlp", 1, 12.5));
+        assert_eq!(
+            (back.workload.as_str(), back.threads, back.samples_per_sec),
+            ("mlp", 1, 12.5)
+        );
     }
 
     #[test]

@@ -92,7 +92,10 @@ impl InplaceOp2 for AdamInplace<'_> {
         if p.len() != g.len() || p.len() != m.len() || p.len() != v.len() {
             bail!("Adam: parameter, gradient and moments differ in size");
         }
-        profiled(|| "adam".to_string(), || adam_update_slices(p, g, m, v, self.step, &self.hyper));
+        profiled(
+            || "adam".to_string(),
+            || adam_update_slices(p, g, m, v, self.step, &self.hyper),
+        );
         Ok(())
     }
 }

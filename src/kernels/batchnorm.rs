@@ -310,15 +310,20 @@ impl CustomOp3 for BatchNormTrainOp {
             .saved
             .lock()
             .map_err(|_| candle_core::Error::Msg("batch norm state poisoned".into()))?;
-        let (dx, dg, db) = profiled(|| format!("bn bwd      c{c} s{s}"), || with_f32(x, |xs| {
-            with_f32(res, |ys| {
-                with_f32(dy, |dys| {
-                    with_f32(gamma, |gs| {
-                        bn_backward(xs, ys, dys, gs, &saved, n, c, s, self.act)
+        let (dx, dg, db) = profiled(
+            || format!("bn bwd      c{c} s{s}"),
+            || {
+                with_f32(x, |xs| {
+                    with_f32(res, |ys| {
+                        with_f32(dy, |dys| {
+                            with_f32(gamma, |gs| {
+                                bn_backward(xs, ys, dys, gs, &saved, n, c, s, self.act)
+                            })
+                        })
                     })
                 })
-            })
-        }))????;
+            },
+        )????;
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), dev)?),

@@ -6,7 +6,7 @@
 //! are all the output pixels of its images (so deep layers with 1x1 or 2x2 outputs still get a
 //! wide GEMM). Weight gradients are summed per thread and reduced once.
 use super::gemm::{matmul, matmul_strided, Mat};
-use super::util::{f32_data, profiled, plan_groups, run_groups, sum, with_f32, with_scratch, SyncPtr};
+use super::util::{f32_data, plan_groups, profiled, run_groups, sum, with_f32, with_scratch, SyncPtr};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// Geometry of a convolution from an image [c, h, w] to an output map [ho, wo].
@@ -247,9 +247,20 @@ fn conv2d_forward(x: &[f32], w: &[f32], b: &[f32], d: &ConvDims) -> Vec<f32> {
             with_scratch(k * ld + o * ld, |buf| {
                 let (rows, out) = buf.split_at_mut(k * ld);
                 for i in n0..n1 {
-                    im2row(&x[i * g.img()..(i + 1) * g.img()], &g, &mut rows[(i - n0) * p * k..(i - n0 + 1) * p * k]);
+                    im2row(
+                        &x[i * g.img()..(i + 1) * g.img()],
+                        &g,
+                        &mut rows[(i - n0) * p * k..(i - n0 + 1) * p * k],
+                    );
                 }
-                matmul(out, o, Mat::rows(rows, ld, k), Mat::rows(w, o, k).t(), false, threads);
+                matmul(
+                    out,
+                    o,
+                    Mat::rows(rows, ld, k),
+                    Mat::rows(w, o, k).t(),
+                    false,
+                    threads,
+                );
                 scatter_pixels(out, o, p, Some(b), yg);
             });
         },
@@ -268,7 +279,11 @@ fn conv2d_backward(
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let ConvDims { n, g, o } = *d;
     let (k, p) = (g.k(), g.p());
-    let mut dx = if want_dx { vec![0f32; n * g.img()] } else { Vec::new() };
+    let mut dx = if want_dx {
+        vec![0f32; n * g.img()]
+    } else {
+        Vec::new()
+    };
     let (gsz, groups) = plan_groups(n, k * p + o * p, rayon::current_num_threads());
     let dxp = SyncPtr(dx.as_mut_ptr());
     // The weight gradient is accumulated transposed, [k, o]: the faster GEMM orientation here.
@@ -282,7 +297,11 @@ fn conv2d_backward(
                 let (rows, dyg) = buf.split_at_mut(k * ld);
                 gather_pixels(&dy[n0 * o * p..n1 * o * p], o, p, dyg, Some(db));
                 for i in n0..n1 {
-                    im2row(&x[i * g.img()..(i + 1) * g.img()], &g, &mut rows[(i - n0) * p * k..(i - n0 + 1) * p * k]);
+                    im2row(
+                        &x[i * g.img()..(i + 1) * g.img()],
+                        &g,
+                        &mut rows[(i - n0) * p * k..(i - n0 + 1) * p * k],
+                    );
                 }
                 let dy_t = Mat::rows(dyg, ld, o).t();
                 matmul_strided(dwt, 1, o, dy_t, Mat::rows(rows, ld, k), true, threads);
@@ -292,7 +311,11 @@ fn conv2d_backward(
                     // SAFETY: each group writes only its own images' gradients.
                     let dxg = unsafe { dxp.slice(n0 * g.img(), (n1 - n0) * g.img()) };
                     for i in 0..n1 - n0 {
-                        row2im(&rows[i * p * k..(i + 1) * p * k], &g, &mut dxg[i * g.img()..(i + 1) * g.img()]);
+                        row2im(
+                            &rows[i * p * k..(i + 1) * p * k],
+                            &g,
+                            &mut dxg[i * g.img()..(i + 1) * g.img()],
+                        );
                     }
                 }
             });
@@ -330,7 +353,14 @@ impl CustomOp3 for Conv2dOp {
         let d = conv2d_dims(l1.shape(), l2.shape(), l3.shape(), self.stride, self.pad)?;
         let y = profiled(
             || format!("conv2d fwd  c{} o{} {}x{}", d.g.c, d.o, d.g.h, d.g.w),
-            || Ok::<_, candle_core::Error>(conv2d_forward(f32_data(s1, l1)?, f32_data(s2, l2)?, f32_data(s3, l3)?, &d)),
+            || {
+                Ok::<_, candle_core::Error>(conv2d_forward(
+                    f32_data(s1, l1)?,
+                    f32_data(s2, l2)?,
+                    f32_data(s3, l3)?,
+                    &d,
+                ))
+            },
         )?;
         Ok((CpuStorage::F32(y), Shape::from((d.n, d.o, d.g.ho, d.g.wo))))
     }
@@ -347,7 +377,13 @@ impl CustomOp3 for Conv2dOp {
         let want_dx = x.track_op();
         let (dx, dw, db) = profiled(
             || format!("conv2d bwd  c{} o{} {}x{}", d.g.c, d.o, d.g.h, d.g.w),
-            || with_f32(x, |xs| with_f32(w, |ws| with_f32(dy, |dys| conv2d_backward(xs, ws, dys, &d, want_dx)))),
+            || {
+                with_f32(x, |xs| {
+                    with_f32(w, |ws| {
+                        with_f32(dy, |dys| conv2d_backward(xs, ws, dys, &d, want_dx))
+                    })
+                })
+            },
         )???;
         let dev = x.device();
         let dx = dx.map(|v| Tensor::from_vec(v, x.shape(), dev)).transpose()?;
@@ -386,7 +422,14 @@ fn conv_t_forward(x: &[f32], w: &[f32], b: &[f32], n: usize, ci: usize, g: &Geom
             with_scratch(k * ld + ci * ld, |buf| {
                 let (rows, xg) = buf.split_at_mut(k * ld);
                 gather_pixels(&x[n0 * ci * p..n1 * ci * p], ci, p, xg, None);
-                matmul(rows, k, Mat::rows(xg, ld, ci), Mat::rows(w, ci, k), false, threads);
+                matmul(
+                    rows,
+                    k,
+                    Mat::rows(xg, ld, ci),
+                    Mat::rows(w, ci, k),
+                    false,
+                    threads,
+                );
                 let plane = g.h * g.w;
                 for i in 0..n1 - n0 {
                     let img = &mut yg[i * g.img()..(i + 1) * g.img()];
@@ -413,7 +456,11 @@ fn conv_t_backward(
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let (k, p) = (g.k(), g.p());
     let co = g.c;
-    let mut dx = if want_dx { vec![0f32; n * ci * p] } else { Vec::new() };
+    let mut dx = if want_dx {
+        vec![0f32; n * ci * p]
+    } else {
+        Vec::new()
+    };
     let (gsz, groups) = plan_groups(n, k * p + ci * p, rayon::current_num_threads());
     let dxp = SyncPtr(dx.as_mut_ptr());
     let (dw, db) = run_groups(
@@ -433,10 +480,24 @@ fn conv_t_backward(
                     }
                 }
                 gather_pixels(&x[n0 * ci * p..n1 * ci * p], ci, p, xg, None);
-                matmul(dw, k, Mat::rows(xg, ld, ci).t(), Mat::rows(rows, ld, k), true, threads);
+                matmul(
+                    dw,
+                    k,
+                    Mat::rows(xg, ld, ci).t(),
+                    Mat::rows(rows, ld, k),
+                    true,
+                    threads,
+                );
                 if want_dx {
                     // The gathered input is no longer needed: reuse it for the input gradient.
-                    matmul(xg, ci, Mat::rows(rows, ld, k), Mat::rows(w, ci, k).t(), false, threads);
+                    matmul(
+                        xg,
+                        ci,
+                        Mat::rows(rows, ld, k),
+                        Mat::rows(w, ci, k).t(),
+                        false,
+                        threads,
+                    );
                     // SAFETY: each group writes only its own images' gradients.
                     let dxg = unsafe { dxp.slice(n0 * ci * p, (n1 - n0) * ci * p) };
                     scatter_pixels(xg, ci, p, None, dxg);
@@ -470,7 +531,16 @@ impl CustomOp3 for ConvTranspose2dOp {
         let (n, ci, g) = conv_t_dims(l1.shape(), l2.shape(), l3.shape(), self.stride, self.pad)?;
         let y = profiled(
             || format!("convT fwd   c{} o{} {}x{}", ci, g.c, g.ho, g.wo),
-            || Ok::<_, candle_core::Error>(conv_t_forward(f32_data(s1, l1)?, f32_data(s2, l2)?, f32_data(s3, l3)?, n, ci, &g)),
+            || {
+                Ok::<_, candle_core::Error>(conv_t_forward(
+                    f32_data(s1, l1)?,
+                    f32_data(s2, l2)?,
+                    f32_data(s3, l3)?,
+                    n,
+                    ci,
+                    &g,
+                ))
+            },
         )?;
         Ok((CpuStorage::F32(y), Shape::from((n, g.c, g.h, g.w))))
     }
@@ -487,7 +557,13 @@ impl CustomOp3 for ConvTranspose2dOp {
         let want_dx = x.track_op();
         let (dx, dw, db) = profiled(
             || format!("convT bwd   c{} o{} {}x{}", ci, g.c, g.ho, g.wo),
-            || with_f32(x, |xs| with_f32(w, |ws| with_f32(dy, |dys| conv_t_backward(xs, ws, dys, n, ci, &g, want_dx)))),
+            || {
+                with_f32(x, |xs| {
+                    with_f32(w, |ws| {
+                        with_f32(dy, |dys| conv_t_backward(xs, ws, dys, n, ci, &g, want_dx))
+                    })
+                })
+            },
         )???;
         let dev = x.device();
         let dx = dx.map(|v| Tensor::from_vec(v, x.shape(), dev)).transpose()?;

@@ -67,7 +67,10 @@ pub(crate) fn matmul_strided(
     if m == 0 || n == 0 {
         return;
     }
-    assert!((m - 1) * rs + (n - 1) * cs < dst.len(), "destination out of bounds");
+    assert!(
+        (m - 1) * rs + (n - 1) * cs < dst.len(),
+        "destination out of bounds"
+    );
     if k == 0 {
         if !accumulate {
             for r in 0..m {

@@ -283,8 +283,16 @@ fn gemm_probe() {
             let a = vec![0.5f32; m * k];
             let b = vec![0.25f32; k * n];
             let mut c = vec![0f32; m * n];
-            let am = if ta { Mat::rows(&a, k, m).t() } else { Mat::rows(&a, m, k) };
-            let bm = if tb { Mat::rows(&b, n, k).t() } else { Mat::rows(&b, k, n) };
+            let am = if ta {
+                Mat::rows(&a, k, m).t()
+            } else {
+                Mat::rows(&a, m, k)
+            };
+            let bm = if tb {
+                Mat::rows(&b, n, k).t()
+            } else {
+                Mat::rows(&b, k, n)
+            };
             let (rs, cs) = if tc { (1, m) } else { (n, 1) };
             matmul_strided(&mut c, rs, cs, am, bm, false, 1);
             let reps = (1e9 / (2.0 * (m * n * k) as f64)).ceil() as usize;
@@ -293,7 +301,13 @@ fn gemm_probe() {
                 matmul_strided(&mut c, rs, cs, am, bm, false, 1);
             }
             let ns = super::util::thread_cpu_ns() - t0;
-            line += &format!(" {}{}{}={:.0}", ["A", "At"][ta as usize], ["B", "Bt"][tb as usize], ["C", "Ct"][tc as usize], 2.0 * (m * n * k * reps) as f64 / ns as f64);
+            line += &format!(
+                " {}{}{}={:.0}",
+                ["A", "At"][ta as usize],
+                ["B", "Bt"][tb as usize],
+                ["C", "Ct"][tc as usize],
+                2.0 * (m * n * k * reps) as f64 / ns as f64
+            );
         }
         println!("{line}");
     }

@@ -192,8 +192,12 @@ pub(crate) fn thread_cpu_ns() -> u64 {
 /// Nanoseconds all threads of this process have run on a CPU (Linux; 0 where unavailable).
 /// On a machine shared with other work this, unlike wall time, excludes time spent waiting.
 pub fn process_cpu_ns() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0 };
-    dir.flatten().map(|e| read_schedstat(&format!("{}/schedstat", e.path().display()))).sum()
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.flatten()
+        .map(|e| read_schedstat(&format!("{}/schedstat", e.path().display())))
+        .sum()
 }
 
 fn read_schedstat(path: &str) -> u64 {
