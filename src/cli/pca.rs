@@ -101,11 +101,8 @@ pub fn run(args: Args) -> Result<()> {
             train.n
         );
     }
-    let run = RunDir::create(&args.out)?;
-    run.write_toml("config.toml", &config)?;
-
-    let t = Instant::now();
-    let (model, solver_used) = match &args.model {
+    // A saved model is checked against the data before anything is written.
+    let loaded = match &args.model {
         Some(path) => {
             let model = PcaModel::load(path)?;
             model
@@ -118,8 +115,16 @@ pub fn run(args: Args) -> Result<()> {
                     model.k()
                 );
             }
-            (model, "loaded".to_string())
+            Some(model)
         }
+        None => None,
+    };
+    let run = RunDir::create(&args.out)?;
+    run.write_toml("config.toml", &config)?;
+
+    let t = Instant::now();
+    let (model, solver_used) = match loaded {
+        Some(model) => (model, "loaded".to_string()),
         None => {
             let solver = match args.solver {
                 PcaSolver::Auto => pca::choose_solver(train.n, d, kmax, &valid),
