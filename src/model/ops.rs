@@ -2,10 +2,31 @@
 //! norm. They are written with candle's own ops; the kernels module may replace their insides with
 //! faster CPU kernels, so the signatures are the contract (see CONTRACTS.md) and models must not
 //! call candle's conv / norm ops directly.
-use candle_core::{Result, Tensor};
+//!
+//! On CPU with f32 tensors they dispatch to the project kernels (`crate::kernels`: im2row + GEMM
+//! convolutions, fused batch norm), which compute the same functions with gradients through
+//! candle's autograd; other devices (CUDA) keep candle's ops.
+use crate::kernels;
+use candle_core::{DType, Result, Tensor};
+
+/// Whether the project CPU kernels handle this tensor.
+fn on_cpu_kernels(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// The bias to hand to a kernel: the given one, or zeros (the kernels always add a bias).
+fn bias_or_zeros(b: Option<&Tensor>, c_out: usize, x: &Tensor) -> Result<Tensor> {
+    match b {
+        Some(b) => Ok(b.clone()),
+        None => Tensor::zeros(c_out, DType::F32, x.device()),
+    }
+}
 
 /// 2-D convolution, weight [c_out, c_in, k, k], optional bias [c_out], dilation 1, one group.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: usize) -> Result<Tensor> {
+    if on_cpu_kernels(x) {
+        return kernels::conv2d(x, w, &bias_or_zeros(b, w.dim(0)?, x)?, stride, pad);
+    }
     let y = x.conv2d(w, pad, stride, 1, 1)?;
     add_channel_bias(y, b)
 }
@@ -19,6 +40,9 @@ pub fn conv_transpose2d(
     stride: usize,
     pad: usize,
 ) -> Result<Tensor> {
+    if on_cpu_kernels(x) {
+        return kernels::conv_transpose2d(x, w, &bias_or_zeros(b, w.dim(1)?, x)?, stride, pad);
+    }
     let y = x.conv_transpose2d(w, pad, 0, stride, 1)?;
     add_channel_bias(y, b)
 }
@@ -46,6 +70,37 @@ fn stat_layout(x: &Tensor) -> Result<(Vec<usize>, Vec<usize>)> {
 /// Batch norm in training mode: normalise with the batch statistics. Returns the output and the
 /// batch mean and (biased) variance per channel, shape [c], for the running statistics.
 pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    batch_norm_act_train(x, gamma, beta, eps, kernels::Activation::Identity)
+}
+
+/// Training-mode batch norm followed by an activation, fused into one pass forward and one
+/// backward on CPU: `act(batch_norm_train(x).0)` with the same batch mean and biased variance.
+pub fn batch_norm_act_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    act: kernels::Activation,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    if on_cpu_kernels(x) && matches!(x.rank(), 2 | 4) {
+        return kernels::batch_norm_train(x, gamma, beta, eps, act);
+    }
+    let (y, mean, var) = batch_norm_train_candle(x, gamma, beta, eps)?;
+    let y = match act {
+        kernels::Activation::Identity => y,
+        kernels::Activation::Relu => y.relu()?,
+        kernels::Activation::LeakyRelu(a) => candle_nn::ops::leaky_relu(&y, a as f64)?,
+    };
+    Ok((y, mean, var))
+}
+
+/// candle's composite batch norm (the path for non-CPU devices).
+fn batch_norm_train_candle(
     x: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,

@@ -1,8 +1,13 @@
 //! Adam (Kingma & Ba), the optimiser of every run. Written with candle ops; the kernels module may
 //! make `step` a fused in-place kernel with the same signature (see CONTRACTS.md). candle-nn only
 //! has AdamW, and its state cannot be saved, which exact `--resume` needs.
+//!
+//! When every variable is an f32 CPU tensor the moments live in plain buffers and each step is
+//! the fused in-place kernel `crate::kernels::adam_update` (one multi-threaded pass, no
+//! temporaries); otherwise (CUDA) the candle ops below run.
+use crate::kernels;
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Tensor, Var};
+use candle_core::{DType, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -27,8 +32,11 @@ impl Default for AdamParams {
 
 pub struct Adam {
     vars: Vec<Var>,
+    /// Moments as tensors (device path; empty when `cpu` is used).
     m: Vec<Tensor>,
     v: Vec<Tensor>,
+    /// Moments as plain buffers for the fused CPU kernel.
+    cpu: Option<CpuMoments>,
     params: AdamParams,
     /// Steps taken so far (for bias correction).
     t: u64,
@@ -36,12 +44,31 @@ pub struct Adam {
 
 impl Adam {
     pub fn new(vars: Vec<Var>, params: AdamParams) -> Result<Self> {
+        if vars
+            .iter()
+            .all(|v| v.device().is_cpu() && v.dtype() == DType::F32)
+        {
+            let zeros = || vars.iter().map(|v| vec![0f32; v.elem_count()]).collect();
+            let cpu = CpuMoments {
+                m: zeros(),
+                v: zeros(),
+            };
+            return Ok(Self {
+                vars,
+                m: Vec::new(),
+                v: Vec::new(),
+                cpu: Some(cpu),
+                params,
+                t: 0,
+            });
+        }
         let m = vars.iter().map(|v| v.zeros_like()).collect::<Result<Vec<_>>>()?;
         let v = vars.iter().map(|v| v.zeros_like()).collect::<Result<Vec<_>>>()?;
         Ok(Self {
             vars,
             m,
             v,
+            cpu: None,
             params,
             t: 0,
         })
@@ -69,6 +96,19 @@ impl Adam {
             beta2,
             eps,
         } = self.params;
+        if let Some(cpu) = &mut self.cpu {
+            let hyper = kernels::AdamHyper {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            };
+            for (i, var) in self.vars.iter().enumerate() {
+                let Some(g) = grads.get(var) else { continue };
+                kernels::adam_update(var, g, &mut cpu.m[i], &mut cpu.v[i], self.t, &hyper)?;
+            }
+            return Ok(());
+        }
         let bc1 = 1.0 - beta1.powi(self.t as i32);
         let bc2 = 1.0 - beta2.powi(self.t as i32);
         for i in 0..self.vars.len() {
@@ -79,8 +119,9 @@ impl Adam {
             let denom = ((&v * (1.0 / bc2))?.sqrt()? + eps)?;
             let update = ((&m * (lr / bc1))? / denom)?;
             var.set(&var.as_tensor().sub(&update)?)?;
-            self.m[i] = m;
-            self.v[i] = v;
+            // Detached: the moments must not carry this step's autograd graph into the next.
+            self.m[i] = m.detach();
+            self.v[i] = v.detach();
         }
         Ok(())
     }
@@ -88,6 +129,17 @@ impl Adam {
     /// The moments as named tensors (`m.<i>`, `v.<i>` in variable order) for checkpoints.
     pub fn state_tensors(&self) -> HashMap<String, Tensor> {
         let mut out = HashMap::new();
+        if let Some(cpu) = &self.cpu {
+            for (i, var) in self.vars.iter().enumerate() {
+                for (name, data) in [(format!("m.{i}"), &cpu.m[i]), (format!("v.{i}"), &cpu.v[i])] {
+                    // Shapes match the variables by construction, so this cannot fail.
+                    if let Ok(t) = Tensor::from_slice(data, var.shape(), var.device()) {
+                        out.insert(name, t);
+                    }
+                }
+            }
+            return out;
+        }
         for i in 0..self.vars.len() {
             out.insert(format!("m.{i}"), self.m[i].clone());
             out.insert(format!("v.{i}"), self.v[i].clone());
@@ -97,6 +149,28 @@ impl Adam {
 
     /// Restore moments saved by [`state_tensors`] and the step count.
     pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, steps: u64) -> Result<()> {
+        if let Some(cpu) = &mut self.cpu {
+            for (i, var) in self.vars.iter().enumerate() {
+                for (name, slot) in [
+                    (format!("m.{i}"), &mut cpu.m[i]),
+                    (format!("v.{i}"), &mut cpu.v[i]),
+                ] {
+                    let t = tensors.get(&name).ok_or_else(|| {
+                        candle_core::Error::Msg(format!("optimizer state has no tensor {name}"))
+                    })?;
+                    if t.shape() != var.shape() {
+                        candle_core::bail!(
+                            "optimizer state {name}: shape {:?}, expected {:?}",
+                            t.dims(),
+                            var.dims()
+                        );
+                    }
+                    *slot = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+                }
+            }
+            self.t = steps;
+            return Ok(());
+        }
         for i in 0..self.vars.len() {
             for (name, slot) in [
                 (format!("m.{i}"), &mut self.m[i]),
@@ -118,4 +192,10 @@ impl Adam {
         self.t = steps;
         Ok(())
     }
+}
+
+/// Adam's first and second moments per variable, flat, for the fused CPU kernel.
+struct CpuMoments {
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
 }
