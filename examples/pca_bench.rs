@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release --example pca_bench -- --source fashion-mnist --k 50,100,200 --dump /tmp/fm.f32
 //! cargo run --release --example pca_bench -- --source synthetic:24300x9216 --k 100,500,1000,2000
+//! cargo run --release --example pca_bench -- --source norb:DIR --k 100,500,1000,2000
 //! ```
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -15,7 +16,7 @@ use std::time::Instant;
 #[derive(Parser)]
 struct Args {
     /// `fashion-mnist` (train split, 60000x784), `synthetic:NxD` (power-law low-rank + noise),
-    /// or `raw:PATH:NxD` (little-endian f32).
+    /// `norb:DIR` (training split, left camera), or `raw:PATH:NxD` (little-endian f32).
     #[arg(long)]
     source: String,
     /// Numbers of components.
@@ -129,6 +130,21 @@ fn load(source: &str, seed: u64) -> Result<(Vec<f32>, usize, usize, String)> {
         let (x, n, d) = read_idx_images("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")?;
         return Ok((x, n, d, "Fashion-MNIST train".into()));
     }
+    if let Some(dir) = source.strip_prefix("norb:") {
+        let opts = norbvae::data::DataOptions {
+            spec: format!("norb:{dir}"),
+            val_fraction: 0.0,
+            ..Default::default()
+        };
+        let s = norbvae::data::load(&opts)?;
+        let d = s.train.dim();
+        return Ok((
+            s.train.images,
+            s.train.n,
+            d,
+            format!("NORB training split (left camera) from {dir}"),
+        ));
+    }
     if let Some(shape) = source.strip_prefix("synthetic:") {
         let (n, d) = parse_shape(shape)?;
         return Ok((
@@ -151,7 +167,7 @@ fn load(source: &str, seed: u64) -> Result<(Vec<f32>, usize, usize, String)> {
             .collect();
         return Ok((x, n, d, format!("raw {path}")));
     }
-    bail!("--source: expected fashion-mnist, synthetic:NxD or raw:PATH:NxD, got '{source}'")
+    bail!("--source: expected fashion-mnist, norb:DIR, synthetic:NxD or raw:PATH:NxD, got '{source}'")
 }
 
 fn parse_shape(s: &str) -> Result<(usize, usize)> {

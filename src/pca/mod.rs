@@ -5,6 +5,7 @@ pub mod fit;
 pub mod metrics;
 pub mod model;
 pub mod params;
+pub mod plot;
 pub mod ppca;
 
 pub use fit::{choose_solver, exact_eigenvalues, fit_pca};
