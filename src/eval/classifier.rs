@@ -41,7 +41,7 @@ impl Default for ClassifierParams {
             batch_size: 64,
             lr: 2e-3,
             max_train: 20_000,
-            min_steps: 600,
+            min_steps: 400,
             seed: 0,
         }
     }
@@ -137,9 +137,10 @@ impl Classifier {
     fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let mut h = x.clone();
         for b in 0..self.info.blocks {
+            let w = self.var(&format!("conv{b}.weight"));
             let bias = self.var(&format!("conv{b}.bias")).reshape((1, (), 1, 1))?;
             h = h
-                .conv2d(self.var(&format!("conv{b}.weight")), 1, 1, 1, 1)?
+                .conv2d(w, 1, 1, 1, 1)?
                 .broadcast_add(&bias)?
                 .relu()?
                 .max_pool2d(2)?;
