@@ -1,8 +1,101 @@
+use crate::data::Split;
+use crate::eval::{evaluate_run, EvalOptions, SamplerKind};
+use crate::train::CheckpointKind;
 use anyhow::Result;
+use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// A VAE run directory written by `norbvae train`.
+    pub run_dir: PathBuf,
+    /// Which split to evaluate.
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: Split,
+    /// Importance samples per image for the IWAE bound.
+    #[arg(long, default_value_t = 100)]
+    pub iwae_samples: usize,
+    /// Images used for the ELBO / IWAE bounds (the first of the split; 0: all).
+    #[arg(long, default_value_t = 1000)]
+    pub likelihood_images: usize,
+    /// Samplers to score (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "prior,gmm,two-stage"
+    )]
+    pub samplers: Vec<SamplerKind>,
+    /// Mixture components of the gmm sampler.
+    #[arg(long, default_value_t = 10)]
+    pub components: usize,
+    /// Samples per sampler for the sample-quality scores.
+    #[arg(long, default_value_t = 1000)]
+    pub quality_samples: usize,
+    /// Skip the classifier-based sample scores.
+    #[arg(long)]
+    pub no_sample_quality: bool,
+    /// Where the sample-quality classifier is cached (default: $NORBVAE_CACHE_DIR or ~/.cache/norbvae).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Evaluate the last checkpoint instead of the best.
+    #[arg(long)]
+    pub last: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
 
-pub fn run(_args: Args) -> Result<()> {
-    anyhow::bail!("'norbvae eval' is not implemented yet")
+pub fn run(args: Args) -> Result<()> {
+    let mut opts = EvalOptions {
+        split: args.split,
+        iwae_samples: args.iwae_samples,
+        likelihood_images: (args.likelihood_images > 0).then_some(args.likelihood_images),
+        samplers: args.samplers,
+        quality_samples: args.quality_samples,
+        sample_quality: !args.no_sample_quality,
+        checkpoint: if args.last {
+            CheckpointKind::Last
+        } else {
+            CheckpointKind::Best
+        },
+        seed: args.seed,
+        ..Default::default()
+    };
+    opts.sampler.gmm_components = args.components;
+    opts.sampler.seed = args.seed;
+    if let Some(c) = args.cache_dir {
+        opts.cache_dir = c;
+    }
+    let out = evaluate_run(&args.run_dir, &opts)?;
+    let get = |k: &str| out.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+    println!("{} split of {}:", args.split.name(), args.run_dir.display());
+    println!(
+        "  -ELBO {:.2} nats/image ({:.4} bits/dim), -IWAE(K={}) {:.2} nats/image ({:.4} bits/dim)",
+        get("neg_elbo"),
+        get("bits_per_dim"),
+        args.iwae_samples,
+        get("iwae"),
+        get("iwae_bits_per_dim")
+    );
+    println!(
+        "  MSE {:.5}  PSNR {:.2} dB  SSIM {:.4}  active units {}/{}",
+        get("mse"),
+        get("psnr"),
+        get("ssim"),
+        get("active_units"),
+        get("latent_dim")
+    );
+    if let Some(s) = out.get("samples").and_then(|v| v.as_object()) {
+        for (name, q) in s {
+            let f = |k: &str| q.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+            println!(
+                "  samples {name:>9}: FD {:.2}  confidence {:.3}  class entropy {:.3} of {:.3}",
+                f("fd"),
+                f("confidence"),
+                f("class_entropy"),
+                f("max_class_entropy")
+            );
+        }
+    }
+    println!("results added to {}", args.run_dir.join("metrics.json").display());
+    Ok(())
 }

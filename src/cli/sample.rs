@@ -1,8 +1,65 @@
-use anyhow::Result;
+use crate::eval::{LatentSampler, SamplerKind, SamplerOptions};
+use crate::train::{load_run, CheckpointKind};
+use crate::util::SeededRng;
+use anyhow::{bail, Result};
+use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// A VAE run directory written by `norbvae train`.
+    pub run_dir: PathBuf,
+    /// prior: z ~ N(0, I); gmm: a Gaussian mixture fitted to the training posterior means;
+    /// two-stage: a second VAE trained on the latents.
+    #[arg(long, value_enum, default_value = "prior")]
+    pub sampler: SamplerKind,
+    /// Number of images.
+    #[arg(long, default_value_t = 64)]
+    pub n: usize,
+    /// Mixture components (gmm sampler).
+    #[arg(long, default_value_t = 10)]
+    pub components: usize,
+    /// Output PNG grid.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
 
-pub fn run(_args: Args) -> Result<()> {
-    anyhow::bail!("'norbvae sample' is not implemented yet")
+pub fn run(args: Args) -> Result<()> {
+    if args.n == 0 {
+        bail!("--n must be at least 1");
+    }
+    if args.out.extension().is_none_or(|e| e != "png") {
+        bail!("--out {}: the output must be a .png file", args.out.display());
+    }
+    let run = load_run(&args.run_dir, CheckpointKind::Best)?;
+    let opts = SamplerOptions {
+        gmm_components: args.components,
+        seed: args.seed,
+        ..Default::default()
+    };
+    let sampler = if args.sampler == SamplerKind::Prior {
+        LatentSampler::Prior {
+            latent: run.latent_dim(),
+        }
+    } else {
+        eprintln!(
+            "fitting the {} sampler on the training posterior",
+            args.sampler.name()
+        );
+        let splits = crate::data::load(&run.config.data)?;
+        LatentSampler::fit(args.sampler, &run, &splits.train, &opts)?
+    };
+    let mut rng = SeededRng::derived(args.seed, "sample");
+    let px = crate::eval::latent::sample_images(&run, &sampler, args.n, &mut rng)?;
+    let (c, h, w) = run.image_shape();
+    let cols = (args.n as f64).sqrt().ceil() as usize;
+    crate::data::grid::save_grid(&args.out, &px, args.n, c, h, w, cols)?;
+    println!(
+        "{} samples ({} sampler) written to {}",
+        args.n,
+        args.sampler.name(),
+        args.out.display()
+    );
+    Ok(())
 }

@@ -1,8 +1,72 @@
-use anyhow::Result;
+//! `norbvae train`: train a VAE from a TOML config (see `configs/`).
+use crate::cli::common::DataArgs;
+use crate::train::{self, TrainConfig};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Training config (TOML). With --resume it may be left out: the run's config.toml is used.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Run directory (default: runs/<config name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Override a config key, e.g. --set model.latent_dim=32 --set train.max_epochs=5 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+}
 
-pub fn run(_args: Args) -> Result<()> {
-    anyhow::bail!("'norbvae train' is not implemented yet")
+pub fn run(args: Args) -> Result<()> {
+    let out = match (&args.out, &args.config) {
+        (Some(o), _) => o.clone(),
+        (None, Some(c)) => {
+            let stem = c
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or("run".into());
+            PathBuf::from("runs").join(stem)
+        }
+        (None, None) => anyhow::bail!("give --config FILE (or --out RUN_DIR with --resume)"),
+    };
+    let config_path = match (&args.config, args.resume) {
+        (Some(c), _) => c.clone(),
+        (None, true) => out.join("config.toml"),
+        (None, false) => anyhow::bail!("--config FILE is required (only --resume can reuse a run's config)"),
+    };
+    let mut cfg = TrainConfig::load(&config_path, &args.set)?;
+    cfg.data = args.data.apply(cfg.data);
+    cfg.check()
+        .with_context(|| format!("config {}", config_path.display()))?;
+    let splits = crate::data::load(&cfg.data)?;
+    eprintln!(
+        "data {}: {} train / {} val / {} test images of {}x{}x{}",
+        splits.name,
+        splits.train.n,
+        splits.val.n,
+        splits.test.n,
+        splits.train.channels,
+        splits.train.height,
+        splits.train.width
+    );
+    let summary = train::train(&cfg, &splits, &out, args.resume)?;
+    println!(
+        "trained {} epochs (best {}), stopped because: {}",
+        summary.epochs_run,
+        summary.best_epoch,
+        summary.stopped_because.name()
+    );
+    for (split, m) in &summary.metrics {
+        println!(
+            "{split:>5}: neg-ELBO {:.2} nats (rec {:.2}, KL {:.2}), MSE {:.5}, PSNR {:.2} dB",
+            m.neg_elbo, m.rec, m.kl, m.mse, m.psnr
+        );
+    }
+    println!("results in {}", out.display());
+    Ok(())
 }

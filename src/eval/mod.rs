@@ -1,7 +1,20 @@
-//! Evaluation: reconstruction metrics (MSE, PSNR, SSIM), the ex-post Gaussian mixture sampler,
-//! the Frechet distance between feature Gaussians, the sample-quality classifier, and the
-//! shared likelihood units (`units`).
+//! Evaluation: likelihood bounds (ELBO, IWAE), reconstruction metrics (MSE, PSNR, SSIM), active
+//! units, latent samplers (prior, ex-post Gaussian mixture, two-stage VAE), the sample-quality
+//! classifier and the Frechet distance, and pictures of the latent space. [`evaluate::evaluate_run`]
+//! is `norbvae eval`.
+pub mod classifier;
+pub mod evaluate;
 pub mod frechet;
 pub mod gmm;
 pub mod image_metrics;
+pub mod latent;
+pub mod likelihood;
+pub mod pictures;
+pub mod two_stage;
 pub mod units;
+
+pub use evaluate::{evaluate_run, EvalOptions};
+pub use latent::{LatentSampler, SamplerKind, SamplerOptions};
+
+#[cfg(test)]
+mod tests;

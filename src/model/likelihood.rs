@@ -273,3 +273,176 @@ impl Likelihood {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::util::SeededRng;
+    use candle_core::{DType, Device};
+
+    /// Compare autograd gradients of `f(v)` (a scalar) against central finite differences in f64
+    /// at every entry of `v`.
+    pub(crate) fn check_grad(v: &Var, f: &dyn Fn(&Tensor) -> Result<Tensor>) {
+        let loss = f(v.as_tensor()).unwrap();
+        let grads = loss.backward().unwrap();
+        let g: Vec<f64> = grads.get(v).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let base: Vec<f64> = v.flatten_all().unwrap().to_vec1().unwrap();
+        let h = 1e-6;
+        for i in 0..base.len() {
+            let mut eval = |delta: f64| {
+                let mut p = base.clone();
+                p[i] += delta;
+                let t = Tensor::from_vec(p, v.shape(), v.device()).unwrap();
+                f(&t).unwrap().to_scalar::<f64>().unwrap()
+            };
+            let fd = (eval(h) - eval(-h)) / (2.0 * h);
+            let tol = 1e-5 * (1.0 + fd.abs());
+            assert!(
+                (g[i] - fd).abs() < tol,
+                "entry {i}: autograd {} vs finite difference {fd}",
+                g[i]
+            );
+        }
+    }
+
+    fn data(shape: (usize, usize, usize, usize), seed: u64) -> (Tensor, Var) {
+        let n = shape.0 * shape.1 * shape.2 * shape.3;
+        let mut rng = SeededRng::new(seed);
+        let x: Vec<f64> = rng.uniform_vec(n).into_iter().map(|v| v as f64).collect();
+        let d: Vec<f64> = rng.normal_vec(n).into_iter().map(|v| v as f64).collect();
+        (
+            Tensor::from_vec(x, shape, &Device::Cpu).unwrap(),
+            Var::from_tensor(&Tensor::from_vec(d, shape, &Device::Cpu).unwrap()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn bernoulli_and_fixed_gaussian_gradients_match_finite_differences() {
+        let (x, dec) = data((2, 1, 3, 3), 1);
+        let b = BernoulliLikelihood;
+        check_grad(&dec, &|d| b.nll(&x, d)?.sum_all());
+        for act in [
+            OutputActivation::None,
+            OutputActivation::Sigmoid,
+            OutputActivation::Tanh,
+        ] {
+            let g = GaussianFixed {
+                log_variance: 0.3f64.ln(),
+                activation: act,
+            };
+            check_grad(&dec, &|d| g.nll(&x, d)?.sum_all());
+        }
+    }
+
+    #[test]
+    fn bernoulli_is_stable_and_exact_at_extreme_logits() {
+        let l = Tensor::new(&[-200.0f32, -3.0, 0.0, 3.0, 200.0], &Device::Cpu).unwrap();
+        let x = Tensor::new(&[1.0f32, 0.25, 0.5, 1.0, 0.0], &Device::Cpu).unwrap();
+        let got: Vec<f32> = bce_with_logits(&l, &x).unwrap().to_vec1().unwrap();
+        let want = |l: f64, x: f64| -> f64 {
+            // -[x ln s(l) + (1-x) ln(1-s(l))], with ln s(l) = -ln(1+e^-l).
+            let ln_s = -(1.0 + (-l).exp()).ln();
+            let ln_1ms = -(1.0 + l.exp()).ln();
+            if l.abs() > 50.0 {
+                // Exact asymptote: the softplus of the wrong-side logit.
+                if l > 0.0 {
+                    (1.0 - x) * l
+                } else {
+                    x * -l
+                }
+            } else {
+                -(x * ln_s + (1.0 - x) * ln_1ms)
+            }
+        };
+        for (i, (&lv, &xv)) in [-200.0, -3.0, 0.0, 3.0, 200.0]
+            .iter()
+            .zip(&[1.0, 0.25, 0.5, 1.0, 0.0])
+            .enumerate()
+        {
+            assert!(
+                (got[i] as f64 - want(lv, xv)).abs() < 1e-4 * (1.0 + want(lv, xv)),
+                "entry {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn learned_variance_gradients_match_finite_differences() {
+        let (x, dec) = data((2, 2, 2, 3), 2);
+        let pp = GaussianPerPixel {
+            floor: -1.5,
+            activation: OutputActivation::Sigmoid,
+        };
+        // x has 1 channel: the decoder output has 2 (mean, log-variance).
+        let x1 = x.narrow(1, 0, 1).unwrap();
+        check_grad(&dec, &|d| pp.nll(&x1, d)?.sum_all());
+
+        let raw = Var::from_tensor(&Tensor::new(&[0.4f64], &Device::Cpu).unwrap()).unwrap();
+        let (x, dec) = data((2, 1, 3, 3), 3);
+        let mean = dec.as_tensor().clone();
+        let shared = |r: &Tensor| GaussianShared {
+            raw_logvar: r.clone(),
+            floor: -2.0,
+            activation: OutputActivation::None,
+        };
+        check_grad(&raw, &|r| shared(r).nll(&x, &mean)?.sum_all());
+        let s = shared(raw.as_tensor());
+        check_grad(&dec, &|d| s.nll(&x, d)?.sum_all());
+    }
+
+    #[test]
+    fn optimal_sigma_gradients_match_finite_differences_and_value_is_the_mse() {
+        let (x, dec) = data((3, 1, 2, 2), 4);
+        let make = || GaussianOptimal {
+            min_log_sigma: -6.0,
+            activation: OutputActivation::None,
+            running_log_sigma: Var::from_tensor(&Tensor::zeros(1, DType::F64, &Device::Cpu).unwrap())
+                .unwrap(),
+        };
+        let g = make();
+        check_grad(&dec, &|d| g.nll(&x, d, Mode::Train)?.sum_all());
+        // sigma^2 = batch MSE, log sigma soft-clipped: ls = -6 + ln(1 + e^(ln sqrt(mse) + 6)).
+        let nll: f64 = make()
+            .nll(&x, dec.as_tensor(), Mode::Train)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let mse: f64 = (&x - dec.as_tensor())
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let ls = -6.0 + (1.0 + (0.5 * mse.ln() + 6.0).exp()).ln();
+        let n = x.elem_count() as f64;
+        let want = 0.5 * n * ((2.0 * std::f64::consts::PI).ln() + 2.0 * ls + mse * (-2.0 * ls).exp());
+        assert!((nll - want).abs() < 1e-9 * nll.abs(), "{nll} vs {want}");
+        // Without the clip this is the Gaussian at its optimal variance: within 0.1% of n/2 (ln 2 pi mse + 1).
+        let unclipped = 0.5 * n * ((2.0 * std::f64::consts::PI * mse).ln() + 1.0);
+        assert!((nll - unclipped).abs() < 1e-3 * nll.abs());
+    }
+
+    #[test]
+    fn floor_counts_pixels_on_the_floor() {
+        let pp = GaussianPerPixel {
+            floor: -3.0,
+            activation: OutputActivation::None,
+        };
+        // Raw log-variances far below the floor sit on it; others do not.
+        let dec = Tensor::new(&[[0.5f32, 0.5, -40.0, 2.0]], &Device::Cpu).unwrap();
+        let c = pp.floor_count(&dec).unwrap();
+        assert_eq!((c.on_floor, c.total), (1, 2));
+        let lv: Vec<f32> = pp
+            .log_variance(&dec)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(lv[0] >= -3.0 && lv[0] < -2.99 && (lv[1] - 2.0).abs() < 0.01);
+    }
+}

@@ -7,7 +7,6 @@
 //!   Rayleigh-Ritz: the eigenvectors of Z^T C Z rotate the basis Z onto the principal axes. The big
 //!   products stay in f32 and never form the centred matrix: Xc Z = X Z - 1 (mu^T Z).
 use faer::linalg::matmul::matmul;
-use faer::reborrow::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 use rayon::prelude::*;
 
@@ -117,6 +116,72 @@ fn mean_and_total_variance(x: &[f32], n: usize, d: usize) -> (Vec<f64>, f64) {
     (mean, ss / (n - 1) as f64)
 }
 
+/// C = Xc^T Xc / (n-1) in f64, accumulated over row blocks (one step of `bar` per block). When
+/// one d x d accumulator per thread fits in half the data size (and 1 GB), threads take whole blocks (sequential GEMMs, no
+/// synchronisation); otherwise the blocks run in turn with faer's parallel GEMM.
+fn covariance_matrix(x: &[f32], n: usize, d: usize, mean: &[f64], bar: &indicatif::ProgressBar) -> Mat<f64> {
+    let scale = 1.0 / (n - 1) as f64;
+    let centred_block = |start: usize, rows: usize| {
+        Mat::<f64>::from_fn(rows, d, |i, j| x[(start + i) * d + j] as f64 - mean[j])
+    };
+    let threads = rayon::current_num_threads().max(1);
+    let starts: Vec<usize> = (0..n).step_by(GRAM_BLOCK).collect();
+    if threads > 1 && threads * d * d * 8 <= (n * d * 4 / 2).min(1 << 30) {
+        return starts
+            .par_chunks(starts.len().div_ceil(threads))
+            .map(|group| {
+                let mut acc = Mat::<f64>::zeros(d, d);
+                for &start in group {
+                    let blk = centred_block(start, GRAM_BLOCK.min(n - start));
+                    matmul(
+                        acc.as_mut(),
+                        Accum::Add,
+                        blk.transpose(),
+                        blk.as_ref(),
+                        scale,
+                        Par::Seq,
+                    );
+                    bar.inc(1);
+                }
+                acc
+            })
+            .reduce_with(|a, b| a + b)
+            .unwrap_or_else(|| Mat::zeros(d, d));
+    }
+    let mut cov = Mat::<f64>::zeros(d, d);
+    for start in starts {
+        let blk = centred_block(start, GRAM_BLOCK.min(n - start));
+        matmul(
+            cov.as_mut(),
+            Accum::Add,
+            blk.transpose(),
+            blk.as_ref(),
+            scale,
+            Par::rayon(0),
+        );
+        bar.inc(1);
+    }
+    cov
+}
+
+/// Every eigenvalue of the covariance (1/(n-1)), descending, computed exactly in f64 without
+/// eigenvectors: the reference the benchmarks compare approximate fits against.
+pub fn exact_eigenvalues(x: &[f32], n: usize, d: usize) -> Result<Vec<f64>, PcaError> {
+    if n < 2 || x.len() != n * d {
+        return Err(PcaError::TooFewSamples(n));
+    }
+    let (mean, _) = mean_and_total_variance(x, n, d);
+    let bar = progress_bar(n.div_ceil(GRAM_BLOCK) as u64 + 1, "exact covariance");
+    let cov = covariance_matrix(x, n, d, &mean, &bar);
+    bar.set_message("eigenvalues");
+    let mut s = cov
+        .self_adjoint_eigenvalues(Side::Lower)
+        .map_err(|e| PcaError::Numerical(format!("covariance eigenvalues: {e:?}")))?;
+    bar.finish_and_clear();
+    s.reverse();
+    Ok(s)
+}
+
 /// Exact route: f64 covariance, full eigendecomposition, top k eigenpairs.
 fn covariance(
     x: &[f32],
@@ -125,32 +190,8 @@ fn covariance(
     k: usize,
     mean: &[f64],
 ) -> Result<(Vec<f32>, Vec<f32>), PcaError> {
-    let blocks = n.div_ceil(GRAM_BLOCK);
-    let bar = progress_bar(blocks as u64 + 1, "covariance");
-    let mut cov = Mat::<f64>::zeros(d, d);
-    let mut block = Mat::<f64>::zeros(GRAM_BLOCK.min(n), d);
-    for b in 0..blocks {
-        let start = b * GRAM_BLOCK;
-        let rows = GRAM_BLOCK.min(n - start);
-        let mut blk = block.as_mut().subrows_mut(0, rows);
-        for i in 0..rows {
-            let row = &x[(start + i) * d..(start + i + 1) * d];
-            for j in 0..d {
-                blk[(i, j)] = row[j] as f64 - mean[j];
-            }
-        }
-        let blk = block.as_ref().subrows(0, rows);
-        matmul(
-            cov.as_mut(),
-            Accum::Add,
-            blk.transpose(),
-            blk,
-            1.0 / (n - 1) as f64,
-            Par::rayon(0),
-        );
-        bar.inc(1);
-    }
-    drop(block);
+    let bar = progress_bar(n.div_ceil(GRAM_BLOCK) as u64 + 1, "covariance");
+    let cov = covariance_matrix(x, n, d, mean, &bar);
     bar.set_message("eigendecomposition");
     let evd = cov
         .self_adjoint_eigen(Side::Lower)
@@ -188,38 +229,20 @@ fn randomized(
     let mut rng = SeededRng::derived(params.params().seed, "pca-randomized");
     let omega = rng.normal_vec(d * l);
     let mut z = MatRef::from_column_major_slice(&omega, d, l).to_owned();
-    let mut y = Mat::<f32>::zeros(n, l);
+    drop(omega);
     for _ in 0..=q {
-        apply_x(x, n, d, &mean, z.as_ref(), y.as_mut());
+        let y = apply_x(x, n, d, &mean, z.as_ref());
         bar.inc(1);
-        apply_xt(x, n, d, &mean, y.as_ref(), z.as_mut());
+        z = apply_xt(x, n, d, &mean, &y, l);
+        drop(y);
         z = z.qr().compute_thin_Q();
         bar.inc(1);
     }
     // Rayleigh-Ritz: G = (Xc Z)^T (Xc Z) / (n-1) = Z^T C Z, accumulated in f64.
-    apply_x(x, n, d, &mean, z.as_ref(), y.as_mut());
+    let w = apply_x(x, n, d, &mean, z.as_ref());
     bar.inc(1);
-    let mut g = Mat::<f64>::zeros(l, l);
-    let mut block = Mat::<f64>::zeros(GRAM_BLOCK.min(n), l);
-    for start in (0..n).step_by(GRAM_BLOCK) {
-        let rows = GRAM_BLOCK.min(n - start);
-        let mut blk = block.as_mut().subrows_mut(0, rows);
-        for j in 0..l {
-            for i in 0..rows {
-                blk[(i, j)] = y[(start + i, j)] as f64;
-            }
-        }
-        let blk = block.as_ref().subrows(0, rows);
-        matmul(
-            g.as_mut(),
-            Accum::Add,
-            blk.transpose(),
-            blk,
-            1.0 / (n - 1) as f64,
-            Par::rayon(0),
-        );
-    }
-    drop(y);
+    let g = gram_f64(&w, n, l, 1.0 / (n - 1) as f64);
+    drop(w);
     let evd = g
         .self_adjoint_eigen(Side::Lower)
         .map_err(|e| PcaError::Numerical(format!("Rayleigh-Ritz eigendecomposition: {e:?}")))?;
@@ -242,34 +265,101 @@ fn randomized(
     Ok((components, ev))
 }
 
-/// y = Xc z = X z - 1 (mean^T z), for row-major X [n, d].
-fn apply_x(x: &[f32], n: usize, d: usize, mean: &[f32], z: MatRef<'_, f32>, mut y: MatMut<'_, f32>) {
-    let xm = MatRef::from_row_major_slice(x, n, d);
-    matmul(y.rb_mut(), Accum::Replace, xm, z, 1.0f32, Par::rayon(0));
-    let m = MatRef::from_column_major_slice(mean, d, 1);
-    let shift: Mat<f32> = m.transpose() * z; // [1, l]
-    y.par_col_chunks_mut(1).enumerate().for_each(|(j, mut col)| {
-        let s = shift[(0, j)];
-        for i in 0..col.nrows() {
-            col[(i, 0)] -= s;
-        }
-    });
+/// Rows per task for the data passes: whole cache-friendly GEMMs, a few tasks per thread.
+/// Each task runs a sequential GEMM; splitting the data ourselves keeps both cores busy without
+/// fine-grained synchronisation (faer's own parallel split of a long inner dimension scales poorly).
+fn rows_per_task(n: usize) -> usize {
+    n.div_ceil(4 * rayon::current_num_threads().max(1)).max(256)
 }
 
-/// z = Xc^T y = X^T y - mean (1^T y).
-fn apply_xt(x: &[f32], n: usize, d: usize, mean: &[f32], y: MatRef<'_, f32>, mut z: MatMut<'_, f32>) {
-    let xt = MatRef::from_column_major_slice(x, d, n);
-    matmul(z.rb_mut(), Accum::Replace, xt, y, 1.0f32, Par::rayon(0));
-    let l = y.ncols();
-    let col_sums: Vec<f32> = (0..l)
-        .into_par_iter()
-        .map(|j| (0..n).map(|i| y[(i, j)] as f64).sum::<f64>() as f32)
+/// Xc z = X z - 1 (mean^T z) for row-major X [n, d]: returned row-major [n, l].
+fn apply_x(x: &[f32], n: usize, d: usize, mean: &[f32], z: MatRef<'_, f32>) -> Vec<f32> {
+    let l = z.ncols();
+    let shift: Vec<f32> = (0..l)
+        .map(|j| (0..d).map(|i| mean[i] as f64 * z[(i, j)] as f64).sum::<f64>() as f32)
         .collect();
-    for (j, s) in col_sums.iter().enumerate() {
+    let mut y = vec![0f32; n * l];
+    let rows = rows_per_task(n);
+    y.par_chunks_mut(rows * l)
+        .zip(x.par_chunks(rows * d))
+        .for_each(|(yc, xc)| {
+            let r = xc.len() / d;
+            matmul(
+                MatMut::from_row_major_slice_mut(yc, r, l),
+                Accum::Replace,
+                MatRef::from_row_major_slice(xc, r, d),
+                z,
+                1.0f32,
+                Par::Seq,
+            );
+            for row in yc.chunks_exact_mut(l) {
+                row.iter_mut().zip(&shift).for_each(|(v, s)| *v -= s);
+            }
+        });
+    y
+}
+
+/// Xc^T y = X^T y - mean (1^T y) for row-major X [n, d] and y [n, l]: a d x l matrix, summed
+/// over row blocks computed in parallel.
+fn apply_xt(x: &[f32], n: usize, d: usize, mean: &[f32], y: &[f32], l: usize) -> Mat<f32> {
+    let blocks = rayon::current_num_threads().max(1);
+    let rows = n.div_ceil(blocks);
+    let (mut z, sums) = x
+        .par_chunks(rows * d)
+        .zip(y.par_chunks(rows * l))
+        .map(|(xc, yc)| {
+            let r = xc.len() / d;
+            let mut z = Mat::<f32>::zeros(d, l);
+            matmul(
+                z.as_mut(),
+                Accum::Replace,
+                MatRef::from_column_major_slice(xc, d, r),
+                MatRef::from_row_major_slice(yc, r, l),
+                1.0f32,
+                Par::Seq,
+            );
+            let mut sums = vec![0f64; l];
+            for row in yc.chunks_exact(l) {
+                sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
+            }
+            (z, sums)
+        })
+        .reduce_with(|(mut za, mut sa), (zb, sb)| {
+            za += &zb;
+            sa.iter_mut().zip(&sb).for_each(|(a, b)| *a += b);
+            (za, sa)
+        })
+        .unwrap_or_else(|| (Mat::zeros(d, l), vec![0f64; l]));
+    for (j, s) in sums.iter().enumerate() {
+        let s = *s as f32;
+        let mut col = z.col_mut(j);
         for i in 0..d {
-            z[(i, j)] -= mean[i] * s;
+            col[i] -= mean[i] * s;
         }
     }
+    z
+}
+
+/// scale * W^T W for row-major W [n, l], accumulated in f64 over row blocks in parallel.
+fn gram_f64(w: &[f32], n: usize, l: usize, scale: f64) -> Mat<f64> {
+    let rows = GRAM_BLOCK.min(n);
+    w.par_chunks(rows * l)
+        .map(|wc| {
+            let r = wc.len() / l;
+            let b = Mat::<f64>::from_fn(r, l, |i, j| wc[i * l + j] as f64);
+            let mut g = Mat::<f64>::zeros(l, l);
+            matmul(
+                g.as_mut(),
+                Accum::Replace,
+                b.transpose(),
+                b.as_ref(),
+                scale,
+                Par::Seq,
+            );
+            g
+        })
+        .reduce_with(|a, b| a + b)
+        .unwrap_or_else(|| Mat::zeros(l, l))
 }
 
 /// Make each component's largest-magnitude entry positive, so fits are reproducible across solvers.

@@ -5,9 +5,10 @@ pub mod fit;
 pub mod metrics;
 pub mod model;
 pub mod params;
+pub mod plot;
 pub mod ppca;
 
-pub use fit::{choose_solver, fit_pca};
+pub use fit::{choose_solver, exact_eigenvalues, fit_pca};
 pub use metrics::{evaluate, SplitMetrics};
 pub use model::PcaModel;
 pub use params::{PcaParams, PcaParamsError, PcaSolver, ValidPcaParams};

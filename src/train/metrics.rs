@@ -19,6 +19,14 @@ pub struct SplitMetrics {
     pub rec: f64,
     /// KL(q(z|x) || p(z)), nats per image.
     pub kl: f64,
+    /// Negative ELBO of the pixels, nats per image: equals `neg_elbo` for image models; for the
+    /// PCA-coefficient VAE it adds PPCA's density of the discarded directions (see
+    /// `InputMap::pixel_nll_offset`), so it compares with the conv VAEs and with PCA.
+    pub neg_elbo_pixels: f64,
+    /// `neg_elbo_pixels` in bits per dimension (`eval::units::bits_per_dim`); continuous
+    /// likelihoods only (Bernoulli is not a density on grey levels).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bits_per_dim: Option<f64>,
     /// Mean squared error of the decoder mean at z = mu, pixels in [0,1].
     pub mse: f64,
     /// 10 log10(1 / mse).
@@ -97,12 +105,17 @@ pub fn evaluate_split(s: &Session, set: &ImageSet, rng: SeededRng) -> Result<Spl
         .map(|(a, b)| ((a - b) as f64).powi(2))
         .sum::<f64>()
         / set.images.len().max(1) as f64;
+    let offset = s.input.pixel_nll_offset(set)?;
+    let neg_elbo_pixels = t.neg_elbo + offset.iter().sum::<f64>() / set.n.max(1) as f64;
+    let continuous = !matches!(s.vae.likelihood, crate::model::Likelihood::Bernoulli(_));
     Ok(SplitMetrics {
         neg_elbo: t.neg_elbo,
+        neg_elbo_pixels,
+        bits_per_dim: continuous.then(|| crate::eval::units::bits_per_dim(neg_elbo_pixels, set.dim())),
         rec: t.rec,
         kl: t.kl,
         mse,
-        psnr: 10.0 * (1.0 / mse.max(1e-12)).log10(),
+        psnr: crate::eval::units::psnr(mse),
         on_floor: t.on_floor,
     })
 }

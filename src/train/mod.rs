@@ -2,6 +2,7 @@
 //! exact resume, metrics and pictures, and loading a finished run back ([`load_run`]).
 pub mod checkpoint;
 pub mod config;
+pub mod early_stop;
 pub mod input;
 pub mod metrics;
 pub mod optim;

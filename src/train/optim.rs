@@ -119,8 +119,9 @@ impl Adam {
             let denom = ((&v * (1.0 / bc2))?.sqrt()? + eps)?;
             let update = ((&m * (lr / bc1))? / denom)?;
             var.set(&var.as_tensor().sub(&update)?)?;
-            self.m[i] = m;
-            self.v[i] = v;
+            // Detached: the moments must not carry this step's autograd graph into the next.
+            self.m[i] = m.detach();
+            self.v[i] = v.detach();
         }
         Ok(())
     }

@@ -108,6 +108,12 @@ impl LoadedRun {
         Ok(self.session.input.to_pixels(mean, b))
     }
 
+    /// Nats per image to add to `-log_px_given_z` to get the NLL of the pixels themselves: zero
+    /// for image models; PPCA's density of the discarded directions for the PCA-coefficient VAE.
+    pub fn pixel_nll_offset(&self, set: &ImageSet) -> Result<Vec<f64>> {
+        self.session.input.pixel_nll_offset(set)
+    }
+
     pub fn latent_dim(&self) -> usize {
         self.session.vae.latent_dim
     }

@@ -3,6 +3,7 @@
 //! exact resume, and divergence detection that keeps the last good checkpoint.
 use super::checkpoint::{self, CheckpointKind};
 use super::config::TrainConfig;
+use super::early_stop::EarlyStopping;
 use super::input::{InputMap, ModelData};
 use super::metrics::{self, SplitMetrics};
 use super::optim::{Adam, AdamParams};
@@ -63,9 +64,7 @@ pub struct EpochRecord {
 pub struct TrainState {
     pub epochs_done: usize,
     pub steps: u64,
-    pub best_val: Option<f64>,
-    pub best_epoch: Option<usize>,
-    pub epochs_since_improvement: usize,
+    pub early_stopping: EarlyStopping,
     pub shuffle_rng: SeededRng,
     pub noise_rng: SeededRng,
     pub history: Vec<EpochRecord>,
@@ -77,9 +76,7 @@ impl TrainState {
         Self {
             epochs_done: 0,
             steps: 0,
-            best_val: None,
-            best_epoch: None,
-            epochs_since_improvement: 0,
+            early_stopping: EarlyStopping::default(),
             shuffle_rng: SeededRng::derived(seed, "shuffle"),
             noise_rng: SeededRng::derived(seed, "noise"),
             history: Vec::new(),
@@ -220,7 +217,6 @@ pub fn train(cfg: &TrainConfig, splits: &Splits, run_dir: &Path, resume: bool) -
         train: session.input.to_model(&splits.train)?,
         val: session.input.to_model(&splits.val)?,
     };
-    let started = state.epochs_done;
     let mut stop = StopReason::MaxEpochs;
     let mut speed = Vec::new();
     while state.epochs_done < cfg.train.max_epochs {
@@ -236,26 +232,22 @@ pub fn train(cfg: &TrainConfig, splits: &Splits, run_dir: &Path, resume: bool) -
             EpochOutcome::Done(rec) => {
                 speed.push(rec.train_images_per_second);
                 let in_warmup = (epoch as f64) < cfg.kl.warmup_epochs;
-                let improved = match state.best_val {
-                    None => true,
-                    Some(b) => rec.val_loss < b - cfg.train.min_delta,
-                };
+                let verdict = state.early_stopping.observe(
+                    epoch,
+                    rec.val_loss,
+                    cfg.train.patience,
+                    cfg.train.min_delta,
+                    in_warmup,
+                );
                 state.epochs_done = epoch;
                 state.history.push(rec.clone());
-                if improved || state.best_val.is_none() {
-                    state.best_val = Some(rec.val_loss);
-                    state.best_epoch = Some(epoch);
-                    state.epochs_since_improvement = 0;
-                } else if !in_warmup {
-                    state.epochs_since_improvement += 1;
-                }
-                let patience_hit = state.epochs_since_improvement >= cfg.train.patience;
+                let patience_hit = verdict.stop;
                 if patience_hit {
                     state.stopped_because = Some(StopReason::Patience);
                 } else if state.epochs_done >= cfg.train.max_epochs {
                     state.stopped_because = Some(StopReason::MaxEpochs);
                 }
-                if state.best_epoch == Some(epoch) {
+                if verdict.improved {
                     checkpoint::save(run_dir, CheckpointKind::Best, &session.store, &opt, &state)?;
                 }
                 checkpoint::save(run_dir, CheckpointKind::Last, &session.store, &opt, &state)?;
@@ -275,15 +267,14 @@ pub fn train(cfg: &TrainConfig, splits: &Splits, run_dir: &Path, resume: bool) -
         );
     }
     if stop == StopReason::Diverged {
-        // Record the reason in the last good checkpoint's state too.
-        let mut s = state.clone();
-        s.stopped_because = Some(StopReason::Diverged);
+        // Record the reason in the last good checkpoint's state (its RNG states and counters stay
+        // those of that checkpoint, so a resume starts cleanly from it).
         let p = checkpoint::paths(run_dir, CheckpointKind::Last);
-        crate::util::write_atomic(&p.state, serde_json::to_string_pretty(&s)?.as_bytes())?;
+        let mut saved: TrainState = serde_json::from_str(&std::fs::read_to_string(&p.state)?)?;
+        saved.stopped_because = Some(StopReason::Diverged);
+        crate::util::write_atomic(&p.state, serde_json::to_string_pretty(&saved)?.as_bytes())?;
     }
-    let final_state = state;
-    let _ = started;
-    finish(&session, splits, &run, &final_state, stop, mean(&speed))
+    finish(&session, splits, &run, &state, stop, mean(&speed))
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -434,7 +425,7 @@ fn finish(
     let summary = TrainSummary {
         kind: "vae".into(),
         epochs_run: state.epochs_done,
-        best_epoch: best.best_epoch.unwrap_or(best.epochs_done),
+        best_epoch: best.early_stopping.best_epoch.unwrap_or(best.epochs_done),
         stopped_because: stop,
         metrics: out,
         num_parameters: s.store.num_trainable(),

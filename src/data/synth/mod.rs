@@ -32,7 +32,7 @@ pub const TESTING_INSTANCES: [usize; 5] = [0, 1, 2, 3, 5];
 /// Camera distance from the toy's centre, in units of the toy's bounding-sphere radius.
 const CAMERA_DISTANCE: f32 = 5.5;
 /// Focal length relative to the image half-width: the bounding sphere fills about 85% of the frame.
-const FOCAL: f32 = 4.6;
+const FOCAL: f32 = 5.2;
 /// Distance between the two cameras (same units); both aim at the toy's centre.
 const STEREO_BASELINE: f32 = 0.3;
 const SUPERSAMPLE: usize = 2;

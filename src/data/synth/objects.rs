@@ -81,7 +81,18 @@ fn animal(d: &mut Draw, m: &mut Mesh) {
     let tail_len = d.u(0.1, 0.6);
     let tail_angle = d.u(-0.8, 0.9);
     let by = leg_len + body_h * 0.6;
-    ellipsoid(m, v3(0.0, by, 0.0), v3(body_len * 0.5, body_h, body_w * 0.5));
+    // Chest and haunch as two overlapping ellipsoids: a barrel body rather than a sausage.
+    let chest = d.u(0.9, 1.2);
+    ellipsoid(
+        m,
+        v3(body_len * 0.18, by + body_h * 0.05 * chest, 0.0),
+        v3(body_len * 0.34, body_h * chest, body_w * 0.5 * chest),
+    );
+    ellipsoid(
+        m,
+        v3(-body_len * 0.2, by, 0.0),
+        v3(body_len * 0.32, body_h * 0.95, body_w * 0.48),
+    );
     let lx = body_len * 0.33;
     let lz = body_w * 0.3;
     let spread = d.u(0.0, 0.12);
@@ -220,7 +231,7 @@ fn airplane(d: &mut Draw, m: &mut Mesh) {
             wing_y + dihedral * half,
             sz * (half + r * 0.3),
         );
-        let rot = Mat3::rot_y(sz * sweep * 0.8).mul(&Mat3::rot_x(-sz * dihedral));
+        let rot = Mat3::rot_y(-sz * sweep * 0.8).mul(&Mat3::rot_x(-sz * dihedral));
         m.add_box(Placement::new(c, v3(chord * 0.5, 0.025, half)).rotated(rot));
     }
     let engines = [0, 2, 2, 4][d.pick(4)];
@@ -361,11 +372,7 @@ fn car(d: &mut Draw, m: &mut Mesh) {
             v3(cabin_len * 0.5, cabin_h * 0.5, w * 0.85),
         );
     } else {
-        ellipsoid(
-            m,
-            v3(cabin_x, top, 0.0),
-            v3(cabin_len * 0.55, cabin_h * 1.2, w * 0.88),
-        );
+        ellipsoid(m, v3(cabin_x, top, 0.0), v3(cabin_len * 0.55, cabin_h, w * 0.85));
     }
     for sx in [1.0f32, -1.0] {
         boxed(

@@ -1,0 +1,215 @@
+//! A trained run's latent space: posteriors of a split, decoding codes to pixels, and the three
+//! samplers (`prior`, `gmm`, `two-stage`) that choose which codes to decode.
+use super::gmm::{Gmm, GmmParams};
+use super::two_stage::{self, TwoStageParams, TwoStageVae};
+use crate::data::ImageSet;
+use crate::train::LoadedRun;
+use crate::util::SeededRng;
+use anyhow::Result;
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// Images per forward pass in evaluation.
+pub const EVAL_BATCH: usize = 128;
+
+/// Posterior means and log-variances of a set, each [n, latent].
+pub struct Posterior {
+    pub mu: Vec<f32>,
+    pub logvar: Vec<f32>,
+    pub n: usize,
+    pub latent: usize,
+}
+
+impl Posterior {
+    /// Variance over the images of each latent's posterior mean.
+    pub fn mean_variance_per_dim(&self) -> Vec<f64> {
+        let (n, l) = (self.n, self.latent);
+        let mut mean = vec![0.0f64; l];
+        for row in self.mu.chunks(l) {
+            for t in 0..l {
+                mean[t] += row[t] as f64;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n.max(1) as f64);
+        let mut var = vec![0.0f64; l];
+        for row in self.mu.chunks(l) {
+            for t in 0..l {
+                var[t] += (row[t] as f64 - mean[t]).powi(2);
+            }
+        }
+        var.iter_mut().for_each(|v| *v /= n.max(1) as f64);
+        var
+    }
+
+    /// Active units (Burda et al. 2016): latents whose posterior mean varies over the data with
+    /// variance above 0.01.
+    pub fn active_units(&self) -> usize {
+        self.mean_variance_per_dim().iter().filter(|&&v| v > 0.01).count()
+    }
+
+    /// z = mu + sigma * eps for every image, [n, latent].
+    pub fn sample(&self, rng: &mut SeededRng) -> Vec<f32> {
+        let eps = rng.normal_vec(self.mu.len());
+        self.mu
+            .iter()
+            .zip(&self.logvar)
+            .zip(eps)
+            .map(|((m, lv), e)| m + (0.5 * lv).exp() * e)
+            .collect()
+    }
+}
+
+pub fn posterior(run: &LoadedRun, set: &ImageSet) -> Result<Posterior> {
+    let l = run.latent_dim();
+    let mut mu = Vec::with_capacity(set.n * l);
+    let mut logvar = Vec::with_capacity(set.n * l);
+    for start in (0..set.n).step_by(EVAL_BATCH) {
+        let idx: Vec<usize> = (start..(start + EVAL_BATCH).min(set.n)).collect();
+        let x = run.model_input(&set.select(&idx))?;
+        let (m, lv) = run.encode(&x)?;
+        mu.extend(m.flatten_all()?.to_vec1::<f32>()?);
+        logvar.extend(lv.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(Posterior {
+        mu,
+        logvar,
+        n: set.n,
+        latent: l,
+    })
+}
+
+/// Decoder means of codes `z` ([n, latent]) in pixel space [n, c, h, w], clamped to [0, 1].
+pub fn decode_to_pixels(run: &LoadedRun, z: &[f32], n: usize) -> Result<Vec<f32>> {
+    let l = run.latent_dim();
+    let mut out = Vec::new();
+    for start in (0..n).step_by(EVAL_BATCH) {
+        let b = (n - start).min(EVAL_BATCH);
+        let zt = Tensor::from_slice(&z[start * l..(start + b) * l], (b, l), &run.device)?;
+        let dec = run.decode(&zt)?;
+        out.extend(run.mean_pixels(&dec)?);
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerKind {
+    /// z ~ N(0, I), the VAE's own prior.
+    Prior,
+    /// An ex-post Gaussian mixture fitted to the training posterior means.
+    Gmm,
+    /// A second VAE on the latents (Dai & Wipf 2019).
+    TwoStage,
+}
+
+impl SamplerKind {
+    pub const ALL: [SamplerKind; 3] = [SamplerKind::Prior, SamplerKind::Gmm, SamplerKind::TwoStage];
+    pub fn name(self) -> &'static str {
+        match self {
+            SamplerKind::Prior => "prior",
+            SamplerKind::Gmm => "gmm",
+            SamplerKind::TwoStage => "two_stage",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SamplerOptions {
+    pub gmm_components: usize,
+    /// Fit the GMM / second stage on at most this many training images.
+    pub max_fit_images: usize,
+    pub two_stage: TwoStageParams,
+    pub seed: u64,
+}
+
+impl Default for SamplerOptions {
+    fn default() -> Self {
+        Self {
+            gmm_components: 10,
+            max_fit_images: 10_000,
+            two_stage: TwoStageParams::default(),
+            seed: 0,
+        }
+    }
+}
+
+/// A fitted sampler of latent codes.
+pub enum LatentSampler {
+    Prior { latent: usize },
+    Gmm(Gmm),
+    TwoStage(TwoStageVae),
+}
+
+impl LatentSampler {
+    /// Fit the sampler of `kind` to the training posterior of `run`.
+    pub fn fit(kind: SamplerKind, run: &LoadedRun, train: &ImageSet, opts: &SamplerOptions) -> Result<Self> {
+        let l = run.latent_dim();
+        if kind == SamplerKind::Prior {
+            return Ok(LatentSampler::Prior { latent: l });
+        }
+        let mut rng = SeededRng::derived(opts.seed, "sampler-fit");
+        let set = if train.n > opts.max_fit_images {
+            let mut idx: Vec<usize> = (0..train.n).collect();
+            rng.shuffle(&mut idx);
+            idx.truncate(opts.max_fit_images);
+            idx.sort_unstable();
+            train.select(&idx)
+        } else {
+            train.clone()
+        };
+        let post = posterior(run, &set)?;
+        Ok(match kind {
+            SamplerKind::Prior => unreachable!("handled above"),
+            SamplerKind::Gmm => {
+                let params = GmmParams {
+                    n_components: opts.gmm_components,
+                    seed: opts.seed,
+                    ..Default::default()
+                };
+                LatentSampler::Gmm(params.check()?.fit(&post.mu, post.n, l)?)
+            }
+            SamplerKind::TwoStage => {
+                let z = post.sample(&mut rng);
+                let params = TwoStageParams {
+                    seed: opts.seed,
+                    ..opts.two_stage.clone()
+                };
+                LatentSampler::TwoStage(two_stage::fit(&z, post.n, l, &params)?)
+            }
+        })
+    }
+
+    /// `n` codes [n, latent].
+    pub fn latents(&self, n: usize, rng: &mut SeededRng) -> Result<Vec<f32>> {
+        match self {
+            LatentSampler::Prior { latent } => Ok(rng.normal_vec(n * latent)),
+            LatentSampler::Gmm(g) => Ok(g.sample(n, rng)),
+            LatentSampler::TwoStage(t) => t.sample(n, rng),
+        }
+    }
+
+    /// What was fitted, for metrics.json.
+    pub fn describe(&self) -> serde_json::Value {
+        match self {
+            LatentSampler::Prior { .. } => serde_json::json!({}),
+            LatentSampler::Gmm(g) => serde_json::json!({
+                "components": g.n_components(),
+                "mean_log_likelihood": g.mean_log_likelihood,
+                "iterations": g.iterations,
+                "converged": g.converged,
+            }),
+            LatentSampler::TwoStage(t) => serde_json::json!({ "final_loss": t.final_loss }),
+        }
+    }
+}
+
+/// Sample `n` images from `run` through `sampler`, pixels [n, c, h, w].
+pub fn sample_images(
+    run: &LoadedRun,
+    sampler: &LatentSampler,
+    n: usize,
+    rng: &mut SeededRng,
+) -> Result<Vec<f32>> {
+    let z = sampler.latents(n, rng)?;
+    decode_to_pixels(run, &z, n)
+}

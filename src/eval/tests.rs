@@ -1,0 +1,96 @@
+//! Evaluation of a real (tiny) trained run on a small synthetic NORB.
+use super::*;
+use crate::data::DataOptions;
+use crate::train::TrainConfig;
+use std::path::Path;
+
+/// Train a tiny conv VAE for a few steps on 16x16 synthetic NORB; returns (data dir, run dir).
+fn tiny_run(root: &Path) -> std::path::PathBuf {
+    let data_dir = root.join("norb");
+    crate::data::synth::write_small(&data_dir, 16, 1).unwrap();
+    let mut cfg = TrainConfig::default();
+    cfg.seed = 3;
+    cfg.data = DataOptions {
+        spec: format!("norb:{}", data_dir.display()),
+        limit: Some(300),
+        ..Default::default()
+    };
+    cfg.model.latent_dim = 4;
+    cfg.model.conv.downsizings = 2;
+    cfg.model.conv.first_filters = 4;
+    cfg.model.conv.intermediate = 32;
+    cfg.train.batch_size = 32;
+    cfg.train.max_epochs = 2;
+    cfg.train.max_steps_per_epoch = Some(8);
+    cfg.train.grid_images = 8;
+    let splits = crate::data::load(&cfg.data).unwrap();
+    let run = root.join("run");
+    crate::train::train(&cfg, &splits, &run, false).unwrap();
+    run
+}
+
+#[test]
+fn eval_adds_bounds_quality_and_samples_iwae_never_worse_than_elbo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tiny_run(tmp.path());
+    let before: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let mut opts = EvalOptions {
+        iwae_samples: 20,
+        likelihood_images: Some(60),
+        quality_samples: 100,
+        cache_dir: tmp.path().join("cache"),
+        show_progress: false,
+        ..Default::default()
+    };
+    opts.classifier.epochs = 1;
+    opts.classifier.max_train = 300;
+    opts.sampler.two_stage.steps = 100;
+    opts.sampler.gmm_components = 3;
+    let out = evaluate_run(&run, &opts).unwrap();
+    let f = |k: &str| out[k].as_f64().unwrap();
+    // The importance-weighted bound is at least as tight as the ELBO from the same samples.
+    assert!(f("iwae") <= f("neg_elbo") && f("iwae").is_finite(), "{out}");
+    assert!(f("neg_elbo") - f("iwae") < 0.2 * f("neg_elbo").abs(), "{out}");
+    // Bernoulli bits/dim is nats / (D ln 2), D = 256 pixels.
+    assert!((f("bits_per_dim") - f("neg_elbo") / (256.0 * std::f64::consts::LN_2)).abs() < 1e-9);
+    // MSE of the decoder mean at the posterior mean agrees with the trainer's own test MSE.
+    let train_mse = before["metrics"]["test"]["mse"].as_f64().unwrap();
+    assert!(
+        (f("mse") - train_mse).abs() < 1e-6 * train_mse.max(1e-3),
+        "{} vs {train_mse}",
+        f("mse")
+    );
+    assert!(f("ssim") > -1.0 && f("ssim") <= 1.0);
+    assert!(out["active_units"].as_u64().unwrap() <= 4);
+    for s in ["prior", "gmm", "two_stage"] {
+        let fd = out["samples"][s]["fd"].as_f64().unwrap();
+        assert!(fd.is_finite() && fd >= 0.0, "{s}: {fd}");
+    }
+    // Merged into metrics.json without losing the trainer's entries; pictures written.
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(after["stopped_because"], before["stopped_because"]);
+    assert_eq!(after["metrics"]["test"]["iwae"], out["iwae"]);
+    assert!(after["eval"]["classifier"]["test_accuracy"].as_f64().unwrap() > 0.0);
+    for p in [
+        "traversal.png",
+        "interpolation.png",
+        "samples_gmm.png",
+        "samples_two_stage.png",
+    ] {
+        assert!(run.join(p).is_file(), "{p} missing");
+    }
+    // The report shows the evaluated run with its new numbers and pictures.
+    let html = tmp.path().join("report.html");
+    crate::report::build_report(&[run.clone()], &html, &Default::default()).unwrap();
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains(&format!("{:.1}", f("iwae"))) && page.contains("traversal"));
+
+    // Without checkpoints, eval says so and leaves metrics.json alone.
+    std::fs::remove_dir_all(run.join("checkpoints")).unwrap();
+    let saved = std::fs::read(run.join("metrics.json")).unwrap();
+    let err = evaluate_run(&run, &opts).unwrap_err();
+    assert!(format!("{err:#}").contains("has no best checkpoint"), "{err:#}");
+    assert_eq!(std::fs::read(run.join("metrics.json")).unwrap(), saved);
+}
