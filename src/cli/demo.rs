@@ -14,7 +14,7 @@ pub struct Args {
     #[arg(long, default_value_t = 32)]
     pub size: usize,
     /// Epochs per VAE.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 6)]
     pub epochs: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -41,9 +41,10 @@ pub fn run(args: Args) -> Result<()> {
     let downs = (args.size as f64).log2().floor() as usize;
     opts.conv_overrides = vec![format!("model.conv.downsizings={}", downs.clamp(1, 6))];
     opts.eval.iwae_samples = 20;
-    opts.eval.likelihood_images = Some(200);
-    opts.eval.quality_samples = 500;
-    opts.eval.sampler.two_stage.steps = 800;
+    opts.eval.likelihood_images = Some(100);
+    opts.eval.quality_samples = 400;
+    opts.eval.sampler.two_stage.steps = 600;
+    opts.eval.sampler.two_stage.width = 128;
     let report = reproduce(&opts)?;
     println!("\nreport: {}", report.display());
     Ok(())
