@@ -36,6 +36,10 @@ pub struct Args {
     /// Skip the PyTorch reference even if it is available.
     #[arg(long)]
     pub no_torch: bool,
+    /// Report samples per CPU-second (all threads' CPU time, for norbvae and torch alike) instead
+    /// of per wall-clock second: comparable figures on a machine busy with other work.
+    #[arg(long)]
+    pub cpu_time: bool,
     /// Seed for data, initial weights and noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -119,11 +123,11 @@ pub fn run(args: Args) -> Result<()> {
     let theirs = match &torch {
         Some((python, script)) => {
             eprintln!("torch: {} {} ...", python.display(), script.display());
-            run_torch(python, script, &args.threads)?
+            run_torch(python, script, &args.threads, args.cpu_time)?
         }
         None => Vec::new(),
     };
-    print_table(&ours, &theirs, args.steps);
+    print_table(&ours, &theirs, args.steps, args.cpu_time);
     if torch.is_none() && !args.no_torch {
         println!(
             "(no PyTorch comparison: pass --python PATH or set NORBVAE_TORCH_PYTHON to a Python with torch)"
@@ -143,7 +147,11 @@ fn run_worker(args: &Args) -> Result<()> {
         let line = BenchLine {
             workload: w.name().to_string(),
             threads,
-            samples_per_sec: r.samples_per_sec,
+            samples_per_sec: if args.cpu_time {
+                r.samples_per_cpu_sec
+            } else {
+                r.samples_per_sec
+            },
             first_loss: r.first_loss as f64,
             last_loss: r.last_loss as f64,
         };
@@ -173,6 +181,7 @@ fn spawn_worker(args: &Args, threads: usize, w: Workload) -> Result<BenchLine> {
             &args.warmup.to_string(),
         ])
         .args(["--seed", &args.seed.to_string()])
+        .args(args.cpu_time.then_some("--cpu-time"))
         .env("RAYON_NUM_THREADS", threads.to_string())
         .env("CANDLE_NUM_THREADS", threads.to_string())
         .output()
@@ -248,8 +257,17 @@ fn default_reference() -> Option<PathBuf> {
 
 /// Runs the reference script and parses its lines
 /// `torch conv threads=1 B=64: 291 samples/s loss 2915.3 -> 2804.1`.
-fn run_torch(python: &Path, script: &Path, threads: &[usize]) -> Result<Vec<BenchLine>> {
-    let out = Command::new(python)
+fn run_torch(python: &Path, script: &Path, threads: &[usize], cpu_time: bool) -> Result<Vec<BenchLine>> {
+    let mut cmd = Command::new(python);
+    if cpu_time {
+        // The script times with perf_counter; process_time counts the CPU time of all threads.
+        cmd.args([
+            "-c",
+            "import sys, time, runpy; time.perf_counter = time.process_time; \
+             sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')",
+        ]);
+    }
+    let out = cmd
         .arg(script)
         .args(threads.iter().map(|t| t.to_string()))
         .output()
@@ -309,10 +327,13 @@ fn flops_per_sample(workload: &str) -> f64 {
     }
 }
 
-fn print_table(ours: &[BenchLine], theirs: &[BenchLine], steps: usize) {
-    println!(
-        "full training steps (forward, backward, Adam), samples/s; norbvae {steps} timed steps, torch 30"
-    );
+fn print_table(ours: &[BenchLine], theirs: &[BenchLine], steps: usize, cpu_time: bool) {
+    let unit = if cpu_time {
+        "samples per CPU-second"
+    } else {
+        "samples/s (wall clock)"
+    };
+    println!("full training steps (forward, backward, Adam), {unit}; norbvae {steps} timed steps, torch 30");
     println!(
         "{:<6} {:>7} {:>12} {:>10} {:>8} {:>11}   {:<24} {:<24}",
         "model", "threads", "norbvae/s", "torch/s", "ratio", "GFLOP/s", "norbvae loss", "torch loss"

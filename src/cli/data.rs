@@ -3,6 +3,7 @@
 use super::common::DataArgs;
 use crate::data::{self, DataOptions, Split, Splits};
 use anyhow::{ensure, Result};
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Subcommand)]
@@ -17,7 +18,8 @@ pub enum DataCmd {
 pub struct InfoArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Print one JSON object (keys train, val, test, each with count, image_shape, label_counts).
+    /// Print one JSON object: name, num_classes, class_names, and train/val/test each with count,
+    /// image_shape [c, h, w] and label_counts. Reads headers and labels only (no image decoding).
     #[arg(long)]
     pub json: bool,
 }
@@ -49,48 +51,30 @@ fn load(args: &DataArgs) -> Result<Splits> {
     data::load(&opts)
 }
 
-/// The info as JSON: `{"name", "num_classes", "class_names", "train": {"count", "image_shape", "label_counts"}, ...}`.
-pub fn info_json(s: &Splits) -> serde_json::Value {
-    let mut obj = serde_json::json!({
-        "name": s.name,
-        "num_classes": s.num_classes,
-        "class_names": s.class_names,
-    });
-    for split in Split::ALL {
-        let set = s.get(split);
-        obj[split.name()] = serde_json::json!({
-            "count": set.n,
-            "image_shape": [set.channels, set.height, set.width],
-            "label_counts": s.label_counts(split),
-        });
-    }
-    obj
-}
-
 fn info(a: InfoArgs) -> Result<()> {
-    let s = load(&a.data)?;
+    let opts: DataOptions = a.data.apply(DataOptions::default());
+    let s = data::summarize(&opts)?;
+    // writeln! rather than println!: a closed pipe (`| head`) is an error, not a panic.
+    let mut out = std::io::stdout().lock();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&info_json(&s))?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
         return Ok(());
     }
-    println!("dataset {} ({} classes)", s.name, s.num_classes);
-    for split in Split::ALL {
-        let set = s.get(split);
-        let counts: Vec<String> = s
-            .label_counts(split)
+    writeln!(out, "dataset {} ({} classes)", s.name, s.num_classes)?;
+    for (name, split) in [("train", &s.train), ("val", &s.val), ("test", &s.test)] {
+        let counts: Vec<String> = split
+            .label_counts
             .iter()
             .zip(&s.class_names)
-            .map(|(c, name)| format!("{name}: {c}"))
+            .map(|(c, class)| format!("{class}: {c}"))
             .collect();
-        println!(
-            "{:>5}: {:>6} images of {}x{}x{} (c x h x w); labels {}",
-            split.name(),
-            set.n,
-            set.channels,
-            set.height,
-            set.width,
+        let [c, h, w] = split.image_shape;
+        writeln!(
+            out,
+            "{name:>5}: {:>6} images of {c}x{h}x{w} (c x h x w); labels {}",
+            split.count,
             counts.join(", ")
-        );
+        )?;
     }
     Ok(())
 }

@@ -18,6 +18,55 @@ const BATCH: usize = 256;
 
 /// Load and preprocess the dataset `opts` describes.
 pub fn load(opts: &DataOptions) -> anyhow::Result<Splits> {
+    load_with(opts, true)
+}
+
+/// One split as `summarize` describes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SplitSummary {
+    pub count: usize,
+    /// [channels, height, width]
+    pub image_shape: [usize; 3],
+    /// Images per class (index = label).
+    pub label_counts: Vec<usize>,
+}
+
+/// What `load` would return, without the pixels.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DataSummary {
+    pub name: String,
+    pub num_classes: usize,
+    pub class_names: Vec<String>,
+    pub train: SplitSummary,
+    pub val: SplitSummary,
+    pub test: SplitSummary,
+}
+
+/// Counts, shapes and label counts of every split after preprocessing, the same as `load` gives,
+/// from the headers and labels alone: NORB images are not decoded (so damage inside the image data
+/// of a gzipped `dat` file is only found by `load`).
+pub fn summarize(opts: &DataOptions) -> anyhow::Result<DataSummary> {
+    let s = load_with(opts, false)?;
+    let split = |sp: Split| {
+        let set = s.get(sp);
+        SplitSummary {
+            count: set.n,
+            image_shape: [set.channels, set.height, set.width],
+            label_counts: s.label_counts(sp),
+        }
+    };
+    Ok(DataSummary {
+        name: s.name.clone(),
+        num_classes: s.num_classes,
+        class_names: s.class_names.clone(),
+        train: split(Split::Train),
+        val: split(Split::Val),
+        test: split(Split::Test),
+    })
+}
+
+/// `pixels == false` leaves every `images` vector empty (only for `summarize`, never returned to users).
+fn load_with(opts: &DataOptions, pixels: bool) -> anyhow::Result<Splits> {
     let spec = DataSpec::parse(&opts.spec)?;
     if opts.limit == Some(0) {
         return Err(DataError::option("limit", "must be at least 1").into());
@@ -26,8 +75,8 @@ pub fn load(opts: &DataOptions) -> anyhow::Result<Splits> {
         return Err(DataError::option("image_size", "must be at least 1").into());
     }
     let mut splits = match &spec {
-        DataSpec::Norb(dir) => load_norb(dir, opts)?,
-        DataSpec::Idx { dir, fashion } => load_idx(dir, *fashion, opts)?,
+        DataSpec::Norb(dir) => load_norb(dir, opts, pixels)?,
+        DataSpec::Idx { dir, fashion } => load_idx(dir, *fashion, opts, pixels)?,
     };
     splits.name = opts.spec.trim().to_string();
     Ok(splits)
@@ -97,10 +146,14 @@ fn plan_splits(
 }
 
 /// An empty set with room for `records` records under `layout`.
-fn empty_set(records: usize, layout: &Layout, h: usize, w: usize) -> ImageSet {
+fn empty_set(records: usize, layout: &Layout, h: usize, w: usize, pixels: bool) -> ImageSet {
     let n = records * layout.samples_per_record;
     ImageSet {
-        images: vec![0.0; n * layout.channels * h * w],
+        images: if pixels {
+            vec![0.0; n * layout.channels * h * w]
+        } else {
+            Vec::new()
+        },
         n,
         channels: layout.channels,
         height: h,
@@ -186,7 +239,7 @@ fn truncate(set: &mut ImageSet, limit: Option<usize>) {
     }
 }
 
-fn load_norb(dir: &Path, opts: &DataOptions) -> anyhow::Result<Splits> {
+fn load_norb(dir: &Path, opts: &DataOptions, pixels: bool) -> anyhow::Result<Splits> {
     if !dir.is_dir() {
         return Err(DataError::Missing {
             path: dir.to_path_buf(),
@@ -226,7 +279,7 @@ fn load_norb(dir: &Path, opts: &DataOptions) -> anyhow::Result<Splits> {
     );
 
     let label_sets = |labels: &norb::NorbLabels, recs: &[usize]| -> ImageSet {
-        let mut set = empty_set(recs.len(), &layout, oh, ow);
+        let mut set = empty_set(recs.len(), &layout, oh, ow, pixels);
         let mut factors = Vec::with_capacity(set.n);
         for &r in recs {
             let i = labels.info[r];
@@ -277,13 +330,15 @@ fn load_norb(dir: &Path, opts: &DataOptions) -> anyhow::Result<Splits> {
         bar.finish_and_clear();
         DataResult::Ok(())
     };
-    stream_into(
-        train_stream,
-        &[&train_k, &val_k],
-        &mut [&mut train, &mut val],
-        "reading training images",
-    )?;
-    stream_into(test_stream, &[&test_k], &mut [&mut test], "reading test images")?;
+    if pixels {
+        stream_into(
+            train_stream,
+            &[&train_k, &val_k],
+            &mut [&mut train, &mut val],
+            "reading training images",
+        )?;
+        stream_into(test_stream, &[&test_k], &mut [&mut test], "reading test images")?;
+    }
     for set in [&mut train, &mut val, &mut test] {
         truncate(set, opts.limit);
     }
@@ -297,7 +352,7 @@ fn load_norb(dir: &Path, opts: &DataOptions) -> anyhow::Result<Splits> {
     })
 }
 
-fn load_idx(dir: &Path, fashion: bool, opts: &DataOptions) -> anyhow::Result<Splits> {
+fn load_idx(dir: &Path, fashion: bool, opts: &DataOptions, pixels: bool) -> anyhow::Result<Splits> {
     if opts.camera != Camera::Left {
         return Err(DataError::option(
             "camera",
@@ -367,11 +422,14 @@ fn load_idx(dir: &Path, fashion: bool, opts: &DataOptions) -> anyhow::Result<Spl
         let mut sets: Vec<ImageSet> = groups
             .iter()
             .map(|recs| {
-                let mut s = empty_set(recs.len(), &layout, oh, ow);
+                let mut s = empty_set(recs.len(), &layout, oh, ow, pixels);
                 s.labels = recs.iter().map(|&r| raw.labels[r] as u32).collect();
                 s
             })
             .collect();
+        if !pixels {
+            return Ok(sets);
+        }
         let mut refs: Vec<&mut ImageSet> = sets.iter_mut().collect();
         let mut offset = 0;
         let bar = indicatif::ProgressBar::hidden();
@@ -535,6 +593,26 @@ mod tests {
         assert_ne!(a.val.images, load(&o).unwrap().val.images);
         o.val_fraction = 0.0;
         assert_eq!(load(&o).unwrap().val.n, 0);
+    }
+
+    #[test]
+    fn summary_matches_load() {
+        let d = tempfile::tempdir().unwrap();
+        write_tiny(d.path(), 20, 6, 8);
+        let mut o = opts(d.path());
+        o.camera = Camera::BothSamples;
+        o.limit = Some(7);
+        o.image_size = Some(4);
+        let s = load(&o).unwrap();
+        let m = summarize(&o).unwrap();
+        assert_eq!(
+            (m.train.count, m.val.count, m.test.count),
+            (s.train.n, s.val.n, s.test.n)
+        );
+        assert_eq!((m.train.count, m.val.count, m.test.count), (7, 4, 7));
+        assert_eq!(m.test.image_shape, [1, 4, 4]);
+        assert_eq!(m.val.label_counts, s.label_counts(Split::Val));
+        assert_eq!(m.train.label_counts.iter().sum::<usize>(), 7);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod split;
 pub mod synth;
 
 pub use error::DataError;
-pub use load::load;
+pub use load::{load, summarize, DataSummary, SplitSummary};
 
 /// NORB factors of variation for one sample (absent for other datasets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the architecture or training recipe changes, so old caches are not reused.
-const ARCH_VERSION: u32 = 1;
+const ARCH_VERSION: u32 = 2;
 /// Width of the penultimate (feature) layer.
 pub const FEATURE_DIM: usize = 64;
 
@@ -29,6 +29,8 @@ pub struct ClassifierParams {
     pub lr: f64,
     /// Train on at most this many training images (a random subset), to bound the one-off cost.
     pub max_train: usize,
+    /// Fewest optimisation steps in all: small datasets get more epochs.
+    pub min_steps: usize,
     pub seed: u64,
 }
 
@@ -39,6 +41,7 @@ impl Default for ClassifierParams {
             batch_size: 64,
             lr: 2e-3,
             max_train: 20_000,
+            min_steps: 600,
             seed: 0,
         }
     }
@@ -421,7 +424,9 @@ pub fn train(
             ..Default::default()
         },
     )?;
-    let steps = params.epochs * sub.n.div_ceil(params.batch_size);
+    let per_epoch = sub.n.div_ceil(params.batch_size);
+    let epochs = params.epochs.max(params.min_steps.div_ceil(per_epoch));
+    let steps = epochs * per_epoch;
     let bar = if show_progress {
         let b = indicatif::ProgressBar::new(steps as u64);
         b.set_style(
@@ -436,7 +441,7 @@ pub fn train(
     };
     let d = sub.dim();
     let (c, h, w) = (sub.channels, sub.height, sub.width);
-    for _epoch in 0..params.epochs {
+    for _epoch in 0..epochs {
         let mut idx: Vec<usize> = (0..sub.n).collect();
         rng.shuffle(&mut idx);
         for batch in idx.chunks(params.batch_size) {

@@ -67,14 +67,15 @@ pub fn nll_bits_per_dim(kind: LikelihoodKind, nll: f64, d: usize) -> f64 {
     }
 }
 
-fn step(show: bool, msg: &str) {
+fn step(show: bool, started: std::time::Instant, msg: &str) {
     if show {
-        eprintln!("eval: {msg}");
+        eprintln!("eval [{:5.1} s] {msg}", started.elapsed().as_secs_f64());
     }
 }
 
 /// Evaluate `run_dir` and merge the results into its metrics.json. Returns the split's new entries.
 pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
+    let t0 = std::time::Instant::now();
     let rd = RunDir::open(run_dir)?;
     let metrics_path = rd.path("metrics.json");
     let mut metrics: Value = match std::fs::read_to_string(&metrics_path) {
@@ -93,6 +94,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
     let run = load_run(run_dir, opts.checkpoint)?;
     step(
         opts.show_progress,
+        t0,
         &format!("loading data {}", run.config.data.spec),
     );
     let splits = crate::data::load(&run.config.data)?;
@@ -115,6 +117,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
     };
     step(
         opts.show_progress,
+        t0,
         &format!(
             "ELBO and IWAE bound, {} samples x {} images",
             opts.iwae_samples, lik_set.n
@@ -147,6 +150,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
     // Reconstructions of the decoder mean at the posterior mean, and active units.
     step(
         opts.show_progress,
+        t0,
         &format!("reconstructions of {} images", set.n),
     );
     let post = posterior(&run, set)?;
@@ -161,6 +165,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
     if opts.pictures {
         step(
             opts.show_progress,
+            t0,
             "latent traversals, interpolations, factor reconstructions",
         );
         pictures::traversal(&run, &post, 8, &rd.path("traversal.png"))?;
@@ -175,6 +180,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
     let scorer = if opts.sample_quality {
         step(
             opts.show_progress,
+            t0,
             "sample-quality classifier (trained once per dataset, then cached)",
         );
         Some(classifier_and_reference(&splits, &run, opts, set)?)
@@ -182,7 +188,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
         None
     };
     for &kind in &opts.samplers {
-        step(opts.show_progress, &format!("sampler {}", kind.name()));
+        step(opts.show_progress, t0, &format!("sampler {}", kind.name()));
         let sampler = LatentSampler::fit(kind, &run, &splits.train, &opts.sampler)?;
         sampler_info.insert(kind.name().into(), sampler.describe());
         let mut srng = SeededRng::derived(opts.seed, kind.name());
@@ -244,6 +250,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
         }
     }
     rd.write_json("metrics.json", &metrics)?;
+    step(opts.show_progress, t0, "done");
     Ok(Value::Object(out))
 }
 

@@ -45,6 +45,7 @@ fn eval_adds_bounds_quality_and_samples_iwae_never_worse_than_elbo() {
     };
     opts.classifier.epochs = 1;
     opts.classifier.max_train = 300;
+    opts.classifier.min_steps = 0;
     opts.sampler.two_stage.steps = 100;
     opts.sampler.gmm_components = 3;
     let out = evaluate_run(&run, &opts).unwrap();

@@ -16,43 +16,82 @@ pub enum Activation {
     LeakyRelu(f32),
 }
 
-impl Activation {
+/// An activation as a type, so the element loops are compiled (and vectorised) per activation.
+trait ActFn: Copy + Send + Sync {
+    fn apply(self, v: f32) -> f32;
+    fn grad_from_output(self, y: f32) -> f32;
+}
+
+#[derive(Clone, Copy)]
+struct IdentityFn;
+#[derive(Clone, Copy)]
+struct ReluFn;
+#[derive(Clone, Copy)]
+struct LeakyFn(f32);
+
+impl ActFn for IdentityFn {
     #[inline(always)]
     fn apply(self, v: f32) -> f32 {
-        match self {
-            Activation::Identity => v,
-            Activation::Relu => v.max(0.0),
-            Activation::LeakyRelu(a) => {
-                if v > 0.0 {
-                    v
-                } else {
-                    a * v
-                }
-            }
-        }
+        v
     }
+    #[inline(always)]
+    fn grad_from_output(self, _: f32) -> f32 {
+        1.0
+    }
+}
 
-    /// Derivative at the pre-activation, read from the activation's output (same sign for these).
+impl ActFn for ReluFn {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        v.max(0.0)
+    }
     #[inline(always)]
     fn grad_from_output(self, y: f32) -> f32 {
-        match self {
-            Activation::Identity => 1.0,
-            Activation::Relu => {
-                if y > 0.0 {
-                    1.0
-                } else {
-                    0.0
-                }
-            }
-            Activation::LeakyRelu(a) => {
-                if y > 0.0 {
-                    1.0
-                } else {
-                    a
-                }
-            }
+        if y > 0.0 {
+            1.0
+        } else {
+            0.0
         }
     }
+}
+
+impl ActFn for LeakyFn {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        if v > 0.0 {
+            v
+        } else {
+            self.0 * v
+        }
+    }
+    #[inline(always)]
+    fn grad_from_output(self, y: f32) -> f32 {
+        if y > 0.0 {
+            1.0
+        } else {
+            self.0
+        }
+    }
+}
+
+/// Runs `$body` with `$a` bound to the statically typed form of activation `$act`.
+macro_rules! with_act {
+    ($act:expr, |$a:ident| $body:expr) => {
+        match $act {
+            Activation::Identity => {
+                let $a = IdentityFn;
+                $body
+            }
+            Activation::Relu => {
+                let $a = ReluFn;
+                $body
+            }
+            Activation::LeakyRelu(slope) => {
+                let $a = LeakyFn(slope);
+                $body
+            }
+        }
+    };
 }
 
 /// (batch, channels, spatial size per channel) of a [n, c, ...] tensor.
@@ -115,7 +154,7 @@ fn channel_stats(x: &[f32], n: usize, c: usize, s: usize) -> (Vec<f32>, Vec<f32>
     }
 }
 
-fn bn_forward(
+fn bn_forward<A: ActFn>(
     x: &[f32],
     gamma: &[f32],
     beta: &[f32],
@@ -123,7 +162,7 @@ fn bn_forward(
     c: usize,
     s: usize,
     eps: f64,
-    act: Activation,
+    act: A,
 ) -> (Vec<f32>, Saved) {
     let (mean, var) = channel_stats(x, n, c, s);
     let invstd: Vec<f32> = var
@@ -159,7 +198,7 @@ fn bn_forward(
 
 /// Gradients (dx, dgamma, dbeta) given the forward output `y` and its gradient `dy`.
 #[allow(clippy::too_many_arguments)]
-fn bn_backward(
+fn bn_backward<A: ActFn>(
     x: &[f32],
     y: &[f32],
     dy: &[f32],
@@ -168,7 +207,7 @@ fn bn_backward(
     n: usize,
     c: usize,
     s: usize,
-    act: Activation,
+    act: A,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let m = (n * s) as f64;
     let mean = &saved.mean;
@@ -288,7 +327,7 @@ impl CustomOp3 for BatchNormTrainOp {
         let (x, gamma, beta) = (f32_data(s1, l1)?, f32_data(s2, l2)?, f32_data(s3, l3)?);
         let (y, saved) = profiled(
             || format!("bn fwd      c{c} s{s}"),
-            || bn_forward(x, gamma, beta, n, c, s, self.eps, self.act),
+            || with_act!(self.act, |a| bn_forward(x, gamma, beta, n, c, s, self.eps, a)),
         );
         *self
             .saved
@@ -317,7 +356,7 @@ impl CustomOp3 for BatchNormTrainOp {
                     with_f32(res, |ys| {
                         with_f32(dy, |dys| {
                             with_f32(gamma, |gs| {
-                                bn_backward(xs, ys, dys, gs, &saved, n, c, s, self.act)
+                                with_act!(self.act, |a| bn_backward(xs, ys, dys, gs, &saved, n, c, s, a))
                             })
                         })
                     })

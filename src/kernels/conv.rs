@@ -173,6 +173,22 @@ fn scatter_pixels(src: &[f32], chans: usize, p: usize, bias: Option<&[f32]>, dst
     }
 }
 
+/// The transpose of a row-major [rows, cols] matrix, in cache-sized tiles.
+fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const T: usize = 32;
+    let mut out = vec![0f32; rows * cols];
+    for r0 in (0..rows).step_by(T) {
+        for c0 in (0..cols).step_by(T) {
+            for r in r0..(r0 + T).min(rows) {
+                for c in c0..(c0 + T).min(cols) {
+                    out[c * rows + r] = a[r * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
+
 type GradAcc = (Vec<f32>, Vec<f32>);
 
 fn merge_grads(mut a: GradAcc, b: GradAcc) -> GradAcc {
@@ -286,7 +302,8 @@ fn conv2d_backward(
     };
     let (gsz, groups) = plan_groups(n, k * p + o * p, rayon::current_num_threads());
     let dxp = SyncPtr(dx.as_mut_ptr());
-    // The weight gradient is accumulated transposed, [k, o]: the faster GEMM orientation here.
+    // With few output channels the weight gradient is faster accumulated transposed, [k, o].
+    let transposed_dw = o < 128;
     let (dwt, db) = run_groups(
         groups,
         || (vec![0f32; o * k], vec![0f32; o]),
@@ -304,7 +321,8 @@ fn conv2d_backward(
                     );
                 }
                 let dy_t = Mat::rows(dyg, ld, o).t();
-                matmul_strided(dwt, 1, o, dy_t, Mat::rows(rows, ld, k), true, threads);
+                let (rs, cs) = if transposed_dw { (1, o) } else { (k, 1) };
+                matmul_strided(dwt, rs, cs, dy_t, Mat::rows(rows, ld, k), true, threads);
                 if want_dx {
                     // The im2row matrix is no longer needed: reuse it for the row gradients.
                     matmul(rows, k, Mat::rows(dyg, ld, o), Mat::rows(w, o, k), false, threads);
@@ -322,12 +340,7 @@ fn conv2d_backward(
         },
         merge_grads,
     );
-    let mut dw = vec![0f32; o * k];
-    for kk in 0..k {
-        for oc in 0..o {
-            dw[oc * k + kk] = dwt[kk * o + oc];
-        }
-    }
+    let dw = if transposed_dw { transpose(&dwt, k, o) } else { dwt };
     (want_dx.then_some(dx), dw, db)
 }
 

@@ -11,6 +11,7 @@ pub mod adam;
 pub mod batchnorm;
 pub mod conv;
 mod gemm;
+pub mod linear;
 pub mod loss;
 mod util;
 pub use util::{process_cpu_ns, profile_report};
@@ -23,3 +24,4 @@ pub use loss::bce_with_logits_sum;
 
 #[cfg(test)]
 mod tests;
+pub use linear::linear;

@@ -90,6 +90,30 @@ fn conv_transpose2d_matches_candle_values_and_gradients() {
 }
 
 #[test]
+fn linear_matches_candle_values_and_gradients() {
+    let mut rng = SeededRng::new(17);
+    for threads in [1, 2] {
+        pool(threads).install(|| {
+            for &(n, i, o) in &[(1usize, 1usize, 1usize), (3, 5, 2), (128, 500, 512), (7, 64, 3)] {
+                let x = Var::from_tensor(&rand_t(&mut rng, &[n, i])).unwrap();
+                let w = Var::from_tensor(&rand_t(&mut rng, &[o, i])).unwrap();
+                let b = Var::from_tensor(&rand_t(&mut rng, &[o])).unwrap();
+                let ours = linear(&x, &w, &b).unwrap();
+                let reference = x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+                let label = format!("linear n{n} {i}->{o} t{threads}");
+                assert_close(&format!("{label} forward"), &ours, &reference);
+                let r = rand_t(&mut rng, &[n, o]);
+                let g1 = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let g2 = (reference * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                for (name, v) in [("dx", &x), ("dw", &w), ("db", &b)] {
+                    assert_close(&format!("{label} {name}"), g1.get(v).unwrap(), g2.get(v).unwrap());
+                }
+            }
+        });
+    }
+}
+
+#[test]
 fn conv_input_that_needs_no_gradient_gets_none_and_weights_still_train() {
     let mut rng = SeededRng::new(3);
     let x = rand_t(&mut rng, &[2, 1, 6, 6]);

@@ -148,11 +148,10 @@ impl ConvVae {
     }
 
     fn norm_act(&self, x: Tensor, bn: &Option<BatchNorm>, mode: Mode) -> Result<Tensor> {
-        let x = match bn {
-            Some(bn) => bn.forward(&x, mode)?,
-            None => x,
-        };
-        self.activation.apply(&x)
+        match bn {
+            Some(bn) => bn.forward_act(&x, mode, Some(self.activation)),
+            None => self.activation.apply(&x),
+        }
     }
 
     /// Images [b, c, h, w] -> (mu, logvar), each [b, latent].

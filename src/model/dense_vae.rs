@@ -69,10 +69,10 @@ impl DenseVae {
         let mut h = x.clone();
         for l in layers {
             h = l.dense.forward(&h)?;
-            if let Some(bn) = &l.bn {
-                h = bn.forward(&h, mode)?;
-            }
-            h = self.activation.apply(&h)?;
+            h = match &l.bn {
+                Some(bn) => bn.forward_act(&h, mode, Some(self.activation))?,
+                None => self.activation.apply(&h)?,
+            };
         }
         Ok(h)
     }

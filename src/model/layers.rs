@@ -33,10 +33,12 @@ impl Activation {
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
             Activation::Relu => x.relu(),
-            Activation::LeakyRelu => candle_nn::ops::leaky_relu(x, 0.2),
+            Activation::LeakyRelu => candle_nn::ops::leaky_relu(x, LEAKY_SLOPE),
         }
     }
 }
+
+pub const LEAKY_SLOPE: f64 = 0.2;
 
 /// y = x W^T + b, W [out, in].
 pub struct Dense {
@@ -141,17 +143,33 @@ impl BatchNorm {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.forward_act(x, mode, None)
+    }
+
+    /// Batch norm followed by `act` (fused into one kernel in training mode on CPU).
+    pub fn forward_act(&self, x: &Tensor, mode: Mode, act: Option<Activation>) -> Result<Tensor> {
         match mode {
-            Mode::Eval => ops::batch_norm_eval(
-                x,
-                &self.gamma,
-                &self.beta,
-                self.running_mean.as_tensor(),
-                self.running_var.as_tensor(),
-                BN_EPS,
-            ),
+            Mode::Eval => {
+                let y = ops::batch_norm_eval(
+                    x,
+                    &self.gamma,
+                    &self.beta,
+                    self.running_mean.as_tensor(),
+                    self.running_var.as_tensor(),
+                    BN_EPS,
+                )?;
+                match act {
+                    Some(a) => a.apply(&y),
+                    None => Ok(y),
+                }
+            }
             Mode::Train => {
-                let (y, mean, var) = ops::batch_norm_train(x, &self.gamma, &self.beta, BN_EPS)?;
+                let kact = match act {
+                    None => crate::kernels::Activation::Identity,
+                    Some(Activation::Relu) => crate::kernels::Activation::Relu,
+                    Some(Activation::LeakyRelu) => crate::kernels::Activation::LeakyRelu(LEAKY_SLOPE as f32),
+                };
+                let (y, mean, var) = ops::batch_norm_act_train(x, &self.gamma, &self.beta, BN_EPS, kact)?;
                 let n = x.elem_count() / x.dim(1)?;
                 let unbias = if n > 1 { n as f64 / (n - 1) as f64 } else { 1.0 };
                 let rm = ((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (mean * BN_MOMENTUM)?)?;

@@ -133,3 +133,11 @@ pub fn batch_norm_eval(
     x.broadcast_mul(&scale.reshape(shape.as_slice())?)?
         .broadcast_add(&shift.reshape(shape.as_slice())?)
 }
+
+/// Dense layer y = x W^T + b (W [out, in], x [n, in]); on CPU one fused kernel with its backward.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if on_cpu_kernels(x) && x.rank() == 2 {
+        return kernels::linear(x, w, b);
+    }
+    x.matmul(&w.t()?)?.broadcast_add(b)
+}

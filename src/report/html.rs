@@ -36,7 +36,7 @@ figure{margin:0} figcaption{font-size:12px;color:#5a6475;margin-top:3px}
 img.grid{image-rendering:pixelated;border:1px solid #d5dae2;max-width:100%}
 svg.chart{background:#fff;font-size:11px} .ctitle{font-size:13px;font-weight:600} .tick{fill:#5a6475}
 .axis{fill:#333;font-size:12px} .legend{font-size:12px} .plabel{font-size:11px;font-weight:600}
-details{margin-top:10px} summary{cursor:pointer;color:#1f4f8a;font-size:13px}
+.tablewrap{overflow-x:auto} details{margin-top:10px} summary{cursor:pointer;color:#1f4f8a;font-size:13px}
 "#;
 
 fn fmt(v: Option<f64>, digits: usize) -> String {
@@ -60,7 +60,8 @@ fn fmt_count(v: Option<u64>) -> String {
 pub fn img_tag(path: &Path, alt: &str) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let (w, _h) = png_size(&bytes).with_context(|| format!("{} is not a PNG file", path.display()))?;
-    let scale = if w <= 320 { 2 } else { 1 };
+    // Small grids are shown enlarged (pixelated), large ones at their size.
+    let scale = if w < 200 { 2 } else { 1 };
     Ok(format!(
         r#"<img class="grid" alt="{}" width="{}" src="data:image/png;base64,{}">"#,
         escape(alt),
@@ -94,7 +95,11 @@ fn sample_score(run: &RunInfo, split: &str) -> String {
             .and_then(|s| s.get("fd"))
             .and_then(|v| v.as_f64())
         {
-            parts.push(format!("{} {:.1}", name.replace('_', "-"), fd));
+            parts.push(format!(
+                "{} {:.2}",
+                if name == "two_stage" { "2-stage" } else { name },
+                fd
+            ));
         }
     }
     if parts.is_empty() {
@@ -122,6 +127,27 @@ fn caption_for(file: &str) -> String {
         }
         s => s.replace('_', " "),
     }
+}
+
+/// Order of pictures in a run's card: reconstructions, samples by sampler, then the latent space.
+fn picture_rank(file: &str) -> (usize, String) {
+    let order = [
+        "recon_test",
+        "recon_k",
+        "samples_prior",
+        "samples_gmm",
+        "samples_two_stage",
+        "traversal",
+        "interpolation",
+        "factor_",
+        "explained_variance",
+        "loss_curve",
+    ];
+    let i = order
+        .iter()
+        .position(|p| file.starts_with(p))
+        .unwrap_or(order.len());
+    (i, file.to_string())
 }
 
 /// Is this picture shown open (else inside a "more pictures" fold)?
@@ -322,7 +348,15 @@ fn run_card(run: &RunInfo) -> Result<String> {
     if let Some(svg) = loss_chart(run) {
         let _ = write!(primary, "<figure>{svg}</figure>");
     }
-    for img in &run.images {
+    let mut images = run.images.clone();
+    images.sort_by_key(|p| {
+        picture_rank(
+            &p.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        )
+    });
+    for img in &images {
         let file = img
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
@@ -389,7 +423,9 @@ pub fn render(runs: &[RunInfo], opts: &ReportOptions) -> Result<String> {
         }
     }
     s += "<h2>All runs</h2>";
+    s += r#"<div class="tablewrap">"#;
     s += &table(runs);
+    s += "</div>";
     if let Some(svg) = pca_curve(runs) {
         let _ = write!(
             s,

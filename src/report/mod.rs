@@ -1,5 +1,7 @@
 //! The experiment report: every run side by side in one self-contained HTML page.
+pub mod answers;
 pub mod html;
+pub mod reproduce;
 pub mod runs;
 pub mod svg;
 

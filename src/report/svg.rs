@@ -219,7 +219,7 @@ impl Chart {
             escape(&self.y_label)
         );
         // Series.
-        for s in series {
+        for (si, s) in series.iter().enumerate() {
             let pts: Vec<(usize, f64, f64)> = s
                 .points
                 .iter()
@@ -252,7 +252,8 @@ impl Chart {
                     svg += &format!(
                         r#"<text x="{:.1}" y="{:.1}" class="plabel" fill="{}"{}>{}</text>"#,
                         if right { x - 8.0 } else { x + 8.0 },
-                        y - 6.0,
+                        // Alternate above and below, so labels of points at one x do not overlap.
+                        if si % 2 == 0 { y - 6.0 } else { y + 15.0 },
                         s.color,
                         if right { r#" text-anchor="end""# } else { "" },
                         escape(l)

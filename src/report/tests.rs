@@ -122,7 +122,7 @@ fn report_has_every_runs_row_and_images() {
         "712.2",
         "1.234",
         "0.456",
-        "prior 31.5 · gmm 12.2",
+        "prior 31.50 · gmm 12.25",
         "gaussian per pixel",
         "12 (9)",
     ] {
@@ -237,4 +237,66 @@ fn report_renders_in_headless_chromium() {
     if let Ok(keep) = std::env::var("NORBVAE_SCREENSHOT") {
         std::fs::copy(&shot, keep).unwrap();
     }
+}
+
+#[test]
+fn answers_quote_the_numbers_of_the_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fitted = write_vae_run(
+        tmp.path(),
+        "fitted-variance-convolutional-vae",
+        100,
+        "gaussian_per_pixel",
+        0.02,
+        1,
+    );
+    write_vae_run(
+        tmp.path(),
+        "sigma-vae-convolutional-vae",
+        100,
+        "gaussian_optimal",
+        0.01,
+        2,
+    );
+    write_pca_run(tmp.path(), "pca");
+    // The fitted-variance run ran out of epochs while still improving.
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fitted.join("metrics.json")).unwrap()).unwrap();
+    m["stopped_because"] = json!("max_epochs");
+    m["best_epoch"] = json!(12);
+    std::fs::write(fitted.join("metrics.json"), m.to_string()).unwrap();
+    let runs: Vec<RunInfo> = discover_runs(&[tmp.path().to_path_buf()])
+        .unwrap()
+        .iter()
+        .map(|d| RunInfo::load(d).unwrap())
+        .collect();
+    let qa = answers::answers(&runs);
+    let get = |q: &str| {
+        qa.iter()
+            .find(|(k, _)| k.starts_with(q))
+            .map(|(_, a)| a.clone())
+            .unwrap_or_default()
+    };
+    let stop = get("Longer training");
+    assert!(
+        stop.contains("fitted-variance-convolutional-vae: 12 epochs, best 12, NOT converged"),
+        "{stop}"
+    );
+    assert!(
+        stop.contains("sigma-vae-convolutional-vae: 12 epochs, best 9, stopping condition met"),
+        "{stop}"
+    );
+    let var = get("Why is fitted variance worse");
+    assert!(
+        var.contains("MSE 0.02000") && var.contains("MSE 0.01000"),
+        "{var}"
+    );
+    // PCA at k = 100 is not in the run (4, 16, 64): the closest available above or the largest is used.
+    assert!(
+        get("More capacity").contains("vs PCA with k=64: 0.00400"),
+        "{}",
+        get("More capacity")
+    );
+    assert!(get("Why do samples")
+        .contains("sample FD from the prior 31.50, GMM on the posterior means 12.25 (-61%)"));
 }

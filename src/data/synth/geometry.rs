@@ -35,7 +35,7 @@ impl Vec3 {
         }
     }
     /// Component-wise product.
-    pub fn mul(self, o: Vec3) -> Vec3 {
+    pub fn hadamard(self, o: Vec3) -> Vec3 {
         v3(self.x * o.x, self.y * o.y, self.z * o.z)
     }
 }
@@ -146,12 +146,12 @@ impl Placement {
         self
     }
     fn point(&self, p: Vec3) -> Vec3 {
-        self.rot.apply(p.mul(self.scale)) + self.at
+        self.rot.apply(p.hadamard(self.scale)) + self.at
     }
     /// Normals transform by the inverse transpose: divide by the scale, then rotate.
     fn normal(&self, n: Vec3) -> Vec3 {
         let inv = v3(1.0 / self.scale.x, 1.0 / self.scale.y, 1.0 / self.scale.z);
-        self.rot.apply(n.mul(inv)).normalized()
+        self.rot.apply(n.hadamard(inv)).normalized()
     }
 }
 

@@ -372,11 +372,7 @@ fn car(d: &mut Draw, m: &mut Mesh) {
             v3(cabin_len * 0.5, cabin_h * 0.5, w * 0.85),
         );
     } else {
-        ellipsoid(
-            m,
-            v3(cabin_x, top, 0.0),
-            v3(cabin_len * 0.55, cabin_h * 1.2, w * 0.88),
-        );
+        ellipsoid(m, v3(cabin_x, top, 0.0), v3(cabin_len * 0.55, cabin_h, w * 0.85));
     }
     for sx in [1.0f32, -1.0] {
         boxed(
