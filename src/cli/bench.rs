@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "both")]
     pub workload: WorkloadArg,
     /// Python interpreter with torch for the side-by-side reference (default: env
-    /// NORBVAE_TORCH_PYTHON, else /work/wt/venv-torch/bin/python if present).
+    /// NORBVAE_TORCH_PYTHON, else .venv-torch/bin/python in the working directory if present).
     #[arg(long)]
     pub python: Option<PathBuf>,
     /// The PyTorch reference script (default: ../shared/bench/pytorch_vae_step.py from the repository).
@@ -209,7 +209,7 @@ fn find_torch(args: &Args) -> Result<Option<(PathBuf, PathBuf)>> {
         }
         None => std::env::var_os("NORBVAE_TORCH_PYTHON")
             .map(PathBuf::from)
-            .or_else(|| Some(PathBuf::from("/work/wt/venv-torch/bin/python")).filter(|p| p.exists())),
+            .or_else(|| Some(PathBuf::from(".venv-torch/bin/python")).filter(|p| p.exists())),
     };
     let Some(python) = python else { return Ok(None) };
     let script = match &args.reference {

@@ -55,7 +55,7 @@ impl Dense {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.w.t()?)?.broadcast_add(&self.b)
+        ops::linear(x, &self.w, &self.b)
     }
 }
 
