@@ -4,6 +4,8 @@
 use image::{Rgb, RgbImage};
 use std::path::Path;
 
+use crate::util::raster::{line, put, text};
+
 const W: i64 = 720;
 const H: i64 = 420;
 const LEFT: i64 = 50;
@@ -61,57 +63,4 @@ pub fn explained_variance_png(path: &Path, cumulative: &[f64], marks: &[usize]) 
     let mut bytes = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
     crate::util::write_atomic(path, &bytes)
-}
-
-fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
-    if x >= 0 && y >= 0 && x < W && y < H {
-        img.put_pixel(x as u32, y as u32, c);
-    }
-}
-
-fn line(img: &mut RgbImage, (xa, ya): (i64, i64), (xb, yb): (i64, i64), c: Rgb<u8>) {
-    let steps = (xb - xa).abs().max((yb - ya).abs()).max(1);
-    for s in 0..=steps {
-        let x = xa + (xb - xa) * s / steps;
-        let y = ya + (yb - ya) * s / steps;
-        put(img, x, y, c);
-        put(img, x, y + 1, c);
-    }
-}
-
-/// 3x5 glyphs for digits and '.', top row in the high bits.
-fn glyph(ch: char) -> u16 {
-    match ch {
-        '0' => 0b111_101_101_101_111,
-        '1' => 0b010_110_010_010_111,
-        '2' => 0b111_001_111_100_111,
-        '3' => 0b111_001_111_001_111,
-        '4' => 0b101_101_111_001_001,
-        '5' => 0b111_100_111_001_111,
-        '6' => 0b111_100_111_101_111,
-        '7' => 0b111_001_010_010_010,
-        '8' => 0b111_101_111_101_111,
-        '9' => 0b111_101_111_001_111,
-        '.' => 0b000_000_000_000_010,
-        _ => 0,
-    }
-}
-
-fn text(img: &mut RgbImage, s: &str, x: i64, y: i64, scale: i64) {
-    for (n, ch) in s.chars().enumerate() {
-        let g = glyph(ch);
-        for bit in 0..15 {
-            if g >> (14 - bit) & 1 == 1 {
-                let (gx, gy) = (
-                    x + n as i64 * 4 * scale + (bit % 3) * scale,
-                    y + (bit / 3) * scale,
-                );
-                for dy in 0..scale {
-                    for dx in 0..scale {
-                        put(img, gx + dx, gy + dy, Rgb([0, 0, 0]));
-                    }
-                }
-            }
-        }
-    }
 }
