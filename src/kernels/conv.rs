@@ -398,14 +398,26 @@ impl CustomOp3 for Conv2dOp {
                 })
             },
         )???;
-        let dev = x.device();
-        let dx = dx.map(|v| Tensor::from_vec(v, x.shape(), dev)).transpose()?;
-        Ok((
-            dx,
-            Some(Tensor::from_vec(dw, w.shape(), dev)?),
-            Some(Tensor::from_vec(db, b.shape(), dev)?),
-        ))
+        grads_as_tensors(dx, dw, db, x, w, b)
     }
+}
+
+/// The (input, weight, bias) gradients of a convolution as tensors shaped like their operands.
+fn grads_as_tensors(
+    dx: Option<Vec<f32>>,
+    dw: Vec<f32>,
+    db: Vec<f32>,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let dev = x.device();
+    let dx = dx.map(|v| Tensor::from_vec(v, x.shape(), dev)).transpose()?;
+    Ok((
+        dx,
+        Some(Tensor::from_vec(dw, w.shape(), dev)?),
+        Some(Tensor::from_vec(db, b.shape(), dev)?),
+    ))
 }
 
 /// 2-D convolution of `x` [n, c, h, w] with `w` [o, c, kh, kw] plus bias `b` [o] (PyTorch's
@@ -578,13 +590,7 @@ impl CustomOp3 for ConvTranspose2dOp {
                 })
             },
         )???;
-        let dev = x.device();
-        let dx = dx.map(|v| Tensor::from_vec(v, x.shape(), dev)).transpose()?;
-        Ok((
-            dx,
-            Some(Tensor::from_vec(dw, w.shape(), dev)?),
-            Some(Tensor::from_vec(db, b.shape(), dev)?),
-        ))
+        grads_as_tensors(dx, dw, db, x, w, b)
     }
 }
 
