@@ -69,10 +69,10 @@ pub fn run(args: Args) -> Result<()> {
     let get = |k: &str| out.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
     println!("{} split of {}:", args.split.name(), args.run_dir.display());
     println!(
-        "  -ELBO {:.2} nats/image ({:.4} bits/dim), -IWAE(K={}) {:.2} nats/image ({:.4} bits/dim)",
-        get("neg_elbo"),
-        get("bits_per_dim"),
+        "  pixel space, first {} images, K={}: -ELBO {:.2} nats/image, -IWAE {:.2} nats/image ({:.4} bits/dim)",
+        get("likelihood_images"),
         args.iwae_samples,
+        get("iwae_neg_elbo"),
         get("iwae"),
         get("iwae_bits_per_dim")
     );

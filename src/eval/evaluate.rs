@@ -58,13 +58,11 @@ impl Default for EvalOptions {
     }
 }
 
-/// Bits per dimension of a negative log-likelihood: Bernoulli NLLs are already discrete; continuous
-/// densities use the shared dequantization convention of `eval::units`.
-pub fn nll_bits_per_dim(kind: LikelihoodKind, nll: f64, d: usize) -> f64 {
-    match kind {
-        LikelihoodKind::Bernoulli => nll / (d as f64 * std::f64::consts::LN_2),
-        _ => bits_per_dim(nll, d),
-    }
+/// Bits per dimension of a pixel-space negative log-likelihood under the shared dequantization
+/// convention of `eval::units`; None for Bernoulli, which is not a density on grey levels (as in
+/// the trainer's metrics).
+pub fn continuous_bits_per_dim(kind: LikelihoodKind, nll: f64, d: usize) -> Option<f64> {
+    (kind != LikelihoodKind::Bernoulli).then(|| bits_per_dim(nll, d))
 }
 
 fn step(show: bool, started: std::time::Instant, msg: &str) {
@@ -124,28 +122,22 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
         ),
     );
     let b = bounds(&run, &lik_set, opts.iwae_samples, &mut rng)?;
-    let d_model = model_dim(&run)?;
+    let (c, h, w) = run.image_shape();
+    let d_pixels = c * h * w;
     let kind = run.config.likelihood.kind;
-    out.insert("neg_elbo".into(), json!(b.neg_elbo));
-    out.insert(
-        "bits_per_dim".into(),
-        json!(nll_bits_per_dim(kind, b.neg_elbo, d_model)),
-    );
+    // The trainer's single-sample `neg_elbo` over the whole split stays as it is; these bounds come
+    // from K samples on the first `likelihood_images` images, always in pixel space.
+    out.insert("iwae_neg_elbo".into(), json!(b.neg_elbo));
     out.insert("iwae".into(), json!(b.neg_iwae));
-    out.insert(
-        "iwae_bits_per_dim".into(),
-        json!(nll_bits_per_dim(kind, b.neg_iwae, d_model)),
-    );
+    if let Some(bpd) = continuous_bits_per_dim(kind, b.neg_iwae, d_pixels) {
+        out.insert("iwae_bits_per_dim".into(), json!(bpd));
+    }
     out.insert("iwae_samples".into(), json!(b.samples));
     out.insert("likelihood_images".into(), json!(b.images));
-    out.insert(
-        "likelihood_space".into(),
-        json!(if run.config.model.kind == ModelKind::PcaDense {
-            "pca_coefficients"
-        } else {
-            "pixels"
-        }),
-    );
+    out.insert("likelihood_space".into(), json!("pixels"));
+    if run.config.model.kind == ModelKind::PcaDense {
+        out.insert("pca_tail_nll".into(), json!(b.pixel_offset));
+    }
 
     // Reconstructions of the decoder mean at the posterior mean, and active units.
     step(
@@ -252,14 +244,6 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
     rd.write_json("metrics.json", &metrics)?;
     step(opts.show_progress, t0, "done");
     Ok(Value::Object(out))
-}
-
-fn model_dim(run: &LoadedRun) -> Result<usize> {
-    let (c, h, w) = run.image_shape();
-    Ok(match run.config.model.kind {
-        ModelKind::Conv => c * h * w,
-        ModelKind::PcaDense => run.config.model.dense.components,
-    })
 }
 
 type Scorer = (classifier::Classifier, super::frechet::GaussianStats);

@@ -2,7 +2,10 @@
 //! al. 2016) with K samples from the encoder,
 //!   log p(x) >= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x)  >=  (1/K) sum_k log [p(x|z_k) p(z_k) / q(z_k|x)].
 //! Both are computed from the same K log-weights per image, so the IWAE bound is never below that
-//! ELBO estimate (log-mean-exp >= mean); reported as negative bounds in nats per image.
+//! ELBO estimate (log-mean-exp >= mean); reported as negative bounds in nats per image of the
+//! pixels: for the PCA-coefficient VAE each log-weight also carries PPCA's density of the discarded
+//! directions (`LoadedRun::pixel_nll_offset`, an exact change of variables), so the bounds compare
+//! with the conv VAEs and with PCA's own likelihood.
 use super::latent::EVAL_BATCH;
 use crate::data::ImageSet;
 use crate::train::LoadedRun;
@@ -17,6 +20,9 @@ pub struct BoundEstimate {
     pub neg_elbo: f64,
     /// -IWAE bound, nats per image (<= neg_elbo).
     pub neg_iwae: f64,
+    /// Nats per image added to the model-space NLL to reach pixel space (mean over the images;
+    /// 0 for image models).
+    pub pixel_offset: f64,
     pub samples: usize,
     pub images: usize,
 }
@@ -78,7 +84,13 @@ pub fn bounds(run: &LoadedRun, set: &ImageSet, k: usize, rng: &mut SeededRng) ->
     if set.n == 0 {
         bail!("no images to evaluate the likelihood on");
     }
-    let w = log_weights(run, set, k, rng)?;
+    let mut w = log_weights(run, set, k, rng)?;
+    let offsets = run.pixel_nll_offset(set)?;
+    for (wi, off) in w.iter_mut().zip(&offsets) {
+        for v in wi.iter_mut() {
+            *v -= off;
+        }
+    }
     let n = w.len() as f64;
     let elbo: f64 = w
         .iter()
@@ -92,6 +104,7 @@ pub fn bounds(run: &LoadedRun, set: &ImageSet, k: usize, rng: &mut SeededRng) ->
     Ok(BoundEstimate {
         neg_elbo: -elbo,
         neg_iwae: -iwae,
+        pixel_offset: offsets.iter().sum::<f64>() / n,
         samples: k,
         images: set.n,
     })

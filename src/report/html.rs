@@ -184,7 +184,7 @@ fn table(runs: &[RunInfo]) -> String {
                     fmt_count(run.n_params),
                     epochs,
                     escape(&run.metric_str(&["stopped_because"]).unwrap_or_else(|| "–".into())),
-                    fmt(t("neg_elbo"), 1),
+                    fmt(t("neg_elbo_pixels").or_else(|| t("neg_elbo")), 1),
                     fmt(t("bits_per_dim"), 3),
                     fmt(t("iwae"), 1),
                     fmt(t("mse"), 5),
