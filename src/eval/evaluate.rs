@@ -3,8 +3,9 @@
 //! `metrics.<split>`; settings and the classifier's accuracy under `eval`), plus pictures of the
 //! latent space and of each sampler's samples.
 use super::classifier::{self, ClassifierParams};
+use super::frechet::{frechet_distance, GaussianStats};
 use super::image_metrics::recon_quality;
-use super::latent::{decode_to_pixels, posterior, sample_images, LatentSampler, SamplerKind, SamplerOptions};
+use super::latent::{decode_to_pixels, posterior, LatentSampler, SamplerKind, SamplerOptions};
 use super::likelihood::bounds;
 use super::pictures;
 use super::units::bits_per_dim;
@@ -179,13 +180,18 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
     } else {
         None
     };
+    // How far each sampler's codes are from the codes the decoder was trained on, z ~ q(z|x) over
+    // the split: the prior's distance measures the prior hole directly, in the latent space.
+    let q_codes = post.sample(&mut SeededRng::derived(opts.seed, "q-codes"));
+    let q_stats = GaussianStats::from_rows(&q_codes, post.n, post.latent)?;
     for &kind in &opts.samplers {
         step(opts.show_progress, t0, &format!("sampler {}", kind.name()));
         let sampler = LatentSampler::fit(kind, &run, &splits.train, &opts.sampler)?;
         sampler_info.insert(kind.name().into(), sampler.describe());
         let mut srng = SeededRng::derived(opts.seed, kind.name());
         let n = opts.quality_samples.max(64);
-        let px = sample_images(&run, &sampler, n, &mut srng)?;
+        let z = sampler.latents(n, &mut srng)?;
+        let px = decode_to_pixels(&run, &z, n)?;
         if opts.pictures && kind != SamplerKind::Prior {
             let (c, h, w) = run.image_shape();
             crate::data::grid::save_grid(
@@ -198,10 +204,15 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
                 8,
             )?;
         }
-        if let Some((clf, reference)) = &scorer {
-            let sq = clf.sample_quality(reference, &px, n)?;
-            sample_scores.insert(kind.name().into(), serde_json::to_value(sq)?);
+        let mut entry = match &scorer {
+            Some((clf, reference)) => serde_json::to_value(clf.sample_quality(reference, &px, n)?)?,
+            None => json!({}),
+        };
+        let latent_fd = frechet_distance(&GaussianStats::from_rows(&z, n, post.latent)?, &q_stats)?;
+        if let Some(obj) = entry.as_object_mut() {
+            obj.insert("latent_fd".into(), json!(latent_fd));
         }
+        sample_scores.insert(kind.name().into(), entry);
     }
     if let Some((clf, _)) = &scorer {
         eval_info.insert(

@@ -70,6 +70,8 @@ fn eval_adds_bounds_quality_and_samples_iwae_never_worse_than_elbo() {
     for s in ["prior", "gmm", "two_stage"] {
         let fd = out["samples"][s]["fd"].as_f64().unwrap();
         assert!(fd.is_finite() && fd >= 0.0, "{s}: {fd}");
+        let latent_fd = out["samples"][s]["latent_fd"].as_f64().unwrap();
+        assert!(latent_fd.is_finite() && latent_fd >= 0.0, "{s}: {latent_fd}");
     }
     // Merged into metrics.json without losing the trainer's entries; pictures written.
     let after: serde_json::Value =

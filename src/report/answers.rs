@@ -169,7 +169,23 @@ pub fn answers(runs: &[RunInfo]) -> Vec<(String, String)> {
             let s = fd(r, "two_stage")
                 .map(|g| format!(", two-stage VAE {g:.2} ({})", pct(g, p)))
                 .unwrap_or_default();
-            a.push(format!("{}: sample FD from the prior {p:.2}{g}{s}", r.name));
+            let lat = |name: &str| {
+                r.metrics
+                    .pointer(&format!("/metrics/test/samples/{name}/latent_fd"))
+                    .and_then(|v| v.as_f64())
+            };
+            let codes = match (lat("prior"), lat("gmm"), lat("two_stage")) {
+                (Some(p), g, t) => format!(
+                    "; in the latent space, distance of the sampled codes to q(z): prior {p:.2}{}{}",
+                    g.map(|v| format!(", GMM {v:.2}")).unwrap_or_default(),
+                    t.map(|v| format!(", two-stage {v:.2}")).unwrap_or_default()
+                ),
+                _ => String::new(),
+            };
+            a.push(format!(
+                "{}: sample FD from the prior {p:.2}{g}{s}{codes}",
+                r.name
+            ));
         }
     }
     if !a.is_empty() {
