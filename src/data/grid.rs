@@ -91,6 +91,42 @@ fn check(pixels: &[f32], n: usize, c: usize, h: usize, w: usize, cols: usize, wh
     Ok(())
 }
 
+/// Tiles of one size laid out `cols` per row with `TILE_GAP` around each.
+struct Tiling {
+    cols: usize,
+    rows: usize,
+    tile_w: usize,
+    tile_h: usize,
+}
+
+impl Tiling {
+    fn new(n: usize, cols: usize, tile_w: usize, tile_h: usize) -> Self {
+        let cols = cols.min(n);
+        Self {
+            cols,
+            rows: n.div_ceil(cols),
+            tile_w,
+            tile_h,
+        }
+    }
+
+    fn canvas(&self) -> Canvas {
+        Canvas::new(
+            self.cols * self.tile_w + (self.cols + 1) * TILE_GAP,
+            self.rows * self.tile_h + (self.rows + 1) * TILE_GAP,
+        )
+    }
+
+    /// Top-left corner of tile `i`.
+    fn origin(&self, i: usize) -> (usize, usize) {
+        let (r, col) = (i / self.cols, i % self.cols);
+        (
+            TILE_GAP + col * (self.tile_w + TILE_GAP),
+            TILE_GAP + r * (self.tile_h + TILE_GAP),
+        )
+    }
+}
+
 /// A grid of `n` images [n, channels, height, width] in [0, 1], `cols` per row.
 pub fn save_grid(
     path: &Path,
@@ -102,18 +138,11 @@ pub fn save_grid(
     cols: usize,
 ) -> Result<()> {
     check(pixels, n, channels, height, width, cols, "pixels")?;
-    let cols = cols.min(n);
-    let rows = n.div_ceil(cols);
-    let tw = image_width(channels, width);
-    let mut canvas = Canvas::new(
-        cols * tw + (cols + 1) * TILE_GAP,
-        rows * height + (rows + 1) * TILE_GAP,
-    );
+    let tiling = Tiling::new(n, cols, image_width(channels, width), height);
+    let mut canvas = tiling.canvas();
     let d = channels * height * width;
     for i in 0..n {
-        let (r, col) = (i / cols, i % cols);
-        let x0 = TILE_GAP + col * (tw + TILE_GAP);
-        let y0 = TILE_GAP + r * (height + TILE_GAP);
+        let (x0, y0) = tiling.origin(i);
         canvas.draw(&pixels[i * d..(i + 1) * d], channels, height, width, x0, y0);
     }
     canvas.save(path)
@@ -133,20 +162,13 @@ pub fn save_recon_grid(
 ) -> Result<()> {
     check(originals, n, channels, height, width, cols, "originals")?;
     check(recons, n, channels, height, width, cols, "reconstructions")?;
-    let cols = cols.min(n);
-    let rows = n.div_ceil(cols);
     let tw = image_width(channels, width);
     // Original and reconstruction sit closer to each other than to the next pair.
-    let pair_w = 2 * tw + VIEW_GAP + 1;
-    let mut canvas = Canvas::new(
-        cols * pair_w + (cols + 1) * TILE_GAP,
-        rows * height + (rows + 1) * TILE_GAP,
-    );
+    let tiling = Tiling::new(n, cols, 2 * tw + VIEW_GAP + 1, height);
+    let mut canvas = tiling.canvas();
     let d = channels * height * width;
     for i in 0..n {
-        let (r, col) = (i / cols, i % cols);
-        let x0 = TILE_GAP + col * (pair_w + TILE_GAP);
-        let y0 = TILE_GAP + r * (height + TILE_GAP);
+        let (x0, y0) = tiling.origin(i);
         canvas.draw(&originals[i * d..(i + 1) * d], channels, height, width, x0, y0);
         canvas.draw(
             &recons[i * d..(i + 1) * d],
