@@ -62,8 +62,11 @@ pub fn answers(runs: &[RunInfo]) -> Vec<(String, String)> {
             ),
             None => String::new(),
         };
+        let kl = t(r, "kl")
+            .map(|k| format!(", KL {k:.1} nats ({:.2} per latent)", k / l as f64))
+            .unwrap_or_default();
         a.push(format!(
-            "{}: latent {l}, active units {}, test MSE {mse:.5}{vs}{gap}",
+            "{}: latent {l}, active units {}{kl}, test MSE {mse:.5}{vs}{gap}",
             r.name,
             t(r, "active_units")
                 .map(|v| format!("{v:.0}"))
@@ -83,6 +86,7 @@ pub fn answers(runs: &[RunInfo]) -> Vec<(String, String)> {
             "{n_under} of {} VAEs show a train/test gap under 2%: they underfit, so more capacity (or longer training) can still help them; where the VAE is worse than PCA at the same code size, the decoder, not the code size, is the bottleneck.",
             vaes.len()
         ));
+        a.push("The KL term is the information the code carries about an image (in nats): where it is a few nats for many latents, the posterior has collapsed onto the prior and the decoder draws an average image whatever the code, so more capacity does not help until the reconstruction term weighs more (a smaller fixed variance, the sigma-VAE's optimal variance, or a KL weight below 1)".to_string());
         out.push(("More capacity?".to_string(), a.join(". ")));
     }
 
