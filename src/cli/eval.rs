@@ -1,4 +1,5 @@
 use crate::data::Split;
+use crate::eval::gmm::CovarianceType;
 use crate::eval::{evaluate_run, EvalOptions, SamplerKind};
 use crate::train::CheckpointKind;
 use anyhow::Result;
@@ -28,6 +29,10 @@ pub struct Args {
     /// Mixture components of the gmm sampler.
     #[arg(long, default_value_t = 10)]
     pub components: usize,
+    /// Covariance of each mixture component of the gmm sampler: full (as scikit-learn's
+    /// GaussianMixture) or diag.
+    #[arg(long, value_enum, default_value = "full")]
+    pub gmm_covariance: CovarianceType,
     /// Samples per sampler for the sample-quality scores.
     #[arg(long, default_value_t = 1000)]
     pub quality_samples: usize,
@@ -61,6 +66,7 @@ pub fn run(args: Args) -> Result<()> {
         ..Default::default()
     };
     opts.sampler.gmm_components = args.components;
+    opts.sampler.gmm_covariance = args.gmm_covariance;
     opts.sampler.seed = args.seed;
     if let Some(c) = args.cache_dir {
         opts.cache_dir = c;

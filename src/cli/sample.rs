@@ -1,3 +1,4 @@
+use crate::eval::gmm::CovarianceType;
 use crate::eval::{LatentSampler, SamplerKind, SamplerOptions};
 use crate::train::{load_run, CheckpointKind};
 use crate::util::SeededRng;
@@ -18,6 +19,10 @@ pub struct Args {
     /// Mixture components (gmm sampler).
     #[arg(long, default_value_t = 10)]
     pub components: usize,
+    /// Covariance of each mixture component (gmm sampler): full (as scikit-learn's
+    /// GaussianMixture) or diag.
+    #[arg(long, value_enum, default_value = "full")]
+    pub gmm_covariance: CovarianceType,
     /// Output PNG grid.
     #[arg(long)]
     pub out: PathBuf,
@@ -35,6 +40,7 @@ pub fn run(args: Args) -> Result<()> {
     let run = load_run(&args.run_dir, CheckpointKind::Best)?;
     let opts = SamplerOptions {
         gmm_components: args.components,
+        gmm_covariance: args.gmm_covariance,
         seed: args.seed,
         ..Default::default()
     };

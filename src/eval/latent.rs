@@ -1,6 +1,6 @@
 //! A trained run's latent space: posteriors of a split, decoding codes to pixels, and the three
 //! samplers (`prior`, `gmm`, `two-stage`) that choose which codes to decode.
-use super::gmm::{Gmm, GmmParams};
+use super::gmm::{CovarianceType, Gmm, GmmParams};
 use super::two_stage::{self, TwoStageParams, TwoStageVae};
 use crate::data::ImageSet;
 use crate::train::LoadedRun;
@@ -116,6 +116,9 @@ impl SamplerKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SamplerOptions {
     pub gmm_components: usize,
+    /// Covariance of each mixture component: full (scikit-learn's default) or diagonal.
+    #[serde(default)]
+    pub gmm_covariance: CovarianceType,
     /// Fit the GMM / second stage on at most this many training images.
     pub max_fit_images: usize,
     pub two_stage: TwoStageParams,
@@ -126,6 +129,7 @@ impl Default for SamplerOptions {
     fn default() -> Self {
         Self {
             gmm_components: 10,
+            gmm_covariance: CovarianceType::Full,
             max_fit_images: 10_000,
             two_stage: TwoStageParams::default(),
             seed: 0,
@@ -163,6 +167,7 @@ impl LatentSampler {
             SamplerKind::Gmm => {
                 let params = GmmParams {
                     n_components: opts.gmm_components,
+                    covariance_type: opts.gmm_covariance,
                     seed: opts.seed,
                     ..Default::default()
                 };
@@ -194,6 +199,7 @@ impl LatentSampler {
             LatentSampler::Prior { .. } => serde_json::json!({}),
             LatentSampler::Gmm(g) => serde_json::json!({
                 "components": g.n_components(),
+                "covariance": g.covariance_type.name(),
                 "mean_log_likelihood": g.mean_log_likelihood,
                 "iterations": g.iterations,
                 "converged": g.converged,

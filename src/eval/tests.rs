@@ -83,6 +83,9 @@ fn eval_adds_bounds_quality_and_samples_iwae_never_worse_than_elbo() {
     );
     assert_eq!(after["metrics"]["test"]["iwae"], out["iwae"]);
     assert!(after["eval"]["classifier"]["test_accuracy"].as_f64().unwrap() > 0.0);
+    // The mixture sampler records its (default, full) covariance type.
+    assert_eq!(after["eval"]["samplers"]["gmm"]["covariance"], "full");
+    assert_eq!(after["eval"]["samplers"]["gmm"]["components"], 3);
     for p in [
         "traversal.png",
         "interpolation.png",
