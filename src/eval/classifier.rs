@@ -9,10 +9,11 @@
 //! so every run on the same data is scored by the same network.
 use super::frechet::{frechet_distance, GaussianStats};
 use crate::data::{DataOptions, ImageSet, Splits};
+use crate::model::ops;
+use crate::train::optim::{Adam, AdamParams};
 use crate::util::SeededRng;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -137,22 +138,15 @@ impl Classifier {
     fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let mut h = x.clone();
         for b in 0..self.info.blocks {
+            // Through model::ops, so the CPU runs the project's convolution kernels: candle's own
+            // conv2d backward made training this classifier the slowest step of `eval`.
             let w = self.var(&format!("conv{b}.weight"));
-            let bias = self.var(&format!("conv{b}.bias")).reshape((1, (), 1, 1))?;
-            h = h
-                .conv2d(w, 1, 1, 1, 1)?
-                .broadcast_add(&bias)?
-                .relu()?
-                .max_pool2d(2)?;
+            let bias = self.var(&format!("conv{b}.bias"));
+            h = ops::conv2d(&h, w, Some(bias), 1, 1)?.relu()?.max_pool2d(2)?;
         }
         let h = h.flatten_from(1)?;
-        let feat = h
-            .matmul(&self.var("fc.weight").t()?)?
-            .broadcast_add(self.var("fc.bias"))?
-            .relu()?;
-        let logits = feat
-            .matmul(&self.var("out.weight").t()?)?
-            .broadcast_add(self.var("out.bias"))?;
+        let feat = ops::linear(&h, self.var("fc.weight"), self.var("fc.bias"))?.relu()?;
+        let logits = ops::linear(&feat, self.var("out.weight"), self.var("out.bias"))?;
         Ok((feat, logits))
     }
 
@@ -417,11 +411,10 @@ pub fn train(
     order.truncate(params.max_train);
     let sub = set.select(&order);
     let vars: Vec<Var> = clf.vars.iter().map(|(_, v)| v.clone()).collect();
-    let mut opt = AdamW::new(
+    let mut opt = Adam::new(
         vars,
-        ParamsAdamW {
+        AdamParams {
             lr: params.lr,
-            weight_decay: 0.0,
             ..Default::default()
         },
     )?;
@@ -455,7 +448,7 @@ pub fn train(
             let y = Tensor::from_vec(labels, batch.len(), &device)?;
             let (_, logits) = clf.forward(&x)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
-            opt.backward_step(&loss)?;
+            opt.step(&loss.backward()?)?;
             bar.set_message(format!("{:.3}", loss.to_scalar::<f32>()?));
             bar.inc(1);
         }
