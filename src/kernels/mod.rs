@@ -20,7 +20,7 @@ mod util;
 pub use util::{init_process, process_cpu_ns, profile_report};
 pub mod workloads;
 
-pub use adam::{adam_update, AdamHyper, FusedAdam};
+pub use adam::{adam_update, adam_update_all, AdamHyper, FusedAdam};
 pub use batchnorm::{batch_norm_train, Activation};
 pub use conv::{conv2d, conv_transpose2d};
 pub use dense::dense_bn_act_train;

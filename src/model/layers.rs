@@ -164,21 +164,57 @@ impl BatchNorm {
                 }
             }
             Mode::Train => {
-                let kact = match act {
-                    None => crate::kernels::Activation::Identity,
-                    Some(Activation::Relu) => crate::kernels::Activation::Relu,
-                    Some(Activation::LeakyRelu) => crate::kernels::Activation::LeakyRelu(LEAKY_SLOPE as f32),
-                };
+                let kact = kernel_act(act);
                 let (y, mean, var) = ops::batch_norm_act_train(x, &self.gamma, &self.beta, BN_EPS, kact)?;
-                let n = x.elem_count() / x.dim(1)?;
-                let unbias = if n > 1 { n as f64 / (n - 1) as f64 } else { 1.0 };
-                let rm = ((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (mean * BN_MOMENTUM)?)?;
-                let rv = ((self.running_var.as_tensor() * (1.0 - BN_MOMENTUM))?
-                    + (var * (BN_MOMENTUM * unbias))?)?;
-                self.running_mean.set(&rm)?;
-                self.running_var.set(&rv)?;
+                self.update_running(&mean, &var, x.elem_count() / x.dim(1)?)?;
                 Ok(y)
             }
         }
+    }
+
+    /// `dense` followed by this batch norm and `act`: in training mode on CPU one fused kernel
+    /// (the same function as `self.forward_act(&dense.forward(x)?, mode, act)`).
+    pub fn forward_dense_act(
+        &self,
+        dense: &Dense,
+        x: &Tensor,
+        mode: Mode,
+        act: Option<Activation>,
+    ) -> Result<Tensor> {
+        match mode {
+            Mode::Eval => self.forward_act(&dense.forward(x)?, mode, act),
+            Mode::Train => {
+                let (y, mean, var) = ops::dense_bn_act_train(
+                    x,
+                    &dense.w,
+                    &dense.b,
+                    &self.gamma,
+                    &self.beta,
+                    BN_EPS,
+                    kernel_act(act),
+                )?;
+                self.update_running(&mean, &var, x.dim(0)?)?;
+                Ok(y)
+            }
+        }
+    }
+
+    /// PyTorch's running statistics update from the batch mean and biased variance over `n`
+    /// values per channel (momentum 0.1, unbiased variance).
+    fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
+        let unbias = if n > 1 { n as f64 / (n - 1) as f64 } else { 1.0 };
+        let rm = ((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (mean * BN_MOMENTUM)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - BN_MOMENTUM))? + (var * (BN_MOMENTUM * unbias))?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)?;
+        Ok(())
+    }
+}
+
+fn kernel_act(act: Option<Activation>) -> crate::kernels::Activation {
+    match act {
+        None => crate::kernels::Activation::Identity,
+        Some(Activation::Relu) => crate::kernels::Activation::Relu,
+        Some(Activation::LeakyRelu) => crate::kernels::Activation::LeakyRelu(LEAKY_SLOPE as f32),
     }
 }
