@@ -73,6 +73,189 @@ struct Saved {
     invstd: Vec<f32>,
 }
 
+/// Columns `r` of row-major [n, o] matrices: one thread's share of a block's features.
+#[derive(Clone)]
+struct ColBlock {
+    n: usize,
+    o: usize,
+    r: Range<usize>,
+}
+
+impl ColBlock {
+    fn at(&self, row: usize) -> Range<usize> {
+        row * self.o + self.r.start..row * self.o + self.r.end
+    }
+}
+
+/// Calls `$plain(args)`, or its AVX2 + FMA twin `$avx2(args)` where the CPU has them (the same
+/// arithmetic: no fused multiply-adds are formed, only wider vectors).
+macro_rules! dispatch_simd {
+    ($plain:ident, $avx2:ident($($arg:expr),* $(,)?)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports the enabled features.
+                unsafe { $avx2($($arg),*) }
+            } else {
+                $plain($($arg),*)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $plain($($arg),*)
+        }
+    }};
+}
+
+/// Batch norm + activation forward on one column block: adds the bias to z = x W^T, takes the
+/// batch mean and biased variance per feature (f64 sums, two passes), writes h.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn bn_forward_cols<A: ActFn>(
+    cols: ColBlock,
+    zp: SyncPtr,
+    hp: SyncPtr,
+    p: &[f32],
+    eps: f64,
+    (mo, vo, io): (&mut [f32], &mut [f32], &mut [f32]),
+    act: A,
+) {
+    let (n, o, r) = (cols.n, cols.o, cols.r.clone());
+    let len = r.len();
+    let (b, gamma, beta) = (&p[r.clone()], &p[o + r.start..o + r.end], &p[2 * o + r.start..2 * o + r.end]);
+    // SAFETY (all slices of zp / hp below): the caller's task alone touches columns r.
+    let mut acc = vec![0f64; len];
+    for row in 0..n {
+        let zr = unsafe { zp.slice(cols.at(row).start, len) };
+        for ((zv, a), &bv) in zr.iter_mut().zip(acc.iter_mut()).zip(b) {
+            *zv += bv;
+            *a += *zv as f64;
+        }
+    }
+    let mu: Vec<f32> = acc.iter().map(|a| (a / n as f64) as f32).collect();
+    acc.fill(0.0);
+    for row in 0..n {
+        let zr = unsafe { zp.slice(cols.at(row).start, len) };
+        for ((&zv, a), &m) in zr.iter().zip(acc.iter_mut()).zip(&mu) {
+            let d = zv - m;
+            *a += (d * d) as f64;
+        }
+    }
+    let mut scale = vec![0f32; len];
+    for j in 0..len {
+        let v = acc[j] / n as f64;
+        let is = (1.0 / (v + eps).sqrt()) as f32;
+        mo[j] = mu[j];
+        vo[j] = v as f32;
+        io[j] = is;
+        scale[j] = gamma[j] * is;
+    }
+    // (z - mean) * scale + beta: no cancellation when the variance is tiny.
+    for row in 0..n {
+        let zr = unsafe { zp.slice(cols.at(row).start, len) };
+        let hr = unsafe { hp.slice(cols.at(row).start, len) };
+        for ((((hv, &zv), &m), &a), &c) in hr.iter_mut().zip(zr.iter()).zip(&mu).zip(&scale).zip(beta) {
+            *hv = act.apply((zv - m) * a + c);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn bn_forward_cols_avx2<A: ActFn>(
+    cols: ColBlock,
+    zp: SyncPtr,
+    hp: SyncPtr,
+    p: &[f32],
+    eps: f64,
+    stats: (&mut [f32], &mut [f32], &mut [f32]),
+    act: A,
+) {
+    bn_forward_cols(cols, zp, hp, p, eps, stats, act)
+}
+
+/// Batch norm + activation backward on one column block: the gradient of z into `dz` ([n, len],
+/// compact) and the bias, gamma and beta gradients of these features.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn bn_backward_cols<A: ActFn>(
+    cols: ColBlock,
+    z: &[f32],
+    h: &[f32],
+    dh: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    invstd: &[f32],
+    act: A,
+    dz: &mut [f32],
+    (db, dg, dbeta): (&mut [f32], &mut [f32], &mut [f32]),
+) {
+    let (n, r) = (cols.n, cols.r.clone());
+    let len = r.len();
+    let m = n as f64;
+    let mu = &mean[r.clone()];
+    // Per feature: sum of dy' and of dy' * (z - mean), dy' = dh through the activation.
+    let mut sdy = vec![0f64; len];
+    let mut sdyx = vec![0f64; len];
+    for row in 0..n {
+        let c = cols.at(row);
+        let (zr, hr, gr) = (&z[c.clone()], &h[c.clone()], &dh[c]);
+        for (((((&zv, &hv), &gv), &m), a), b) in
+            zr.iter().zip(hr).zip(gr).zip(mu).zip(sdy.iter_mut()).zip(sdyx.iter_mut())
+        {
+            let g = gv * act.grad_from_output(hv);
+            *a += g as f64;
+            *b += (g * (zv - m)) as f64;
+        }
+    }
+    // dz = k1 * dy' + k2 * (z - mean) + k3
+    let mut k1 = vec![0f32; len];
+    let mut k2 = vec![0f32; len];
+    let mut k3 = vec![0f32; len];
+    for j in 0..len {
+        let (g, is) = (gamma[r.start + j] as f64, invstd[r.start + j] as f64);
+        dg[j] = (sdyx[j] * is) as f32;
+        dbeta[j] = sdy[j] as f32;
+        k1[j] = (g * is) as f32;
+        k2[j] = (-g * is * is * is * sdyx[j] / m) as f32;
+        k3[j] = (-g * is * sdy[j] / m) as f32;
+    }
+    let mut sdz = vec![0f64; len];
+    for row in 0..n {
+        let c = cols.at(row);
+        let (zr, hr, gr) = (&z[c.clone()], &h[c.clone()], &dh[c]);
+        let out = &mut dz[row * len..(row + 1) * len];
+        for j in 0..len {
+            let g = gr[j] * act.grad_from_output(hr[j]);
+            let v = k1[j] * g + k2[j] * (zr[j] - mu[j]) + k3[j];
+            out[j] = v;
+            sdz[j] += v as f64;
+        }
+    }
+    for j in 0..len {
+        db[j] = sdz[j] as f32;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn bn_backward_cols_avx2<A: ActFn>(
+    cols: ColBlock,
+    z: &[f32],
+    h: &[f32],
+    dh: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    invstd: &[f32],
+    act: A,
+    dz: &mut [f32],
+    grads: (&mut [f32], &mut [f32], &mut [f32]),
+) {
+    bn_backward_cols(cols, z, h, dh, gamma, mean, invstd, act, dz, grads)
+}
+
 struct DenseBnActOp {
     eps: f64,
     act: Activation,
@@ -90,7 +273,6 @@ fn block_forward<A: ActFn>(
     eps: f64,
     act: A,
 ) -> (Vec<f32>, Saved) {
-    let (b, gamma, beta) = (&p[..o], &p[o..2 * o], &p[2 * o..]);
     let mut mean = vec![0f32; o];
     let mut var = vec![0f32; o];
     let mut invstd = vec![0f32; o];
@@ -115,47 +297,10 @@ fn block_forward<A: ActFn>(
                         false,
                     )
                 };
-                let zrow = |row: usize| unsafe { zp.slice(row * o + r.start, len) };
-                let mut acc = vec![0f64; len];
-                for row in 0..n {
-                    for ((zv, a), &bv) in zrow(row).iter_mut().zip(acc.iter_mut()).zip(&b[r.clone()]) {
-                        *zv += bv;
-                        *a += *zv as f64;
-                    }
-                }
-                let mu: Vec<f32> = acc.iter().map(|a| (a / n as f64) as f32).collect();
-                acc.fill(0.0);
-                for row in 0..n {
-                    for ((&zv, a), &m) in zrow(row).iter().zip(acc.iter_mut()).zip(&mu) {
-                        let d = zv - m;
-                        *a += (d * d) as f64;
-                    }
-                }
-                let (mo, vo, io) = unsafe {
-                    (
-                        mp.slice(r.start, len),
-                        vp.slice(r.start, len),
-                        ip.slice(r.start, len),
-                    )
-                };
-                let mut scale = vec![0f32; len];
-                for j in 0..len {
-                    let v = acc[j] / n as f64;
-                    let is = (1.0 / (v + eps).sqrt()) as f32;
-                    mo[j] = mu[j];
-                    vo[j] = v as f32;
-                    io[j] = is;
-                    scale[j] = gamma[r.start + j] * is;
-                }
-                // (z - mean) * scale + beta: no cancellation when the variance is tiny.
-                let beta = &beta[r.clone()];
-                for row in 0..n {
-                    let hr = unsafe { hp.slice(row * o + r.start, len) };
-                    let zr = zrow(row);
-                    for j in 0..len {
-                        hr[j] = act.apply((zr[j] - mu[j]) * scale[j] + beta[j]);
-                    }
-                }
+                // SAFETY: as above.
+                let stats = unsafe { (mp.slice(r.start, len), vp.slice(r.start, len), ip.slice(r.start, len)) };
+                let cols = ColBlock { n, o, r };
+                dispatch_simd!(bn_forward_cols, bn_forward_cols_avx2(cols, zp, hp, p, eps, stats, act));
             });
         });
     });
@@ -180,7 +325,6 @@ fn block_backward<A: ActFn>(
     let gamma = &p[o..2 * o];
     let (z, mean, invstd) = (&saved.z, &saved.mean, &saved.invstd);
     let ro = thread_ranges(o);
-    let m = n as f64;
     // Gradient of z, one compact [n, len] block per range of output features.
     let mut dz_blocks: Vec<Vec<f32>> = ro.iter().map(|r| Vec::with_capacity(n * r.len())).collect();
     let dz_ptrs: Vec<SyncPtr> = dz_blocks.iter_mut().map(|v| SyncPtr(v.as_mut_ptr())).collect();
@@ -189,55 +333,11 @@ fn block_backward<A: ActFn>(
     let dw = filled_vec(o * i, |dwp| {
         for_ranges(&ro, |k, r| {
             let len = r.len();
-            fn cols<'a>(t: &'a [f32], row: usize, o: usize, r: &Range<usize>) -> &'a [f32] {
-                &t[row * o + r.start..row * o + r.end]
-            }
-            let rows = |t, row| cols(t, row, o, &r);
-            let mu = &mean[r.clone()];
-            let mut sdy = vec![0f64; len];
-            let mut sdyx = vec![0f64; len];
-            for row in 0..n {
-                let (zr, hr, gr) = (rows(z, row), rows(h, row), rows(dh, row));
-                for j in 0..len {
-                    let g = gr[j] * act.grad_from_output(hr[j]);
-                    sdy[j] += g as f64;
-                    sdyx[j] += (g * (zr[j] - mu[j])) as f64;
-                }
-            }
-            // SAFETY: this task alone writes entries r of the three packed gradients.
-            let (db, dg, dbeta) = unsafe {
-                (
-                    dpp.slice(r.start, len),
-                    dpp.slice(o + r.start, len),
-                    dpp.slice(2 * o + r.start, len),
-                )
-            };
-            let mut k1 = vec![0f32; len];
-            let mut k2 = vec![0f32; len];
-            let mut k3 = vec![0f32; len];
-            for j in 0..len {
-                let (g, is) = (gamma[r.start + j] as f64, invstd[r.start + j] as f64);
-                dg[j] = (sdyx[j] * is) as f32;
-                dbeta[j] = sdy[j] as f32;
-                k1[j] = (g * is) as f32;
-                k2[j] = (-g * is * is * is * sdyx[j] / m) as f32;
-                k3[j] = (-g * is * sdy[j] / m) as f32;
-            }
             let dzk = unsafe { dz_ptrs[k].slice(0, n * len) };
-            let mut sdz = vec![0f64; len];
-            for row in 0..n {
-                let (zr, hr, gr) = (rows(z, row), rows(h, row), rows(dh, row));
-                let out = &mut dzk[row * len..(row + 1) * len];
-                for j in 0..len {
-                    let g = gr[j] * act.grad_from_output(hr[j]);
-                    let v = k1[j] * g + k2[j] * (zr[j] - mu[j]) + k3[j];
-                    out[j] = v;
-                    sdz[j] += v as f64;
-                }
-            }
-            for j in 0..len {
-                db[j] = sdz[j] as f32;
-            }
+            // SAFETY: this task alone writes entries r of the three packed gradients.
+            let dps = unsafe { (dpp.slice(r.start, len), dpp.slice(o + r.start, len), dpp.slice(2 * o + r.start, len)) };
+            let cols = ColBlock { n, o, r: r.clone() };
+            dispatch_simd!(bn_backward_cols, bn_backward_cols_avx2(cols, z, h, dh, gamma, mean, invstd, act, dzk, dps));
             // dW[r, :] = dz[:, r]^T x
             unsafe {
                 matmul_raw(
