@@ -122,7 +122,11 @@ fn bn_forward_cols<A: ActFn>(
 ) {
     let (n, o, r) = (cols.n, cols.o, cols.r.clone());
     let len = r.len();
-    let (b, gamma, beta) = (&p[r.clone()], &p[o + r.start..o + r.end], &p[2 * o + r.start..2 * o + r.end]);
+    let (b, gamma, beta) = (
+        &p[r.clone()],
+        &p[o + r.start..o + r.end],
+        &p[2 * o + r.start..2 * o + r.end],
+    );
     // SAFETY (all slices of zp / hp below): the caller's task alone touches columns r.
     let mut acc = vec![0f64; len];
     for row in 0..n {
@@ -201,8 +205,13 @@ fn bn_backward_cols<A: ActFn>(
     for row in 0..n {
         let c = cols.at(row);
         let (zr, hr, gr) = (&z[c.clone()], &h[c.clone()], &dh[c]);
-        for (((((&zv, &hv), &gv), &m), a), b) in
-            zr.iter().zip(hr).zip(gr).zip(mu).zip(sdy.iter_mut()).zip(sdyx.iter_mut())
+        for (((((&zv, &hv), &gv), &m), a), b) in zr
+            .iter()
+            .zip(hr)
+            .zip(gr)
+            .zip(mu)
+            .zip(sdy.iter_mut())
+            .zip(sdyx.iter_mut())
         {
             let g = gv * act.grad_from_output(hv);
             *a += g as f64;
@@ -298,9 +307,18 @@ fn block_forward<A: ActFn>(
                     )
                 };
                 // SAFETY: as above.
-                let stats = unsafe { (mp.slice(r.start, len), vp.slice(r.start, len), ip.slice(r.start, len)) };
+                let stats = unsafe {
+                    (
+                        mp.slice(r.start, len),
+                        vp.slice(r.start, len),
+                        ip.slice(r.start, len),
+                    )
+                };
                 let cols = ColBlock { n, o, r };
-                dispatch_simd!(bn_forward_cols, bn_forward_cols_avx2(cols, zp, hp, p, eps, stats, act));
+                dispatch_simd!(
+                    bn_forward_cols,
+                    bn_forward_cols_avx2(cols, zp, hp, p, eps, stats, act)
+                );
             });
         });
     });
@@ -335,9 +353,18 @@ fn block_backward<A: ActFn>(
             let len = r.len();
             let dzk = unsafe { dz_ptrs[k].slice(0, n * len) };
             // SAFETY: this task alone writes entries r of the three packed gradients.
-            let dps = unsafe { (dpp.slice(r.start, len), dpp.slice(o + r.start, len), dpp.slice(2 * o + r.start, len)) };
+            let dps = unsafe {
+                (
+                    dpp.slice(r.start, len),
+                    dpp.slice(o + r.start, len),
+                    dpp.slice(2 * o + r.start, len),
+                )
+            };
             let cols = ColBlock { n, o, r: r.clone() };
-            dispatch_simd!(bn_backward_cols, bn_backward_cols_avx2(cols, z, h, dh, gamma, mean, invstd, act, dzk, dps));
+            dispatch_simd!(
+                bn_backward_cols,
+                bn_backward_cols_avx2(cols, z, h, dh, gamma, mean, invstd, act, dzk, dps)
+            );
             // dW[r, :] = dz[:, r]^T x
             unsafe {
                 matmul_raw(

@@ -1,6 +1,8 @@
 //! The building blocks of both VAEs: dense, convolution, transposed convolution and batch norm
 //! layers with He initialisation. Convolutions and batch norm go through [`super::ops`].
 use super::ops;
+#[cfg(test)]
+use candle_core::DType;
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -216,5 +218,66 @@ fn kernel_act(act: Option<Activation>) -> crate::kernels::Activation {
         None => crate::kernels::Activation::Identity,
         Some(Activation::Relu) => crate::kernels::Activation::Relu,
         Some(Activation::LeakyRelu) => crate::kernels::Activation::LeakyRelu(LEAKY_SLOPE as f32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::params::ParamStore;
+    use crate::util::SeededRng;
+    use candle_core::{DType, Device};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn fused_dense_block_matches_dense_then_batch_norm_in_both_modes() {
+        let store = ParamStore::new(3, &Device::Cpu);
+        let vb = store.var_builder();
+        let dense = Dense::new(vb.pp("dense"), 7, 5).unwrap();
+        let fused_bn = BatchNorm::new(vb.pp("fused"), 5).unwrap();
+        let plain_bn = BatchNorm::new(vb.pp("plain"), 5).unwrap();
+        let x = Tensor::from_vec(SeededRng::new(1).normal_vec(6 * 7), (6, 7), &Device::Cpu).unwrap();
+        let act = Some(Activation::LeakyRelu);
+        for _ in 0..3 {
+            let fused = fused_bn.forward_dense_act(&dense, &x, Mode::Train, act).unwrap();
+            let plain = plain_bn
+                .forward_act(&dense.forward(&x).unwrap(), Mode::Train, act)
+                .unwrap();
+            assert!(max_diff(&fused, &plain) < 1e-5);
+        }
+        // Same running statistics, so the same evaluation-mode outputs.
+        assert!(
+            max_diff(
+                fused_bn.running_mean.as_tensor(),
+                plain_bn.running_mean.as_tensor()
+            ) < 1e-6
+        );
+        assert!(max_diff(fused_bn.running_var.as_tensor(), plain_bn.running_var.as_tensor()) < 1e-6);
+        assert!(
+            max_diff(
+                fused_bn.running_mean.as_tensor(),
+                &Tensor::zeros(5, DType::F32, &Device::Cpu).unwrap()
+            ) > 1e-3
+        );
+        let fused = fused_bn.forward_dense_act(&dense, &x, Mode::Eval, act).unwrap();
+        let plain = plain_bn
+            .forward_act(&dense.forward(&x).unwrap(), Mode::Eval, act)
+            .unwrap();
+        assert!(max_diff(&fused, &plain) < 1e-5);
+        let train = fused_bn.forward_dense_act(&dense, &x, Mode::Train, act).unwrap();
+        assert!(
+            max_diff(&fused, &train) > 1e-3,
+            "eval mode must use the running statistics"
+        );
     }
 }
