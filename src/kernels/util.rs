@@ -217,8 +217,9 @@ fn read_schedstat(path: &str) -> u64 {
 /// - candle's own element-wise thread pool is limited to one thread unless CANDLE_NUM_THREADS is
 ///   set: the heavy work runs in these kernels on rayon's pool, and candle's pool workers spin
 ///   after each of its (small) operations, taking a core from the kernels' threads;
-/// - glibc's allocator keeps freed memory instead of returning large blocks to the system, so a
-///   training step reuses its buffers rather than faulting in fresh zeroed pages every time.
+/// - glibc's allocator keeps freed blocks of up to 32 MB (its own adaptive limit) and up to
+///   256 MB of free heap instead of returning them to the system, so a training step reuses its
+///   buffers rather than faulting in fresh zeroed pages every time.
 pub fn init_process() {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
@@ -226,7 +227,7 @@ pub fn init_process() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning parameters.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
     }
 }
