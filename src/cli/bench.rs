@@ -3,8 +3,9 @@
 //! PyTorch reference script when a Python with torch is available.
 //!
 //! Each thread count runs in a child process of this binary: candle fixes its own thread count
-//! once per process (from RAYON_NUM_THREADS / CANDLE_NUM_THREADS), so the child gets both set,
-//! and runs the kernels on a local rayon pool of that size.
+//! once per process (from RAYON_NUM_THREADS / CANDLE_NUM_THREADS), so the child gets both set
+//! (candle's own pool to one thread: the kernels do the parallel work), and runs the kernels on a
+//! local rayon pool of the given size.
 use anyhow::{bail, Context, Result};
 use norbvae_bench_line::BenchLine;
 use std::path::{Path, PathBuf};
@@ -183,7 +184,9 @@ fn spawn_worker(args: &Args, threads: usize, w: Workload) -> Result<BenchLine> {
         .args(["--seed", &args.seed.to_string()])
         .args(args.cpu_time.then_some("--cpu-time"))
         .env("RAYON_NUM_THREADS", threads.to_string())
-        .env("CANDLE_NUM_THREADS", threads.to_string())
+        // candle's own pool only runs small element-wise ops here; its spinning workers would
+        // compete with the kernels' rayon threads for the cores (see kernels::init_process).
+        .env("CANDLE_NUM_THREADS", "1")
         .output()
         .with_context(|| format!("running {}", exe.display()))?;
     if !out.status.success() {

@@ -17,17 +17,17 @@ pub enum Activation {
 }
 
 /// An activation as a type, so the element loops are compiled (and vectorised) per activation.
-trait ActFn: Copy + Send + Sync {
+pub(super) trait ActFn: Copy + Send + Sync {
     fn apply(self, v: f32) -> f32;
     fn grad_from_output(self, y: f32) -> f32;
 }
 
 #[derive(Clone, Copy)]
-struct IdentityFn;
+pub(super) struct IdentityFn;
 #[derive(Clone, Copy)]
-struct ReluFn;
+pub(super) struct ReluFn;
 #[derive(Clone, Copy)]
-struct LeakyFn(f32);
+pub(super) struct LeakyFn(pub(super) f32);
 
 impl ActFn for IdentityFn {
     #[inline(always)]
@@ -93,6 +93,7 @@ macro_rules! with_act {
         }
     };
 }
+pub(super) use with_act;
 
 /// (batch, channels, spatial size per channel) of a [n, c, ...] tensor.
 fn bn_dims(shape: &Shape) -> Result<(usize, usize, usize)> {

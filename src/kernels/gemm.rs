@@ -109,3 +109,75 @@ pub(crate) fn matmul_strided(
         )
     }
 }
+
+/// `dst (+)= a * b` on one thread, with dst element (i, j) at `dst.add(i * rs + j * cs)`.
+/// For callers that split one product's output over threads themselves (disjoint column or row
+/// blocks of a shared destination).
+///
+/// # Safety
+/// Every destination element addressed must be valid for writes and touched by no one else during
+/// the call, and must not overlap `a` or `b`.
+pub(crate) unsafe fn matmul_raw(dst: *mut f32, rs: usize, cs: usize, a: Mat, b: Mat, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "inner dimensions differ");
+    a.check();
+    b.check();
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                (0..n).for_each(|j| unsafe { *dst.add(r * rs + j * cs) = 0.0 });
+            }
+        }
+        return;
+    }
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            cs as isize,
+            rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+/// Splits `0..len` into at most `parts` contiguous, non-empty ranges of about equal size whose
+/// inner boundaries are multiples of `align` (so each block keeps whole GEMM micro-tiles).
+pub(crate) fn split_ranges(len: usize, parts: usize, align: usize) -> Vec<std::ops::Range<usize>> {
+    let align = align.max(1);
+    let parts = parts.clamp(1, len.div_ceil(align).max(1));
+    let mut out = Vec::with_capacity(parts);
+    let mut start = 0;
+    for p in 1..=parts {
+        let end = if p == parts {
+            len
+        } else {
+            ((len * p / parts).div_ceil(align) * align).min(len)
+        };
+        if end > start {
+            out.push(start..end);
+            start = end;
+        }
+    }
+    if out.is_empty() {
+        out.push(0..len);
+    }
+    out
+}

@@ -1,9 +1,10 @@
 //! Dense layer y = x W^T + b (PyTorch's Linear, W [out, in]) as one custom op with its backward:
 //! one GEMM each for y, dx and dW and a column sum for db, instead of candle's matmul, transpose
 //! and broadcast-add nodes (each of which costs a zero-filled gradient buffer and an add in
-//! candle's backward pass).
-use super::gemm::{matmul, Mat};
-use super::util::{f32_data, profiled, with_f32};
+//! candle's backward pass). Threads split the output columns of each product (see `dense`).
+use super::dense::{filled_vec, for_ranges, thread_ranges};
+use super::gemm::{matmul_raw, Mat};
+use super::util::{f32_data, profiled, with_f32, SyncPtr};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 fn dims(x: &Shape, w: &Shape, b: &Shape) -> Result<(usize, usize, usize)> {
@@ -19,6 +20,97 @@ fn dims(x: &Shape, w: &Shape, b: &Shape) -> Result<(usize, usize, usize)> {
 }
 
 struct LinearOp;
+
+/// y = x W^T + b, [n, o].
+fn linear_forward(x: &[f32], w: &[f32], b: &[f32], n: usize, i: usize, o: usize) -> Vec<f32> {
+    filled_vec(n * o, |yp| {
+        for_ranges(&thread_ranges(o), |_, r| {
+            for row in 0..n {
+                // SAFETY: this task alone writes columns r of y.
+                unsafe { yp.slice(row * o + r.start, r.len()) }.copy_from_slice(&b[r.clone()]);
+            }
+            unsafe {
+                matmul_raw(
+                    yp.at(r.start),
+                    o,
+                    1,
+                    Mat::rows(x, n, i),
+                    Mat::rows(&w[r.start * i..r.end * i], r.len(), i).t(),
+                    true,
+                )
+            };
+        })
+    })
+}
+
+/// (dx if wanted, dW, db) for y = x W^T + b: all three products split over the pool at once
+/// (dW and db by output feature, dx by input feature; they do not depend on each other).
+#[allow(clippy::too_many_arguments)]
+fn linear_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    n: usize,
+    i: usize,
+    o: usize,
+    want_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    let ro = thread_ranges(o);
+    let ri = if want_dx { thread_ranges(i) } else { Vec::new() };
+    let tasks: Vec<(bool, std::ops::Range<usize>)> = ro
+        .iter()
+        .map(|r| (true, r.clone()))
+        .chain(ri.iter().map(|r| (false, r.clone())))
+        .collect();
+    let task_ranges: Vec<_> = (0..tasks.len()).map(|t| t..t + 1).collect();
+    let mut db = vec![0f32; o];
+    let dbp = SyncPtr(db.as_mut_ptr());
+    let mut dx_buf: Vec<f32> = Vec::with_capacity(if want_dx { n * i } else { 0 });
+    let dxp = SyncPtr(dx_buf.as_mut_ptr());
+    let dw = filled_vec(o * i, |dwp| {
+        for_ranges(&task_ranges, |t, _| {
+            let (is_dw, r) = tasks[t].clone();
+            let len = r.len();
+            if is_dw {
+                // dW[r, :] = dy[:, r]^T x, db[r] = column sums of dy.
+                let dyt = Mat {
+                    data: &dy[r.start..],
+                    rows: len,
+                    cols: n,
+                    rs: 1,
+                    cs: o,
+                };
+                // SAFETY: this task alone writes rows r of dW and entries r of db.
+                unsafe { matmul_raw(dwp.at(r.start * i), i, 1, dyt, Mat::rows(x, n, i), false) };
+                let mut acc = vec![0f64; len];
+                for row in dy.chunks_exact(o) {
+                    acc.iter_mut()
+                        .zip(&row[r.clone()])
+                        .for_each(|(a, &v)| *a += v as f64);
+                }
+                let dbr = unsafe { dbp.slice(r.start, len) };
+                dbr.iter_mut().zip(&acc).for_each(|(d, &a)| *d = a as f32);
+            } else {
+                // dx[:, r] = dy W[:, r]
+                let wv = Mat {
+                    data: &w[r.start..],
+                    rows: o,
+                    cols: len,
+                    rs: i,
+                    cs: 1,
+                };
+                // SAFETY: this task alone writes columns r of dx.
+                unsafe { matmul_raw(dxp.at(r.start), i, 1, Mat::rows(dy, n, o), wv, false) };
+            }
+        });
+    });
+    let dx = want_dx.then(|| {
+        // SAFETY: the dx tasks wrote every column of every row.
+        unsafe { dx_buf.set_len(n * i) };
+        dx_buf
+    });
+    (dx, dw, db)
+}
 
 impl CustomOp3 for LinearOp {
     fn name(&self) -> &'static str {
@@ -38,21 +130,7 @@ impl CustomOp3 for LinearOp {
         let (x, w, b) = (f32_data(s1, l1)?, f32_data(s2, l2)?, f32_data(s3, l3)?);
         let y = profiled(
             || format!("linear fwd  {i}->{o}"),
-            || {
-                let mut y = Vec::with_capacity(n * o);
-                for _ in 0..n {
-                    y.extend_from_slice(b);
-                }
-                matmul(
-                    &mut y,
-                    o,
-                    Mat::rows(x, n, i),
-                    Mat::rows(w, o, i).t(),
-                    true,
-                    rayon::current_num_threads(),
-                );
-                y
-            },
+            || linear_forward(x, w, b, n, i, o),
         );
         Ok((CpuStorage::F32(y), Shape::from((n, o))))
     }
@@ -67,40 +145,12 @@ impl CustomOp3 for LinearOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, i, o) = dims(x.shape(), w.shape(), b.shape())?;
         let want_dx = x.track_op();
-        let threads = rayon::current_num_threads();
         let (dx, dw, db) = profiled(
             || format!("linear bwd  {i}->{o}"),
             || {
                 with_f32(x, |xs| {
                     with_f32(w, |ws| {
-                        with_f32(dy, |dys| {
-                            let dx = want_dx.then(|| {
-                                let mut dx = vec![0f32; n * i];
-                                matmul(
-                                    &mut dx,
-                                    i,
-                                    Mat::rows(dys, n, o),
-                                    Mat::rows(ws, o, i),
-                                    false,
-                                    threads,
-                                );
-                                dx
-                            });
-                            let mut dw = vec![0f32; o * i];
-                            matmul(
-                                &mut dw,
-                                i,
-                                Mat::rows(dys, n, o).t(),
-                                Mat::rows(xs, n, i),
-                                false,
-                                threads,
-                            );
-                            let mut db = vec![0f64; o];
-                            for row in dys.chunks_exact(o) {
-                                db.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
-                            }
-                            (dx, dw, db.into_iter().map(|v| v as f32).collect::<Vec<f32>>())
-                        })
+                        with_f32(dy, |dys| linear_backward(xs, ws, dys, n, i, o, want_dx))
                     })
                 })
             },
@@ -109,8 +159,8 @@ impl CustomOp3 for LinearOp {
         let dx = dx.map(|v| Tensor::from_vec(v, (n, i), dev)).transpose()?;
         Ok((
             dx,
-            Some(Tensor::from_vec(dw, (o, i), dev)?),
-            Some(Tensor::from_vec(db, o, dev)?),
+            super::grads::defer(w, Tensor::from_vec(dw, (o, i), dev)?),
+            super::grads::defer(b, Tensor::from_vec(db, o, dev)?),
         ))
     }
 }

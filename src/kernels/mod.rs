@@ -3,6 +3,7 @@
 //!
 //! - `conv`: conv2d and transposed conv2d, forward and both backward passes (im2col + GEMM);
 //! - `batchnorm`: training-mode batch norm with a fused activation, forward and backward;
+//! - `linear`, `dense`: a dense layer, and a dense layer + batch norm + activation as one op;
 //! - `adam`: fused in-place Adam.
 //!
 //! Every kernel runs on the current rayon pool: install a local `rayon::ThreadPool` to choose
@@ -10,16 +11,20 @@
 pub mod adam;
 pub mod batchnorm;
 pub mod conv;
+pub mod dense;
 mod gemm;
+pub mod grads;
 pub mod linear;
 pub mod loss;
 mod util;
-pub use util::{process_cpu_ns, profile_report};
+pub use util::{init_process, process_cpu_ns, profile_report};
 pub mod workloads;
 
-pub use adam::{adam_update, AdamHyper, FusedAdam};
+pub use adam::{adam_update, adam_update_all, AdamHyper, FusedAdam};
 pub use batchnorm::{batch_norm_train, Activation};
 pub use conv::{conv2d, conv_transpose2d};
+pub use dense::dense_bn_act_train;
+pub use grads::backward;
 pub use loss::bce_with_logits_sum;
 
 #[cfg(test)]

@@ -90,30 +90,6 @@ fn conv_transpose2d_matches_candle_values_and_gradients() {
 }
 
 #[test]
-fn linear_matches_candle_values_and_gradients() {
-    let mut rng = SeededRng::new(17);
-    for threads in [1, 2] {
-        pool(threads).install(|| {
-            for &(n, i, o) in &[(1usize, 1usize, 1usize), (3, 5, 2), (128, 500, 512), (7, 64, 3)] {
-                let x = Var::from_tensor(&rand_t(&mut rng, &[n, i])).unwrap();
-                let w = Var::from_tensor(&rand_t(&mut rng, &[o, i])).unwrap();
-                let b = Var::from_tensor(&rand_t(&mut rng, &[o])).unwrap();
-                let ours = linear(&x, &w, &b).unwrap();
-                let reference = x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
-                let label = format!("linear n{n} {i}->{o} t{threads}");
-                assert_close(&format!("{label} forward"), &ours, &reference);
-                let r = rand_t(&mut rng, &[n, o]);
-                let g1 = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
-                let g2 = (reference * &r).unwrap().sum_all().unwrap().backward().unwrap();
-                for (name, v) in [("dx", &x), ("dw", &w), ("db", &b)] {
-                    assert_close(&format!("{label} {name}"), g1.get(v).unwrap(), g2.get(v).unwrap());
-                }
-            }
-        });
-    }
-}
-
-#[test]
 fn conv_input_that_needs_no_gradient_gets_none_and_weights_still_train() {
     let mut rng = SeededRng::new(3);
     let x = rand_t(&mut rng, &[2, 1, 6, 6]);
@@ -334,5 +310,158 @@ fn gemm_probe() {
             );
         }
         println!("{line}");
+    }
+}
+
+/// (n, in, out): batch 1, width 1, sizes that are not multiples of 16, and the workload's.
+const DENSE_CASES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (1, 5, 3),
+    (2, 1, 1),
+    (3, 1, 1),
+    (3, 5, 2),
+    (7, 64, 3),
+    (5, 17, 33),
+    (33, 1, 47),
+    (16, 40, 1),
+    (128, 500, 512),
+    (64, 128, 100),
+];
+
+#[test]
+fn linear_matches_candle_values_and_gradients() {
+    let mut rng = SeededRng::new(17);
+    for threads in [1, 2, 3] {
+        pool(threads).install(|| {
+            for &(n, i, o) in DENSE_CASES {
+                let x = Var::from_tensor(&rand_t(&mut rng, &[n, i])).unwrap();
+                let w = Var::from_tensor(&rand_t(&mut rng, &[o, i])).unwrap();
+                let b = Var::from_tensor(&rand_t(&mut rng, &[o])).unwrap();
+                let ours = linear(&x, &w, &b).unwrap();
+                let reference = x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+                let label = format!("linear n{n} {i}->{o} t{threads}");
+                assert_close(&format!("{label} forward"), &ours, &reference);
+                let r = rand_t(&mut rng, &[n, o]);
+                // Both ways of running the backward pass give the same gradients.
+                let g1 = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let g1d = backward(&(ours * &r).unwrap().sum_all().unwrap()).unwrap();
+                let g2 = (reference * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                for (name, v) in [("dx", &x), ("dw", &w), ("db", &b)] {
+                    assert_close(&format!("{label} {name}"), g1.get(v).unwrap(), g2.get(v).unwrap());
+                    assert_close(
+                        &format!("{label} {name} deferred"),
+                        g1d.get(v).unwrap(),
+                        g2.get(v).unwrap(),
+                    );
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn dense_bn_act_matches_candle_composite_values_and_gradients() {
+    let mut rng = SeededRng::new(23);
+    for threads in [1, 2, 3] {
+        pool(threads).install(|| {
+            for &(n, i, o) in DENSE_CASES {
+                for act in [Activation::Relu, Activation::Identity, Activation::LeakyRelu(0.2)] {
+                    let label = format!("dense+bn n{n} {i}->{o} {act:?} t{threads}");
+                    let x = Var::from_tensor(&rand_t(&mut rng, &[n, i])).unwrap();
+                    // Weights of magnitude >= 0.5: with one input, a tiny weight would leave a
+                    // feature's variance near eps, where both sides only compare rounding noise.
+                    let w = rand_t(&mut rng, &[o, i]);
+                    let w = Var::from_tensor(&(&w + (w.sign().unwrap() * 0.5).unwrap()).unwrap()).unwrap();
+                    // An offset bias exercises the two-pass variance.
+                    let b = Var::from_tensor(&rand_t(&mut rng, &[o]).affine(1.0, 3.0).unwrap()).unwrap();
+                    let gamma = Var::from_tensor(&rand_t(&mut rng, &[o])).unwrap();
+                    let beta = Var::from_tensor(&rand_t(&mut rng, &[o])).unwrap();
+                    let (y, mean, var) = dense_bn_act_train(&x, &w, &b, &gamma, &beta, 1e-5, act).unwrap();
+                    let z = x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+                    let (ry, rmean, rvar) = bn_reference(&z, &gamma, &beta, act);
+                    assert_close(&format!("{label} y"), &y, &ry);
+                    assert_close(&format!("{label} mean"), &mean, &rmean);
+                    assert_close(&format!("{label} var"), &var, &rvar);
+                    if n <= 2 {
+                        // One sample has no gradient through the batch statistics; with two, any
+                        // output is affine in the normalised value, so the input gradient is
+                        // zero in exact arithmetic and only rounding noise would be compared.
+                        continue;
+                    }
+                    let r = rand_t(&mut rng, &[n, o]);
+                    let g1 = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    let g1d = backward(&(y * &r).unwrap().sum_all().unwrap()).unwrap();
+                    let g2 = (ry * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    for (name, v) in [
+                        ("dx", &x),
+                        ("dw", &w),
+                        ("db", &b),
+                        ("dgamma", &gamma),
+                        ("dbeta", &beta),
+                    ] {
+                        let reference = g2.get(v).unwrap();
+                        // db is zero in theory (batch norm removes the bias), and so is dw with
+                        // one input (batch norm is invariant to that weight's scale): both sides
+                        // are rounding noise, compared on the scale of the terms that cancel,
+                        // n * max |gamma / sqrt(var + eps) * upstream gradient * input|.
+                        if name == "db" || (name == "dw" && i == 1) {
+                            let max_abs =
+                                |t: &Tensor| t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                            let k1 = (gamma.as_tensor() / (&rvar + 1e-5).unwrap().sqrt().unwrap()).unwrap();
+                            let scale = n as f32 * max_abs(&k1) * max_abs(&r) * max_abs(&x).max(1.0);
+                            for g in [&g1, &g1d] {
+                                let d = (g.get(v).unwrap() - reference).unwrap().abs().unwrap();
+                                let err = d.max_all().unwrap().to_scalar::<f32>().unwrap();
+                                assert!(
+                                    err <= 1e-4 * scale,
+                                    "{label} {name}: error {err} vs scale {scale}"
+                                );
+                            }
+                            continue;
+                        }
+                        assert_close(&format!("{label} {name}"), g1.get(v).unwrap(), reference);
+                        assert_close(
+                            &format!("{label} {name} deferred"),
+                            g1d.get(v).unwrap(),
+                            reference,
+                        );
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn deferred_backward_adds_to_gradients_from_other_uses_of_a_weight() {
+    // w feeds a kernel and a plain candle op: the store must hold the sum of both contributions.
+    let mut rng = SeededRng::new(29);
+    let x = rand_t(&mut rng, &[4, 6]);
+    let w = Var::from_tensor(&rand_t(&mut rng, &[5, 6])).unwrap();
+    let b = Var::from_tensor(&rand_t(&mut rng, &[5])).unwrap();
+    let loss =
+        |lin: Tensor| (lin.sum_all().unwrap() + w.as_tensor().sqr().unwrap().sum_all().unwrap()).unwrap();
+    let ours = backward(&loss(linear(&x, &w, &b).unwrap())).unwrap();
+    let reference = loss(x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap())
+        .backward()
+        .unwrap();
+    assert_close("dw", ours.get(&w).unwrap(), reference.get(&w).unwrap());
+    assert_close("db", ours.get(&b).unwrap(), reference.get(&b).unwrap());
+    assert!(ours.get(&x).is_none());
+}
+
+#[test]
+fn dense_block_input_that_needs_no_gradient_gets_none() {
+    let mut rng = SeededRng::new(31);
+    let x = rand_t(&mut rng, &[6, 3]);
+    let w = Var::from_tensor(&rand_t(&mut rng, &[4, 3])).unwrap();
+    let b = Var::from_tensor(&rand_t(&mut rng, &[4])).unwrap();
+    let gamma = Var::from_tensor(&rand_t(&mut rng, &[4])).unwrap();
+    let beta = Var::from_tensor(&rand_t(&mut rng, &[4])).unwrap();
+    let (y, _, _) = dense_bn_act_train(&x, &w, &b, &gamma, &beta, 1e-5, Activation::Relu).unwrap();
+    let g = backward(&y.sum_all().unwrap()).unwrap();
+    assert!(g.get(&x).is_none());
+    for v in [&w, &b, &gamma, &beta] {
+        assert!(g.get(v).is_some());
     }
 }

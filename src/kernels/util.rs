@@ -51,6 +51,11 @@ unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
 impl SyncPtr {
+    /// The pointer `k` floats further (the raw pointer for GEMM destinations).
+    pub fn at(self, k: usize) -> *mut f32 {
+        self.0.wrapping_add(k)
+    }
+
     /// # Safety
     /// The range must be in bounds and written by no one else while the slice lives.
     pub unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
@@ -205,4 +210,24 @@ fn read_schedstat(path: &str) -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
         .unwrap_or(0)
+}
+
+/// Process-wide settings for the CPU kernels, to call at the start of `main` before any thread
+/// exists:
+/// - candle's own element-wise thread pool is limited to one thread unless CANDLE_NUM_THREADS is
+///   set: the heavy work runs in these kernels on rayon's pool, and candle's pool workers spin
+///   after each of its (small) operations, taking a core from the kernels' threads;
+/// - glibc's allocator keeps freed blocks of up to 32 MB (its own adaptive limit) and up to
+///   256 MB of free heap instead of returning them to the system, so a training step reuses its
+///   buffers rather than faulting in fresh zeroed pages every time.
+pub fn init_process() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
 }

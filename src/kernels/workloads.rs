@@ -6,7 +6,8 @@
 //! - mlp: 500-d, 4 x (Linear 512 + BN + ReLU), latent 128, mirror decoder, MSE summed + KL,
 //!   batch 128.
 use super::{
-    batch_norm_train, bce_with_logits_sum, conv2d, conv_transpose2d, Activation, AdamHyper, FusedAdam,
+    batch_norm_train, bce_with_logits_sum, conv2d, conv_transpose2d, dense_bn_act_train, Activation,
+    AdamHyper, FusedAdam,
 };
 use crate::util::SeededRng;
 use candle_core::{Device, Result, Tensor, Var};
@@ -65,8 +66,7 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.w.as_tensor().t()?)?
-            .broadcast_add(self.b.as_tensor())
+        super::linear(x, &self.w, &self.b)
     }
 }
 
@@ -93,7 +93,21 @@ impl BnRelu {
 
     fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
         let (y, mean, var) = batch_norm_train(x, &self.gamma, &self.beta, 1e-5, Activation::Relu)?;
-        let d = x.dims();
+        self.update_running(x.dims(), &mean, &var)?;
+        Ok(y)
+    }
+
+    /// Linear layer, batch norm and ReLU as one fused op.
+    fn forward_dense(&mut self, lin: &Linear, x: &Tensor) -> Result<Tensor> {
+        let (y, mean, var) =
+            dense_bn_act_train(x, &lin.w, &lin.b, &self.gamma, &self.beta, 1e-5, Activation::Relu)?;
+        self.update_running(&[x.dim(0)?, 1], &mean, &var)?;
+        Ok(y)
+    }
+
+    /// PyTorch's running statistics (momentum 0.1, unbiased variance) from the batch ones of an
+    /// input of shape `d`.
+    fn update_running(&mut self, d: &[usize], mean: &Tensor, var: &Tensor) -> Result<()> {
         let m = (d[0] * d[2..].iter().product::<usize>()) as f32;
         let unbias = m / (m - 1.0).max(1.0);
         for (r, v) in self.running_mean.iter_mut().zip(mean.to_vec1::<f32>()?) {
@@ -102,7 +116,7 @@ impl BnRelu {
         for (r, v) in self.running_var.iter_mut().zip(var.to_vec1::<f32>()?) {
             *r = 0.9 * *r + 0.1 * v * unbias;
         }
-        Ok(y)
+        Ok(())
     }
 }
 
@@ -272,12 +286,12 @@ impl MlpVae {
         let b = x.dim(0)?;
         let mut h = x.clone();
         for (lin, bn) in &mut self.enc {
-            h = bn.forward(&lin.forward(&h)?)?;
+            h = bn.forward_dense(lin, &h)?;
         }
         let (mu, lv) = (self.mu.forward(&h)?, self.lv.forward(&h)?);
         let (kl, mut h) = kl_and_sample(&mu, &lv, rng)?;
         for (lin, bn) in &mut self.dec {
-            h = bn.forward(&lin.forward(&h)?)?;
+            h = bn.forward_dense(lin, &h)?;
         }
         let r = self.out.forward(&h)?;
         let rec = (r - x)?.sqr()?.sum_all()?;
@@ -328,7 +342,7 @@ pub fn run_workload(workload: Workload, warmup: usize, steps: usize, seed: u64) 
             Model::Conv(m) => m.loss(&x, &mut noise)?,
             Model::Mlp(m) => m.loss(&x, &mut noise)?,
         };
-        let grads = loss.backward()?;
+        let grads = super::backward(&loss)?;
         opt.step(&grads)?;
         loss.to_scalar::<f32>()
     };

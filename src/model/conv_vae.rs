@@ -147,6 +147,14 @@ impl ConvVae {
         &self.geometry
     }
 
+    /// A dense layer, its batch norm if any and the activation (fused in training mode on CPU).
+    fn dense_norm_act(&self, blk: &Block<Dense>, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        match &blk.bn {
+            Some(bn) => bn.forward_dense_act(&blk.layer, x, mode, Some(self.activation)),
+            None => self.activation.apply(&blk.layer.forward(x)?),
+        }
+    }
+
     fn norm_act(&self, x: Tensor, bn: &Option<BatchNorm>, mode: Mode) -> Result<Tensor> {
         match bn {
             Some(bn) => bn.forward_act(&x, mode, Some(self.activation)),
@@ -168,7 +176,7 @@ impl ConvVae {
             h = self.norm_act(b.layer.forward(&h)?, &b.bn, mode)?;
         }
         let h = h.flatten_from(1)?;
-        let h = self.norm_act(self.enc_dense.layer.forward(&h)?, &self.enc_dense.bn, mode)?;
+        let h = self.dense_norm_act(&self.enc_dense, &h, mode)?;
         Ok((self.mu.forward(&h)?, self.logvar.forward(&h)?))
     }
 
@@ -176,7 +184,7 @@ impl ConvVae {
     pub fn decode(&self, z: &Tensor, mode: Mode) -> Result<Tensor> {
         let g = &self.geometry;
         let b = z.dim(0)?;
-        let h = self.norm_act(self.dec_dense0.layer.forward(z)?, &self.dec_dense0.bn, mode)?;
+        let h = self.dense_norm_act(&self.dec_dense0, z, mode)?;
         let h = self.activation.apply(&self.dec_dense1.forward(&h)?)?;
         let mut h = h.reshape((b, self.bottom_channels, g.bottom_height, g.bottom_width))?;
         for blk in &self.dec {

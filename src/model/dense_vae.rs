@@ -68,10 +68,9 @@ impl DenseVae {
     fn run(&self, layers: &[Hidden], x: &Tensor, mode: Mode) -> Result<Tensor> {
         let mut h = x.clone();
         for l in layers {
-            h = l.dense.forward(&h)?;
             h = match &l.bn {
-                Some(bn) => bn.forward_act(&h, mode, Some(self.activation))?,
-                None => self.activation.apply(&h)?,
+                Some(bn) => bn.forward_dense_act(&l.dense, &h, mode, Some(self.activation))?,
+                None => self.activation.apply(&l.dense.forward(&h)?)?,
             };
         }
         Ok(h)

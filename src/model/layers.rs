@@ -1,6 +1,8 @@
 //! The building blocks of both VAEs: dense, convolution, transposed convolution and batch norm
 //! layers with He initialisation. Convolutions and batch norm go through [`super::ops`].
 use super::ops;
+#[cfg(test)]
+use candle_core::DType;
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -164,21 +166,118 @@ impl BatchNorm {
                 }
             }
             Mode::Train => {
-                let kact = match act {
-                    None => crate::kernels::Activation::Identity,
-                    Some(Activation::Relu) => crate::kernels::Activation::Relu,
-                    Some(Activation::LeakyRelu) => crate::kernels::Activation::LeakyRelu(LEAKY_SLOPE as f32),
-                };
+                let kact = kernel_act(act);
                 let (y, mean, var) = ops::batch_norm_act_train(x, &self.gamma, &self.beta, BN_EPS, kact)?;
-                let n = x.elem_count() / x.dim(1)?;
-                let unbias = if n > 1 { n as f64 / (n - 1) as f64 } else { 1.0 };
-                let rm = ((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (mean * BN_MOMENTUM)?)?;
-                let rv = ((self.running_var.as_tensor() * (1.0 - BN_MOMENTUM))?
-                    + (var * (BN_MOMENTUM * unbias))?)?;
-                self.running_mean.set(&rm)?;
-                self.running_var.set(&rv)?;
+                self.update_running(&mean, &var, x.elem_count() / x.dim(1)?)?;
                 Ok(y)
             }
         }
+    }
+
+    /// `dense` followed by this batch norm and `act`: in training mode on CPU one fused kernel
+    /// (the same function as `self.forward_act(&dense.forward(x)?, mode, act)`).
+    pub fn forward_dense_act(
+        &self,
+        dense: &Dense,
+        x: &Tensor,
+        mode: Mode,
+        act: Option<Activation>,
+    ) -> Result<Tensor> {
+        match mode {
+            Mode::Eval => self.forward_act(&dense.forward(x)?, mode, act),
+            Mode::Train => {
+                let (y, mean, var) = ops::dense_bn_act_train(
+                    x,
+                    &dense.w,
+                    &dense.b,
+                    &self.gamma,
+                    &self.beta,
+                    BN_EPS,
+                    kernel_act(act),
+                )?;
+                self.update_running(&mean, &var, x.dim(0)?)?;
+                Ok(y)
+            }
+        }
+    }
+
+    /// PyTorch's running statistics update from the batch mean and biased variance over `n`
+    /// values per channel (momentum 0.1, unbiased variance).
+    fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
+        let unbias = if n > 1 { n as f64 / (n - 1) as f64 } else { 1.0 };
+        let rm = ((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (mean * BN_MOMENTUM)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - BN_MOMENTUM))? + (var * (BN_MOMENTUM * unbias))?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)?;
+        Ok(())
+    }
+}
+
+fn kernel_act(act: Option<Activation>) -> crate::kernels::Activation {
+    match act {
+        None => crate::kernels::Activation::Identity,
+        Some(Activation::Relu) => crate::kernels::Activation::Relu,
+        Some(Activation::LeakyRelu) => crate::kernels::Activation::LeakyRelu(LEAKY_SLOPE as f32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::params::ParamStore;
+    use crate::util::SeededRng;
+    use candle_core::{DType, Device};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn fused_dense_block_matches_dense_then_batch_norm_in_both_modes() {
+        let store = ParamStore::new(3, &Device::Cpu);
+        let vb = store.var_builder();
+        let dense = Dense::new(vb.pp("dense"), 7, 5).unwrap();
+        let fused_bn = BatchNorm::new(vb.pp("fused"), 5).unwrap();
+        let plain_bn = BatchNorm::new(vb.pp("plain"), 5).unwrap();
+        let x = Tensor::from_vec(SeededRng::new(1).normal_vec(6 * 7), (6, 7), &Device::Cpu).unwrap();
+        let act = Some(Activation::LeakyRelu);
+        for _ in 0..3 {
+            let fused = fused_bn.forward_dense_act(&dense, &x, Mode::Train, act).unwrap();
+            let plain = plain_bn
+                .forward_act(&dense.forward(&x).unwrap(), Mode::Train, act)
+                .unwrap();
+            assert!(max_diff(&fused, &plain) < 1e-5);
+        }
+        // Same running statistics, so the same evaluation-mode outputs.
+        assert!(
+            max_diff(
+                fused_bn.running_mean.as_tensor(),
+                plain_bn.running_mean.as_tensor()
+            ) < 1e-6
+        );
+        assert!(max_diff(fused_bn.running_var.as_tensor(), plain_bn.running_var.as_tensor()) < 1e-6);
+        assert!(
+            max_diff(
+                fused_bn.running_mean.as_tensor(),
+                &Tensor::zeros(5, DType::F32, &Device::Cpu).unwrap()
+            ) > 1e-3
+        );
+        let fused = fused_bn.forward_dense_act(&dense, &x, Mode::Eval, act).unwrap();
+        let plain = plain_bn
+            .forward_act(&dense.forward(&x).unwrap(), Mode::Eval, act)
+            .unwrap();
+        assert!(max_diff(&fused, &plain) < 1e-5);
+        let train = fused_bn.forward_dense_act(&dense, &x, Mode::Train, act).unwrap();
+        assert!(
+            max_diff(&fused, &train) > 1e-3,
+            "eval mode must use the running statistics"
+        );
     }
 }

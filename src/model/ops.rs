@@ -1,5 +1,5 @@
-//! The layer operations every model goes through: convolution, transposed convolution and batch
-//! norm. They are written with candle's own ops; the kernels module may replace their insides with
+//! The layer operations every model goes through: convolution, transposed convolution, dense
+//! layers and batch norm (alone or fused with a dense layer). They are written with candle's own ops; the kernels module may replace their insides with
 //! faster CPU kernels, so the signatures are the contract (see CONTRACTS.md) and models must not
 //! call candle's conv / norm ops directly.
 //!
@@ -140,4 +140,30 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
         return kernels::linear(x, w, b);
     }
     x.matmul(&w.t()?)?.broadcast_add(b)
+}
+
+/// A dense layer followed by training-mode batch norm and an activation:
+/// `act(batch_norm_train(x W^T + b, gamma, beta))`, returning the output and the batch mean and
+/// biased variance per feature [out]. On CPU one fused kernel (one autograd node per block);
+/// elsewhere candle's ops as in [`linear`] and [`batch_norm_act_train`].
+pub fn dense_bn_act_train(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    act: kernels::Activation,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    if on_cpu_kernels(x) && x.rank() == 2 {
+        return kernels::dense_bn_act_train(x, w, b, gamma, beta, eps, act);
+    }
+    batch_norm_act_train(&linear(x, w, b)?, gamma, beta, eps, act)
+}
+
+/// `loss.backward()` for training steps: on CPU the kernels hand their weight gradients straight
+/// to the store instead of through candle's zero-fill and add (same gradients); elsewhere it is
+/// exactly `loss.backward()`.
+pub fn backward(loss: &Tensor) -> Result<candle_core::backprop::GradStore> {
+    kernels::backward(loss)
 }

@@ -3,8 +3,8 @@
 //! has AdamW, and its state cannot be saved, which exact `--resume` needs.
 //!
 //! When every variable is an f32 CPU tensor the moments live in plain buffers and each step is
-//! the fused in-place kernel `crate::kernels::adam_update` (one multi-threaded pass, no
-//! temporaries); otherwise (CUDA) the candle ops below run.
+//! the fused in-place kernel `crate::kernels::adam_update_all` (one multi-threaded pass over all
+//! variables, no temporaries); otherwise (CUDA) the candle ops below run.
 use crate::kernels;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Result, Tensor, Var};
@@ -103,11 +103,14 @@ impl Adam {
                 beta2,
                 eps,
             };
-            for (i, var) in self.vars.iter().enumerate() {
-                let Some(g) = grads.get(var) else { continue };
-                kernels::adam_update(var, g, &mut cpu.m[i], &mut cpu.v[i], self.t, &hyper)?;
-            }
-            return Ok(());
+            let mut items: Vec<_> = self
+                .vars
+                .iter()
+                .zip(&mut cpu.m)
+                .zip(&mut cpu.v)
+                .filter_map(|((var, m), v)| grads.get(var).map(|g| (var, g, &mut m[..], &mut v[..])))
+                .collect();
+            return kernels::adam_update_all(&mut items, self.t, &hyper);
         }
         let bc1 = 1.0 - beta1.powi(self.t as i32);
         let bc2 = 1.0 - beta2.powi(self.t as i32);

@@ -336,7 +336,7 @@ fn run_epoch(
                 i + 1
             )));
         }
-        let grads = parts.loss.backward()?;
+        let grads = crate::model::ops::backward(&parts.loss)?;
         opt.step(&grads)?;
         state.steps += 1;
         let rec = scalar(&parts.rec.sum_all()?)?;
