@@ -191,6 +191,24 @@ fn covariance_randomized_solver_agrees_with_exact_pca() {
     assert_eq!(again.components, m.components);
 }
 
+/// Many components of a steep spectrum (eigenvalues spanning ~5 decades): one product with C per
+/// iteration squares the spread of the basis, so the normalisation between products must keep
+/// the whole subspace in f32.
+#[test]
+fn covariance_randomized_keeps_a_wide_subspace_of_a_steep_spectrum() {
+    let (n, d, k) = (700, 300, 100);
+    let x = structured(n, d, 250, 3);
+    let (s2, _) = exact_svd(&x, n, d);
+    assert!(
+        s2[0] / s2[k + k / 3] > 1e4,
+        "spectrum not steep enough for this test"
+    );
+    let exact_mse = s2[k..].iter().sum::<f64>() / (n * d) as f64;
+    let m = fit(&x, n, d, k, PcaSolver::CovarianceRandomized);
+    let mse = evaluate(&m, &x, n, k).unwrap().mse;
+    assert!(rel(mse, exact_mse) < 0.005, "mse {mse} vs exact {exact_mse}");
+}
+
 /// The covariance's lower triangle, in both precisions and through both accumulation paths
 /// (per-thread accumulators when the matrix is small against the data, blocks with faer's parallel
 /// product otherwise), matches the centred product computed directly in f64; its top eigenpairs
