@@ -25,13 +25,18 @@ struct Args {
     /// Solvers to time.
     #[arg(long, value_delimiter = ',', default_value = "randomized")]
     solvers: Vec<PcaSolver>,
-    #[arg(long, default_value_t = PcaParams::default().power_iters)]
-    power_iters: usize,
+    /// Subspace iterations (default: the solver's own, see `PcaParams::power_iters`).
+    #[arg(long)]
+    power_iters: Option<usize>,
     #[arg(long)]
     oversample: Option<usize>,
     /// Skip the exact reference (all covariance eigenvalues in f64; minutes at d = 9216).
     #[arg(long)]
     no_exact: bool,
+    /// Cache of the exact eigenvalues (raw f64): read when present (and of the right length),
+    /// otherwise computed and written there.
+    #[arg(long)]
+    exact_cache: Option<std::path::PathBuf>,
     /// Write the matrix as raw f32 here, for bench/pca_sklearn.py.
     #[arg(long)]
     dump: Option<std::path::PathBuf>,
@@ -54,8 +59,23 @@ fn main() -> Result<()> {
         println!("wrote {}", p.display());
     }
     let data_rss = peak_rss_reset();
+    let cached = args.exact_cache.as_ref().and_then(|p| {
+        let bytes = std::fs::read(p).ok()?;
+        (bytes.len() == d * 8).then(|| {
+            bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect::<Vec<f64>>()
+        })
+    });
     let exact = if args.no_exact {
         None
+    } else if let Some(ev) = cached {
+        println!(
+            "exact: eigenvalues read from {}",
+            args.exact_cache.as_ref().unwrap().display()
+        );
+        Some(ev)
     } else {
         let t = Instant::now();
         let ev = exact_eigenvalues(&x, n, d)?;
@@ -65,6 +85,10 @@ fn main() -> Result<()> {
             "exact: all {d} eigenvalues (f64 covariance) in {secs:.1} s, peak RSS {:.0} MB",
             mb(peak)
         );
+        if let Some(p) = &args.exact_cache {
+            let bytes: Vec<u8> = ev.iter().flat_map(|v| v.to_le_bytes()).collect();
+            std::fs::write(p, bytes).with_context(|| format!("writing {}", p.display()))?;
+        }
         Some(ev)
     };
     let scale = (n - 1) as f64 / (n as f64 * d as f64); // variance (1/(n-1)) -> mean squared error
@@ -89,9 +113,13 @@ fn main() -> Result<()> {
             let peak = peak_rss_reset();
             let mse = norbvae::pca::evaluate(&model, &x, n, k)?.mse;
             let exact_mse = exact.as_ref().map(|ev| ev[k..].iter().sum::<f64>() * scale);
+            let name = match solver {
+                PcaSolver::Auto => format!("auto:{:?}", norbvae::pca::choose_solver(n, d, k, &params)),
+                s => format!("{s:?}"),
+            };
             println!(
                 "{:<11} {:>6} {:>9.2} {:>12.6e} {:>12} {:>9} {:>10.0} {:>8.2}",
-                format!("{solver:?}").to_lowercase(),
+                name.to_lowercase(),
                 k,
                 secs,
                 mse,

@@ -29,13 +29,14 @@ pub struct Args {
     /// axis). Reconstructions and metrics do not depend on it.
     #[arg(long)]
     pub whiten: bool,
-    /// Fitting algorithm: chosen by shape (auto), exact covariance eigendecomposition, or randomized.
+    /// Fitting algorithm: chosen by shape, k and memory (auto), exact covariance eigendecomposition,
+    /// randomized subspace iteration on the covariance, or randomized over the data.
     #[arg(long, value_enum, default_value_t = PcaSolver::Auto)]
     pub solver: PcaSolver,
-    /// Randomized solver: subspace iterations.
+    /// Randomized solvers: subspace iterations (default 3 over the data, 5 on the covariance).
     #[arg(long)]
     pub power_iters: Option<usize>,
-    /// Randomized solver: extra basis vectors (default max(10, k/3)).
+    /// Randomized solvers: extra basis vectors (default max(10, k/3)).
     #[arg(long)]
     pub oversample: Option<usize>,
     /// Seed of the randomized solver (the data split has its own, --data-seed).
@@ -68,7 +69,7 @@ pub fn run(args: Args) -> Result<()> {
     let fit = PcaParams {
         n_components: kmax,
         solver: args.solver,
-        power_iters: args.power_iters.unwrap_or(PcaParams::default().power_iters),
+        power_iters: args.power_iters,
         oversample: args.oversample,
         seed: args.seed,
     };

@@ -8,7 +8,7 @@ pub mod params;
 pub mod plot;
 pub mod ppca;
 
-pub use fit::{choose_solver, exact_eigenvalues, fit_pca};
+pub use fit::{choose_solver, exact_eigenvalues, fit_pca, solver_costs};
 pub use metrics::{evaluate, SplitMetrics};
 pub use model::PcaModel;
 pub use params::{PcaParams, PcaParamsError, PcaSolver, ValidPcaParams};
@@ -52,7 +52,8 @@ pub enum PcaError {
     Params(#[from] PcaParamsError),
 }
 
-/// A progress bar with rate and ETA (hidden when stderr is not a terminal).
+/// A progress bar with rate and ETA (hidden when stderr is not a terminal). It redraws twice a
+/// second, so the elapsed time keeps moving through long single steps (an eigendecomposition).
 pub(crate) fn progress_bar(len: u64, msg: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
@@ -63,6 +64,7 @@ pub(crate) fn progress_bar(len: u64, msg: &str) -> indicatif::ProgressBar {
         .progress_chars("=> "),
     );
     bar.set_message(msg.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(500));
     bar
 }
 

@@ -142,6 +142,126 @@ fn randomized_solver_agrees_with_exact_pca() {
 }
 
 #[test]
+fn covariance_randomized_solver_agrees_with_exact_pca() {
+    let (n, d, k) = (400, 120, 15);
+    let x = structured(n, d, 40, 2);
+    let (s2, v) = exact_svd(&x, n, d);
+    let exact_mse = s2[k..].iter().sum::<f64>() / (n * d) as f64;
+    let m = fit(&x, n, d, k, PcaSolver::CovarianceRandomized);
+    assert!(max_orthonormality_error(&m) < 1e-5);
+    let met = evaluate(&m, &x, n, k).unwrap();
+    assert!(
+        met.mse >= exact_mse * (1.0 - 1e-5),
+        "covariance-randomized beat the optimum: {} < {exact_mse}",
+        met.mse
+    );
+    assert!(
+        rel(met.mse, exact_mse) < 0.005,
+        "covariance-randomized mse {} vs exact {exact_mse}",
+        met.mse
+    );
+    for i in 0..k {
+        assert!(
+            rel(m.explained_variance[i] as f64, s2[i] / (n - 1) as f64) < 0.01,
+            "eigenvalue {i}"
+        );
+    }
+    // The leading axes, well separated in this spectrum, are the SVD's.
+    for i in 0..3 {
+        let dot: f64 = (0..d).map(|j| m.components[i * d + j] as f64 * v[(j, i)]).sum();
+        assert!((dot.abs() - 1.0).abs() < 1e-3, "axis {i}: |cos| = {dot}");
+    }
+    // Same subspace as iterating over the data (same start, same number of applications of C).
+    let three = |solver| {
+        let p = PcaParams {
+            n_components: k,
+            solver,
+            power_iters: Some(3),
+            ..Default::default()
+        };
+        let m = fit_pca(&x, n, d, &p.check().unwrap()).unwrap();
+        evaluate(&m, &x, n, k).unwrap().mse
+    };
+    let (a, b) = (
+        three(PcaSolver::CovarianceRandomized),
+        three(PcaSolver::Randomized),
+    );
+    assert!(rel(a, b) < 1e-4, "{a} vs {b}");
+    let again = fit(&x, n, d, k, PcaSolver::CovarianceRandomized);
+    assert_eq!(again.components, m.components);
+}
+
+/// Many components of a steep spectrum (eigenvalues spanning ~5 decades): one product with C per
+/// iteration squares the spread of the basis, so the normalisation between products must keep
+/// the whole subspace in f32.
+#[test]
+fn covariance_randomized_keeps_a_wide_subspace_of_a_steep_spectrum() {
+    let (n, d, k) = (700, 300, 100);
+    let x = structured(n, d, 250, 3);
+    let (s2, _) = exact_svd(&x, n, d);
+    assert!(
+        s2[0] / s2[k + k / 3] > 1e4,
+        "spectrum not steep enough for this test"
+    );
+    let exact_mse = s2[k..].iter().sum::<f64>() / (n * d) as f64;
+    let m = fit(&x, n, d, k, PcaSolver::CovarianceRandomized);
+    let mse = evaluate(&m, &x, n, k).unwrap().mse;
+    assert!(rel(mse, exact_mse) < 0.005, "mse {mse} vs exact {exact_mse}");
+}
+
+/// The covariance's lower triangle, in both precisions and through both accumulation paths
+/// (per-thread accumulators when the matrix is small against the data, blocks with faer's parallel
+/// product otherwise), matches the centred product computed directly in f64; its top eigenpairs
+/// from the in-place tridiagonal route match the SVD's in both precisions.
+#[test]
+fn covariance_matrix_and_top_eigenpairs_match_svd_in_f32_and_f64() {
+    use super::fit::{covariance_lower, top_eigenpairs};
+    // (n, d): many blocks of 1024 rows with a small d (per-thread path when the pool has >1
+    // thread), and a d large against n (sequential blocks).
+    for (n, d, k) in [(2600, 24, 6), (1100, 90, 10)] {
+        let x = structured(n, d, 30, 5);
+        let mut mean = vec![0f64; d];
+        for row in x.chunks(d) {
+            mean.iter_mut()
+                .zip(row)
+                .for_each(|(m, &v)| *m += v as f64 / n as f64);
+        }
+        let direct = |i: usize, j: usize| {
+            (0..n)
+                .map(|r| (x[r * d + i] as f64 - mean[i]) * (x[r * d + j] as f64 - mean[j]))
+                .sum::<f64>()
+                / (n - 1) as f64
+        };
+        let bar = indicatif::ProgressBar::hidden();
+        let c64 = covariance_lower::<f64>(&x, n, d, &mean, &bar);
+        let c32 = covariance_lower::<f32>(&x, n, d, &mean, &bar);
+        let scale = (0..d).map(|i| direct(i, i)).fold(0f64, f64::max);
+        for j in 0..d {
+            for i in j..d {
+                let e = direct(i, j);
+                assert!((c64[(i, j)] - e).abs() < 1e-12 * scale, "f64 C[{i},{j}]");
+                assert!((c32[(i, j)] as f64 - e).abs() < 1e-5 * scale, "f32 C[{i},{j}]");
+            }
+        }
+        let (s2, v) = exact_svd(&x, n, d);
+        let (comp64, ev64) = top_eigenpairs(c64, k).unwrap();
+        let (comp32, ev32) = top_eigenpairs(c32, k).unwrap();
+        for (comp, ev, tol) in [(&comp64, &ev64, 1e-5), (&comp32, &ev32, 1e-3)] {
+            for i in 0..k {
+                let want = s2[i] / (n - 1) as f64;
+                assert!(
+                    rel(ev[i] as f64, want) < tol,
+                    "eigenvalue {i}: {} vs {want}",
+                    ev[i]
+                );
+                let dot: f64 = (0..d).map(|j| comp[i * d + j] as f64 * v[(j, i)]).sum();
+                assert!((dot.abs() - 1.0).abs() < tol, "axis {i}: |cos| = {dot}");
+            }
+        }
+    }
+}
+
+#[test]
 fn transform_inverse_and_whitening() {
     let (n, d, k) = (200, 30, 6);
     let x = structured(n, d, 10, 3);
@@ -298,6 +418,25 @@ fn auto_solver_follows_shape() {
         .unwrap()
     };
     assert_eq!(choose_solver(1000, 64, 60, &p(60)), PcaSolver::Covariance);
+    // Fashion-MNIST: forming the small covariance once is cheapest.
+    assert_eq!(
+        choose_solver(60000, 784, 200, &p(200)),
+        PcaSolver::CovarianceRandomized
+    );
+    // 64x64 NORB: the exact eigendecomposition of a 4096 x 4096 covariance is affordable.
+    assert_eq!(choose_solver(24300, 4096, 2000, &p(2000)), PcaSolver::Covariance);
+    // 96x96 NORB: iterate over the data for few components, on the covariance for many; the
+    // exact route fits in memory only in f32 and its 9216^3 eigendecomposition costs more.
     assert_eq!(choose_solver(24300, 9216, 100, &p(100)), PcaSolver::Randomized);
-    assert_eq!(choose_solver(24300, 9216, 1000, &p(1000)), PcaSolver::Randomized);
+    for k in [500, 1000, 2000] {
+        assert_eq!(
+            choose_solver(24300, 9216, k, &p(k)),
+            PcaSolver::CovarianceRandomized,
+            "k = {k}"
+        );
+    }
+    let costs = solver_costs(24300, 9216, 2000, &p(2000));
+    assert!(costs[0].1.unwrap() > costs[1].1.unwrap());
+    // 192x192 NORB: no d x d matrix fits, only the data passes do.
+    assert_eq!(choose_solver(24300, 36864, 500, &p(500)), PcaSolver::Randomized);
 }
