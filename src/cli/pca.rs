@@ -138,7 +138,10 @@ pub fn run(args: Args) -> Result<()> {
             let model = pca::fit_pca(&train.images, train.n, d, &valid)
                 .with_context(|| format!("fitting PCA on the training split of {}", splits.name))?;
             model.save(&run.path("pca.safetensors"))?;
-            (model, format!("{solver:?}").to_lowercase())
+            let name = clap::ValueEnum::to_possible_value(&solver)
+                .map(|v| v.get_name().to_string())
+                .unwrap_or_else(|| format!("{solver:?}"));
+            (model, name)
         }
     };
     let fit_seconds = t.elapsed().as_secs_f64();

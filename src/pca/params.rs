@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 
 /// Which algorithm computes the principal subspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum PcaSolver {
     /// Pick by shape and k: whichever of the three below has the lowest estimated cost among
     /// those whose working memory fits (see `choose_solver`).
