@@ -214,13 +214,13 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
         }
         sample_scores.insert(kind.name().into(), entry);
     }
-    if let Some((clf, _)) = &scorer {
+    if let Some((clf, reference)) = &scorer {
         eval_info.insert(
             "classifier".into(),
             json!({
                 "test_accuracy": clf.info.test_accuracy,
                 "train_images": clf.info.train_images,
-                "fd_train_vs_test": clf_floor(clf, &splits, set, opts)?,
+                "fd_train_vs_test": clf_floor(clf, reference, &splits, opts)?,
             }),
         );
     }
@@ -279,15 +279,14 @@ fn classifier_and_reference(
 /// FD of real training images against the split: what a perfect sampler would score.
 fn clf_floor(
     clf: &classifier::Classifier,
+    reference: &GaussianStats,
     splits: &Splits,
-    set: &crate::data::ImageSet,
     opts: &EvalOptions,
 ) -> Result<f64> {
     let n = opts.quality_samples.max(64).min(splits.train.n);
-    let reference = clf.feature_stats(set)?;
     let mut idx: Vec<usize> = (0..splits.train.n).collect();
     SeededRng::derived(opts.seed, "floor").shuffle(&mut idx);
     idx.truncate(n);
     let real = splits.train.select(&idx);
-    Ok(clf.sample_quality(&reference, &real.images, real.n)?.fd)
+    Ok(clf.sample_quality(reference, &real.images, real.n)?.fd)
 }

@@ -71,43 +71,13 @@ pub(crate) fn matmul_strided(
         (m - 1) * rs + (n - 1) * cs < dst.len(),
         "destination out of bounds"
     );
-    if k == 0 {
-        if !accumulate {
-            for r in 0..m {
-                (0..n).for_each(|j| dst[r * rs + j * cs] = 0.0);
-            }
-        }
-        return;
-    }
     let par = if threads > 1 {
         Parallelism::Rayon(threads)
     } else {
         Parallelism::None
     };
     // SAFETY: every view was bounds-checked above; dst does not alias a or b (distinct borrows).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            cs as isize,
-            rs as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        )
-    }
+    unsafe { gemm_into(dst.as_mut_ptr(), rs, cs, a, b, accumulate, par) }
 }
 
 /// `dst (+)= a * b` on one thread, with dst element (i, j) at `dst.add(i * rs + j * cs)`.
@@ -118,6 +88,15 @@ pub(crate) fn matmul_strided(
 /// Every destination element addressed must be valid for writes and touched by no one else during
 /// the call, and must not overlap `a` or `b`.
 pub(crate) unsafe fn matmul_raw(dst: *mut f32, rs: usize, cs: usize, a: Mat, b: Mat, accumulate: bool) {
+    unsafe { gemm_into(dst, rs, cs, a, b, accumulate, Parallelism::None) }
+}
+
+/// The one call into the gemm crate behind [`matmul`] and [`matmul_raw`]: `dst (+)= a * b`, with
+/// dst element (i, j) at `dst.add(i * rs + j * cs)`; an empty inner dimension writes zeros.
+///
+/// # Safety
+/// As for [`matmul_raw`].
+unsafe fn gemm_into(dst: *mut f32, rs: usize, cs: usize, a: Mat, b: Mat, accumulate: bool, par: Parallelism) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions differ");
     a.check();
@@ -153,7 +132,7 @@ pub(crate) unsafe fn matmul_raw(dst: *mut f32, rs: usize, cs: usize, a: Mat, b: 
             false,
             false,
             false,
-            Parallelism::None,
+            par,
         )
     }
 }

@@ -1,8 +1,6 @@
 //! The building blocks of both VAEs: dense, convolution, transposed convolution and batch norm
 //! layers with He initialisation. Convolutions and batch norm go through [`super::ops`].
 use super::ops;
-#[cfg(test)]
-use candle_core::DType;
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};

@@ -289,7 +289,7 @@ pub(crate) mod tests {
         let base: Vec<f64> = v.flatten_all().unwrap().to_vec1().unwrap();
         let h = 1e-6;
         for i in 0..base.len() {
-            let mut eval = |delta: f64| {
+            let eval = |delta: f64| {
                 let mut p = base.clone();
                 p[i] += delta;
                 let t = Tensor::from_vec(p, v.shape(), v.device()).unwrap();
