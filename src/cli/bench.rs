@@ -6,6 +6,11 @@
 //! once per process (from RAYON_NUM_THREADS / CANDLE_NUM_THREADS), so the child gets both set
 //! (candle's own pool to one thread: the kernels do the parallel work), and runs the kernels on a
 //! local rayon pool of the given size.
+//!
+//! On a shared VM one measurement of the same binary moves by a third between consecutive runs,
+//! so each (threads, workload) pair is measured `--repeats` times, norbvae and torch runs
+//! interleaved so both sides see the same neighbours, and the table shows medians plus the spread
+//! of the paired ratios.
 use anyhow::{bail, Context, Result};
 use norbvae_bench_line::BenchLine;
 use std::path::{Path, PathBuf};
@@ -24,6 +29,10 @@ pub struct Args {
     /// Untimed warm-up steps.
     #[arg(long, default_value_t = 5)]
     pub warmup: usize,
+    /// Measurements per side for each thread count, norbvae and torch interleaved; the table
+    /// shows medians, since a single run on a shared machine is at the mercy of its neighbours.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
     /// Which workload(s) to train.
     #[arg(long, value_enum, default_value = "both")]
     pub workload: WorkloadArg,
@@ -106,29 +115,52 @@ pub fn run(args: Args) -> Result<()> {
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }
+    if args.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
     if args.worker {
         return run_worker(&args);
     }
     let torch = if args.no_torch { None } else { find_torch(&args)? };
-    let mut ours = Vec::new();
-    for &t in &args.threads {
-        for w in args.workload.list() {
-            eprintln!(
-                "norbvae: {} workload, {t} thread(s), {} steps ...",
-                w.name(),
-                args.steps
-            );
-            ours.push(spawn_worker(&args, t, w)?);
-        }
+    if let Some((python, script)) = &torch {
+        eprintln!("torch reference: {} {}", python.display(), script.display());
     }
-    let theirs = match &torch {
-        Some((python, script)) => {
-            eprintln!("torch: {} {} ...", python.display(), script.display());
-            run_torch(python, script, &args.threads, args.cpu_time)?
+    let workloads = args.workload.list();
+    let n = args.repeats;
+    let mut rows = Vec::new();
+    for &t in &args.threads {
+        let mut block: Vec<Row> = workloads.iter().map(|w| Row::new(w.name(), t)).collect();
+        for r in 1..=n {
+            for (&w, row) in workloads.iter().zip(&mut block) {
+                eprintln!(
+                    "repeat {r}/{n}: norbvae {} {t} thread(s), {} steps ...",
+                    w.name(),
+                    args.steps
+                );
+                row.push_ours(&spawn_worker(&args, t, w)?);
+            }
+            if let Some((python, script)) = &torch {
+                // The script cannot pick one workload: it always trains conv then mlp, so one run
+                // per thread count and repeat serves every row of the block.
+                eprintln!("repeat {r}/{n}: torch conv+mlp {t} thread(s), 30 steps ...");
+                let lines = run_torch(python, script, &[t], args.cpu_time)?;
+                for row in &mut block {
+                    let line = lines
+                        .iter()
+                        .find(|l| l.workload == row.workload && l.threads == t)
+                        .with_context(|| {
+                            format!(
+                                "PyTorch reference printed no {} result for {t} thread(s)",
+                                row.workload
+                            )
+                        })?;
+                    row.push_torch(line);
+                }
+            }
         }
-        None => Vec::new(),
-    };
-    print_table(&ours, &theirs, args.steps, args.cpu_time);
+        rows.extend(block);
+    }
+    print_table(&rows, args.steps, n, args.cpu_time);
     if torch.is_none() && !args.no_torch {
         println!(
             "(no PyTorch comparison: pass --python PATH or set NORBVAE_TORCH_PYTHON to a Python with torch)"
@@ -330,35 +362,127 @@ fn flops_per_sample(workload: &str) -> f64 {
     }
 }
 
-fn print_table(ours: &[BenchLine], theirs: &[BenchLine], steps: usize, cpu_time: bool) {
+/// One table row: a workload at a thread count, with every repeat's figure from each side.
+struct Row {
+    workload: String,
+    threads: usize,
+    ours: Vec<f64>,
+    torch: Vec<f64>,
+    /// Loss trajectories of the first repeat only: every repeat trains from the same seed, so
+    /// later ones add nothing but clutter.
+    ours_loss: Option<(f64, f64)>,
+    torch_loss: Option<(f64, f64)>,
+}
+
+impl Row {
+    fn new(workload: &str, threads: usize) -> Self {
+        Self {
+            workload: workload.to_string(),
+            threads,
+            ours: Vec::new(),
+            torch: Vec::new(),
+            ours_loss: None,
+            torch_loss: None,
+        }
+    }
+
+    fn push_ours(&mut self, l: &BenchLine) {
+        self.ours.push(l.samples_per_sec);
+        self.ours_loss.get_or_insert((l.first_loss, l.last_loss));
+    }
+
+    fn push_torch(&mut self, l: &BenchLine) {
+        self.torch.push(l.samples_per_sec);
+        self.torch_loss.get_or_insert((l.first_loss, l.last_loss));
+    }
+}
+
+/// What the table shows of one row's repeats.
+#[derive(Debug, PartialEq)]
+struct Summary {
+    ours: f64,
+    torch: Option<f64>,
+    /// Ratio of the medians: one run slowed by a neighbour moves it less than it moves any pair.
+    ratio: Option<f64>,
+    /// min..max over i of ours[i] / torch[i]: runs i of both sides ran back to back, so each
+    /// pair saw roughly the same machine, and the range shows how far the noise still reaches.
+    paired_ratio: Option<(f64, f64)>,
+}
+
+/// Medians of both sides and the spread of the paired ratios; `torch` empty means no reference.
+fn summarize(ours: &[f64], torch: &[f64]) -> Summary {
+    let ours_med = median(ours);
+    let torch_med = (!torch.is_empty()).then(|| median(torch));
+    let pairs: Vec<f64> = ours.iter().zip(torch).map(|(o, t)| o / t).collect();
+    let paired_ratio = pairs.iter().copied().fold(None, |acc, r| match acc {
+        None => Some((r, r)),
+        Some((lo, hi)) => Some((f64::min(lo, r), f64::max(hi, r))),
+    });
+    Summary {
+        ours: ours_med,
+        torch: torch_med,
+        ratio: torch_med.map(|t| ours_med / t),
+        paired_ratio,
+    }
+}
+
+/// The middle value (mean of the two middle ones for an even count); NaN for no values.
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn print_table(rows: &[Row], steps: usize, repeats: usize, cpu_time: bool) {
     let unit = if cpu_time {
         "samples per CPU-second"
     } else {
         "samples/s (wall clock)"
     };
     println!("full training steps (forward, backward, Adam), {unit}; norbvae {steps} timed steps, torch 30");
-    println!(
-        "{:<6} {:>7} {:>12} {:>10} {:>8} {:>11}   {:<24} {:<24}",
-        "model", "threads", "norbvae/s", "torch/s", "ratio", "GFLOP/s", "norbvae loss", "torch loss"
-    );
-    for o in ours {
-        let t = theirs
-            .iter()
-            .find(|t| t.workload == o.workload && t.threads == o.threads);
-        let gflops = o.samples_per_sec * flops_per_sample(&o.workload) / 1e9;
+    let has_torch = rows.iter().any(|r| !r.torch.is_empty());
+    if has_torch {
         println!(
-            "{:<6} {:>7} {:>12.0} {:>10} {:>8} {:>11.1}   {:<24} {:<24}",
-            o.workload,
-            o.threads,
-            o.samples_per_sec,
-            t.map(|t| format!("{:.0}", t.samples_per_sec))
-                .unwrap_or_else(|| "-".into()),
-            t.map(|t| format!("{:.2}x", o.samples_per_sec / t.samples_per_sec))
-                .unwrap_or_else(|| "-".into()),
+            "medians of {repeats} run(s) per side, norbvae and torch interleaved; ratio = median / median, \
+             pair ratios = min..max of norbvae run i / torch run i"
+        );
+    } else {
+        println!("medians of {repeats} run(s)");
+    }
+    println!(
+        "{:<6} {:>7} {:>12} {:>10} {:>8} {:>13} {:>11}   {:<24} {:<24}",
+        "model",
+        "threads",
+        "norbvae/s",
+        "torch/s",
+        "ratio",
+        "pair ratios",
+        "GFLOP/s",
+        "norbvae loss",
+        "torch loss"
+    );
+    let dash = || "-".to_string();
+    for row in rows {
+        let s = summarize(&row.ours, &row.torch);
+        let gflops = s.ours * flops_per_sample(&row.workload) / 1e9;
+        let loss = |l: Option<(f64, f64)>| l.map(|(a, b)| format!("{a:.1} -> {b:.1}")).unwrap_or_else(dash);
+        println!(
+            "{:<6} {:>7} {:>12.0} {:>10} {:>8} {:>13} {:>11.1}   {:<24} {:<24}",
+            row.workload,
+            row.threads,
+            s.ours,
+            s.torch.map(|t| format!("{t:.0}")).unwrap_or_else(dash),
+            s.ratio.map(|r| format!("{r:.2}x")).unwrap_or_else(dash),
+            s.paired_ratio
+                .map(|(lo, hi)| format!("{lo:.2}..{hi:.2}x"))
+                .unwrap_or_else(dash),
             gflops,
-            format!("{:.1} -> {:.1}", o.first_loss, o.last_loss),
-            t.map(|t| format!("{:.1} -> {:.1}", t.first_loss, t.last_loss))
-                .unwrap_or_else(|| "-".into()),
+            loss(row.ours_loss),
+            loss(row.torch_loss),
         );
     }
 }
@@ -387,6 +511,37 @@ mod tests {
         assert_eq!(
             (back.workload.as_str(), back.threads, back.samples_per_sec),
             ("mlp", 1, 12.5)
+        );
+    }
+
+    #[test]
+    fn medians_and_paired_ratio_spread() {
+        // Odd count: the middle value, whatever the order.
+        assert_eq!(median(&[3900.0, 2700.0, 3000.0]), 3000.0);
+        // Even count: the mean of the two middle values.
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+
+        let s = summarize(&[3000.0, 3900.0, 2700.0], &[2000.0, 3000.0, 2500.0]);
+        assert_eq!(s.ours, 3000.0);
+        assert_eq!(s.torch, Some(2500.0));
+        assert_eq!(s.ratio, Some(1.2));
+        // Pairs: 1.5, 1.3, 1.08.
+        let (lo, hi) = s.paired_ratio.unwrap();
+        assert!(
+            (lo - 1.08).abs() < 1e-12 && (hi - 1.5).abs() < 1e-12,
+            "{lo}..{hi}"
+        );
+
+        let s = summarize(&[100.0, 300.0], &[]);
+        assert_eq!(
+            s,
+            Summary {
+                ours: 200.0,
+                torch: None,
+                ratio: None,
+                paired_ratio: None
+            }
         );
     }
 
