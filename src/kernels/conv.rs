@@ -189,6 +189,21 @@ fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
+/// Image groups for a backward pass whose weight gradient is `chans x k` over `n` images of `p`
+/// output pixels. Parallel groups each accumulate a private weight gradient, merged at the end:
+/// for the deep layers, where that gradient is as large as the im2row data of the whole batch
+/// (conv 256->512 at 2x2: 2M floats against 64 pixels x 4096), zero-filling, accumulating and
+/// merging one copy per thread cost more than the parallel copy saves, so those run as one group
+/// whose GEMMs use every thread (one accumulator, split by output columns).
+fn plan_grad_groups(n: usize, p: usize, k: usize, chans: usize) -> (usize, usize) {
+    let threads = rayon::current_num_threads();
+    if threads > 1 && 2 * chans >= n * p {
+        (n.max(1), 1)
+    } else {
+        plan_groups(n, k * p + chans * p, threads)
+    }
+}
+
 type GradAcc = (Vec<f32>, Vec<f32>);
 
 fn merge_grads(mut a: GradAcc, b: GradAcc) -> GradAcc {
@@ -300,7 +315,7 @@ fn conv2d_backward(
     } else {
         Vec::new()
     };
-    let (gsz, groups) = plan_groups(n, k * p + o * p, rayon::current_num_threads());
+    let (gsz, groups) = plan_grad_groups(n, p, k, o);
     let dxp = SyncPtr(dx.as_mut_ptr());
     // With few output channels the weight gradient is faster accumulated transposed, [k, o].
     let transposed_dw = o < 128;
@@ -486,7 +501,7 @@ fn conv_t_backward(
     } else {
         Vec::new()
     };
-    let (gsz, groups) = plan_groups(n, k * p + ci * p, rayon::current_num_threads());
+    let (gsz, groups) = plan_grad_groups(n, p, k, ci);
     let dxp = SyncPtr(dx.as_mut_ptr());
     let (dw, db) = run_groups(
         groups,

@@ -38,6 +38,8 @@ const CONV_CASES: &[(usize, usize, usize, usize, usize, usize, usize, usize)] = 
     (5, 2, 4, 4, 3, 4, 2, 1),
     (4, 3, 2, 2, 6, 4, 2, 1),
     (40, 4, 32, 24, 8, 4, 2, 1),
+    // A deep layer: weight gradient larger than the batch's pixels (one group, parallel GEMMs).
+    (6, 8, 4, 4, 24, 4, 2, 1),
 ];
 
 fn check_conv(transpose: bool, threads: usize) {
