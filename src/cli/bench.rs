@@ -125,6 +125,8 @@ pub fn run(args: Args) -> Result<()> {
     if let Some((python, script)) = &torch {
         eprintln!("torch reference: {} {}", python.display(), script.display());
     }
+    eprintln!("measuring the FMA peak of one core ...");
+    let peak = crate::kernels::peak::fma_peak_gflops(600);
     let workloads = args.workload.list();
     let n = args.repeats;
     let mut rows = Vec::new();
@@ -160,7 +162,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         rows.extend(block);
     }
-    print_table(&rows, args.steps, n, args.cpu_time);
+    print_table(&rows, args.steps, n, args.cpu_time, peak);
     if torch.is_none() && !args.no_torch {
         println!(
             "(no PyTorch comparison: pass --python PATH or set NORBVAE_TORCH_PYTHON to a Python with torch)"
@@ -437,7 +439,8 @@ fn median(xs: &[f64]) -> f64 {
     }
 }
 
-fn print_table(rows: &[Row], steps: usize, repeats: usize, cpu_time: bool) {
+/// `peak`: the measured single-core FMA peak (GFLOP/s), for the "% of peak" columns.
+fn print_table(rows: &[Row], steps: usize, repeats: usize, cpu_time: bool, peak: Option<f64>) {
     let unit = if cpu_time {
         "samples per CPU-second"
     } else {
@@ -453,8 +456,14 @@ fn print_table(rows: &[Row], steps: usize, repeats: usize, cpu_time: bool) {
     } else {
         println!("medians of {repeats} run(s)");
     }
+    match peak {
+        Some(p) => println!(
+            "machine: measured f32 FMA peak {p:.1} GFLOP/s per core; % peak = step GFLOP/s / (peak x threads)"
+        ),
+        None => println!("machine: FMA peak not measured (no AVX2/FMA)"),
+    }
     println!(
-        "{:<6} {:>7} {:>12} {:>10} {:>8} {:>13} {:>11}   {:<24} {:<24}",
+        "{:<6} {:>7} {:>12} {:>10} {:>8} {:>13} {:>11} {:>15}   {:<24} {:<24}",
         "model",
         "threads",
         "norbvae/s",
@@ -462,6 +471,7 @@ fn print_table(rows: &[Row], steps: usize, repeats: usize, cpu_time: bool) {
         "ratio",
         "pair ratios",
         "GFLOP/s",
+        "% peak ours/pt",
         "norbvae loss",
         "torch loss"
     );
@@ -469,9 +479,17 @@ fn print_table(rows: &[Row], steps: usize, repeats: usize, cpu_time: bool) {
     for row in rows {
         let s = summarize(&row.ours, &row.torch);
         let gflops = s.ours * flops_per_sample(&row.workload) / 1e9;
+        let pct = |rate: f64| {
+            peak.map(|p| 100.0 * rate * flops_per_sample(&row.workload) / 1e9 / (p * row.threads as f64))
+        };
+        let pcts = match (pct(s.ours), s.torch.and_then(pct)) {
+            (Some(a), Some(b)) => format!("{a:.0}% / {b:.0}%"),
+            (Some(a), None) => format!("{a:.0}% / -"),
+            _ => dash(),
+        };
         let loss = |l: Option<(f64, f64)>| l.map(|(a, b)| format!("{a:.1} -> {b:.1}")).unwrap_or_else(dash);
         println!(
-            "{:<6} {:>7} {:>12.0} {:>10} {:>8} {:>13} {:>11.1}   {:<24} {:<24}",
+            "{:<6} {:>7} {:>12.0} {:>10} {:>8} {:>13} {:>11.1} {:>15}   {:<24} {:<24}",
             row.workload,
             row.threads,
             s.ours,
@@ -481,6 +499,7 @@ fn print_table(rows: &[Row], steps: usize, repeats: usize, cpu_time: bool) {
                 .map(|(lo, hi)| format!("{lo:.2}..{hi:.2}x"))
                 .unwrap_or_else(dash),
             gflops,
+            pcts,
             loss(row.ours_loss),
             loss(row.torch_loss),
         );

@@ -16,6 +16,7 @@ mod gemm;
 pub mod grads;
 pub mod linear;
 pub mod loss;
+pub mod peak;
 mod util;
 pub use util::{init_process, process_cpu_ns, profile_report};
 pub mod workloads;
