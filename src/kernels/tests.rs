@@ -70,10 +70,17 @@ fn check_conv(transpose: bool, threads: usize) {
             .unwrap();
             assert_close(&format!("{label} forward"), &ours, &reference);
             let r = rand_t(&mut rng, reference.dims());
-            let g1 = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g1 = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            // The training path: weight gradients handed to the store without candle's add.
+            let g1d = backward(&(ours * &r).unwrap().sum_all().unwrap()).unwrap();
             let g2 = (reference * &r).unwrap().sum_all().unwrap().backward().unwrap();
             for (name, v) in [("dx", &x), ("dw", &wt), ("db", &b)] {
                 assert_close(&format!("{label} {name}"), g1.get(v).unwrap(), g2.get(v).unwrap());
+                assert_close(
+                    &format!("{label} {name} (deferred)"),
+                    g1d.get(v).unwrap(),
+                    g2.get(v).unwrap(),
+                );
             }
         }
     });
