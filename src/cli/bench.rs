@@ -229,6 +229,11 @@ fn spawn_worker(args: &Args, threads: usize, w: Workload) -> Result<BenchLine> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
+    if std::env::var_os("NORBVAE_KERNEL_PROFILE").is_some() {
+        // The worker's per-kernel profile (its stderr) would otherwise be dropped.
+        eprintln!("kernel profile, {} {threads} thread(s):", w.name());
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    }
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(BenchLine::parse)
