@@ -483,10 +483,9 @@ fn print_table(rows: &[Row], steps: usize, repeats: usize, cpu_time: bool, peak:
     let dash = || "-".to_string();
     for row in rows {
         let s = summarize(&row.ours, &row.torch);
-        let gflops = s.ours * flops_per_sample(&row.workload) / 1e9;
-        let pct = |rate: f64| {
-            peak.map(|p| 100.0 * rate * flops_per_sample(&row.workload) / 1e9 / (p * row.threads as f64))
-        };
+        let gflop_per_sample = flops_per_sample(&row.workload) / 1e9;
+        let gflops = s.ours * gflop_per_sample;
+        let pct = |rate: f64| peak.map(|p| 100.0 * rate * gflop_per_sample / (p * row.threads as f64));
         let pcts = match (pct(s.ours), s.torch.and_then(pct)) {
             (Some(a), Some(b)) => format!("{a:.0}% / {b:.0}%"),
             (Some(a), None) => format!("{a:.0}% / -"),

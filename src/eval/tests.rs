@@ -4,17 +4,24 @@ use crate::data::DataOptions;
 use crate::train::TrainConfig;
 use std::path::Path;
 
-/// Train a tiny conv VAE for a few steps on 16x16 synthetic NORB; returns (data dir, run dir).
-fn tiny_run(root: &Path) -> std::path::PathBuf {
+/// The default config on a small 16x16 synthetic NORB written under `root` (data seed
+/// `data_seed`), first `limit` images, training seed `seed`.
+fn synth_config(root: &Path, data_seed: u64, limit: usize, seed: u64) -> TrainConfig {
     let data_dir = root.join("norb");
-    crate::data::synth::write_small(&data_dir, 16, 1).unwrap();
+    crate::data::synth::write_small(&data_dir, 16, data_seed).unwrap();
     let mut cfg = TrainConfig::default();
-    cfg.seed = 3;
+    cfg.seed = seed;
     cfg.data = DataOptions {
         spec: format!("norb:{}", data_dir.display()),
-        limit: Some(300),
+        limit: Some(limit),
         ..Default::default()
     };
+    cfg
+}
+
+/// Train a tiny conv VAE for a few steps on 16x16 synthetic NORB; returns the run dir.
+fn tiny_run(root: &Path) -> std::path::PathBuf {
+    let mut cfg = synth_config(root, 1, 300, 3);
     cfg.model.latent_dim = 4;
     cfg.model.conv.downsizings = 2;
     cfg.model.conv.first_filters = 4;
@@ -114,15 +121,7 @@ fn eval_adds_bounds_quality_and_samples_iwae_never_worse_than_elbo() {
 #[test]
 fn pca_vae_bounds_are_in_pixel_space() {
     let tmp = tempfile::tempdir().unwrap();
-    let data_dir = tmp.path().join("norb");
-    crate::data::synth::write_small(&data_dir, 16, 2).unwrap();
-    let mut cfg = TrainConfig::default();
-    cfg.seed = 5;
-    cfg.data = DataOptions {
-        spec: format!("norb:{}", data_dir.display()),
-        limit: Some(400),
-        ..Default::default()
-    };
+    let mut cfg = synth_config(tmp.path(), 2, 400, 5);
     cfg.model.kind = crate::model::ModelKind::PcaDense;
     cfg.model.latent_dim = 4;
     cfg.model.dense.components = 24;

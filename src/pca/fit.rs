@@ -414,10 +414,7 @@ fn covariance_randomized(
     );
     let mut c = covariance_lower::<f32>(x, n, d, mean, &bar);
     mirror_lower(&mut c);
-    let mut rng = SeededRng::derived(params.params().seed, "pca-randomized");
-    let omega = rng.normal_vec(d * l);
-    let mut z = MatRef::from_column_major_slice(&omega, d, l).to_owned();
-    drop(omega);
+    let mut z = gaussian_start(params, d, l);
     let mut y = Mat::<f32>::zeros(d, l);
     for _ in 0..=q {
         matmul(
@@ -456,26 +453,10 @@ fn covariance_randomized(
     drop(y);
     let g = Mat::<f64>::from_fn(l, l, |i, j| 0.5 * (g32[(i, j)] as f64 + g32[(j, i)] as f64));
     bar.inc(1);
-    let evd = g
-        .self_adjoint_eigen(Side::Lower)
-        .map_err(|e| PcaError::Numerical(format!("Rayleigh-Ritz eigendecomposition: {e:?}")))?;
-    let s = evd.S().column_vector();
-    let u = evd.U();
-    let top = Mat::<f32>::from_fn(l, k, |i, j| u[(i, l - 1 - j)] as f32);
-    let ev: Vec<f32> = (0..k).map(|j| s[l - 1 - j] as f32).collect();
-    let mut components = vec![0f32; k * d];
-    matmul(
-        MatMut::from_column_major_slice_mut(&mut components, d, k),
-        Accum::Replace,
-        z.as_ref(),
-        top.as_ref(),
-        1.0f32,
-        Par::rayon(0),
-    );
+    let result = ritz_components(&g, z.as_ref(), k);
     bar.inc(1);
     bar.finish_and_clear();
-    fix_signs(&mut components, d);
-    Ok((components, ev))
+    result
 }
 
 /// Randomized route: subspace iteration on the covariance, then Rayleigh-Ritz.
@@ -491,10 +472,7 @@ fn randomized(
     let q = params.power_iters_for(PcaSolver::Randomized);
     let mean: Vec<f32> = mean64.iter().map(|&m| m as f32).collect();
     let bar = progress_bar(2 * (q as u64 + 1) + 2, "randomized PCA");
-    let mut rng = SeededRng::derived(params.params().seed, "pca-randomized");
-    let omega = rng.normal_vec(d * l);
-    let mut z = MatRef::from_column_major_slice(&omega, d, l).to_owned();
-    drop(omega);
+    let mut z = gaussian_start(params, d, l);
     for _ in 0..=q {
         let y = apply_x(x, n, d, &mean, z.as_ref());
         bar.inc(1);
@@ -508,24 +486,41 @@ fn randomized(
     bar.inc(1);
     let g = gram_f64(&w, n, l, 1.0 / (n - 1) as f64);
     drop(w);
+    let result = ritz_components(&g, z.as_ref(), k);
+    bar.inc(1);
+    bar.finish_and_clear();
+    result
+}
+
+/// The seeded Gaussian start basis [d, l] of subspace iteration (the same draw on both routes).
+fn gaussian_start(params: &ValidPcaParams, d: usize, l: usize) -> Mat<f32> {
+    let mut rng = SeededRng::derived(params.params().seed, "pca-randomized");
+    let omega = rng.normal_vec(d * l);
+    MatRef::from_column_major_slice(&omega, d, l).to_owned()
+}
+
+/// Rayleigh-Ritz: the top `k` eigenpairs of `g` = Z^T C Z [l, l], lifted back through the
+/// orthonormal basis `z` [d, l]. Returns the components row-major [k, d] with fixed signs, and
+/// their variances, largest first.
+fn ritz_components(g: &Mat<f64>, z: MatRef<f32>, k: usize) -> Result<(Vec<f32>, Vec<f32>), PcaError> {
+    let (d, l) = (z.nrows(), z.ncols());
     let evd = g
         .self_adjoint_eigen(Side::Lower)
         .map_err(|e| PcaError::Numerical(format!("Rayleigh-Ritz eigendecomposition: {e:?}")))?;
+    // faer orders eigenvalues ascending: take them from the end.
     let s = evd.S().column_vector();
     let u = evd.U();
-    let top = Mat::<f32>::from_fn(l, k, |i, c| u[(i, l - 1 - c)] as f32);
-    let ev: Vec<f32> = (0..k).map(|c| s[l - 1 - c] as f32).collect();
+    let top = Mat::<f32>::from_fn(l, k, |i, j| u[(i, l - 1 - j)] as f32);
+    let ev: Vec<f32> = (0..k).map(|j| s[l - 1 - j] as f32).collect();
     let mut components = vec![0f32; k * d];
     matmul(
         MatMut::from_column_major_slice_mut(&mut components, d, k),
         Accum::Replace,
-        z.as_ref(),
+        z,
         top.as_ref(),
         1.0f32,
         Par::rayon(0),
     );
-    bar.inc(1);
-    bar.finish_and_clear();
     fix_signs(&mut components, d);
     Ok((components, ev))
 }
