@@ -304,7 +304,8 @@ fn gemm_probe() {
             };
             let (rs, cs) = if tc { (1, m) } else { (n, 1) };
             matmul_strided(&mut c, rs, cs, am, bm, false, 1);
-            let reps = (1e9 / (2.0 * (m * n * k) as f64)).ceil() as usize;
+            // About 10 GFLOP per layout: the thread CPU clock advances in scheduler ticks.
+            let reps = (1e10 / (2.0 * (m * n * k) as f64)).ceil() as usize;
             let t0 = super::util::thread_cpu_ns();
             for _ in 0..reps {
                 matmul_strided(&mut c, rs, cs, am, bm, false, 1);
