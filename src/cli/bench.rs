@@ -463,7 +463,8 @@ fn print_table(rows: &[Row], steps: usize, repeats: usize, cpu_time: bool, peak:
     }
     match peak {
         Some(p) => println!(
-            "machine: measured f32 FMA peak {p:.1} GFLOP/s per core; % peak = step GFLOP/s / (peak x threads)"
+            "machine: measured f32 FMA peak {p:.1} GFLOP/s per core ({}); % peak = step GFLOP/s / (peak x threads)",
+            crate::kernels::peak::fma_isa()
         ),
         None => println!("machine: FMA peak not measured (no AVX2/FMA)"),
     }

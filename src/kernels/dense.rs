@@ -15,8 +15,8 @@ use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-/// Block boundaries at multiples of 16 features keep whole GEMM micro-tiles (the f32 AVX2
-/// micro-kernel is 16 rows tall).
+/// Block boundaries at multiples of 16 features keep whole GEMM vectors (the f32 AVX2
+/// micro-kernel is 16 rows tall; the AVX-512 ones are multiples of 16).
 const ALIGN: usize = 16;
 
 /// `0..len` split over the current rayon pool.
