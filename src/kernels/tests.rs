@@ -316,8 +316,13 @@ fn gemm_probe() {
             };
             let (rs, cs) = if tc { (1, m) } else { (n, 1) };
             matmul_strided(&mut c, rs, cs, am, bm, false, 1);
-            // About 10 GFLOP per layout: the thread CPU clock advances in scheduler ticks.
-            let reps = (1e10 / (2.0 * (m * n * k) as f64)).ceil() as usize;
+            // About 10 GFLOP per layout (GEMM_GFLOP to change it): the thread CPU clock advances
+            // in scheduler ticks, which quantise shorter timings.
+            let gflop: f64 = std::env::var("GEMM_GFLOP")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10.0);
+            let reps = (gflop * 1e9 / (2.0 * (m * n * k) as f64)).ceil() as usize;
             let t0 = super::util::thread_cpu_ns();
             for _ in 0..reps {
                 matmul_strided(&mut c, rs, cs, am, bm, false, 1);
