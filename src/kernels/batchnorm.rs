@@ -2,7 +2,7 @@
 //! candle custom op. Statistics are per channel over (batch, spatial) for [n, c, h, w] inputs and
 //! per feature over the batch for [n, c] inputs, with the biased batch variance in the
 //! normalisation (as PyTorch and candle do).
-use super::util::{f32_data, profiled, with_f32, SyncPtr};
+use super::util::{f32_data, filled_vec, profiled, with_f32};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -172,28 +172,32 @@ fn bn_forward<A: ActFn>(
         .collect();
     let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] * invstd[ch]).collect();
     let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
-    let mut y = vec![0f32; x.len()];
-    if s == 1 {
-        y.par_chunks_mut(c * 64)
-            .zip(x.par_chunks(c * 64))
-            .for_each(|(yb, xb)| {
-                for (yr, xr) in yb.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
-                    for ch in 0..c {
-                        yr[ch] = act.apply(xr[ch] * scale[ch] + shift[ch]);
+    // Both branches write every output: no zero-fill first.
+    let y = filled_vec(x.len(), |yp| {
+        // SAFETY: `y` is this closure's alone; every element is written below.
+        let y = unsafe { yp.slice(0, x.len()) };
+        if s == 1 {
+            y.par_chunks_mut(c * 64)
+                .zip(x.par_chunks(c * 64))
+                .for_each(|(yb, xb)| {
+                    for (yr, xr) in yb.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
+                        for ch in 0..c {
+                            yr[ch] = act.apply(xr[ch] * scale[ch] + shift[ch]);
+                        }
                     }
-                }
-            });
-    } else {
-        y.par_chunks_mut(s)
-            .zip(x.par_chunks(s))
-            .enumerate()
-            .for_each(|(idx, (ys, xs))| {
-                let (a, b) = (scale[idx % c], shift[idx % c]);
-                ys.iter_mut()
-                    .zip(xs)
-                    .for_each(|(yv, &xv)| *yv = act.apply(xv * a + b));
-            });
-    }
+                });
+        } else {
+            y.par_chunks_mut(s)
+                .zip(x.par_chunks(s))
+                .enumerate()
+                .for_each(|(idx, (ys, xs))| {
+                    let (a, b) = (scale[idx % c], shift[idx % c]);
+                    ys.iter_mut()
+                        .zip(xs)
+                        .for_each(|(yv, &xv)| *yv = act.apply(xv * a + b));
+                });
+        }
+    });
     (y, Saved { mean, var, invstd })
 }
 
@@ -270,33 +274,34 @@ fn bn_backward<A: ActFn>(
     let k3: Vec<f32> = (0..c)
         .map(|ch| (-(gamma[ch] as f64) * invstd[ch] as f64 * sdy[ch] / m) as f32)
         .collect();
-    let mut dx = vec![0f32; x.len()];
-    let dxp = SyncPtr(dx.as_mut_ptr());
-    let row = |idx: usize, ch: usize, len: usize| {
-        let r = idx * len..(idx + 1) * len;
-        // SAFETY: each index owns a disjoint range of dx.
-        let out = unsafe { dxp.slice(r.start, len) };
-        (out, &x[r.clone()], &y[r.clone()], &dy[r], ch)
-    };
-    if s == 1 {
-        (0..n).into_par_iter().with_min_len(32).for_each(|i| {
-            let (out, xs, ys, gs, _) = row(i, 0, c);
-            for ch in 0..c {
-                let gp = gs[ch] * act.grad_from_output(ys[ch]);
-                out[ch] = k1[ch] * gp + k2[ch] * (xs[ch] - mean[ch]) + k3[ch];
-            }
-        });
-    } else {
-        (0..n * c).into_par_iter().for_each(|idx| {
-            let ch = idx % c;
-            let (out, xs, ys, gs, _) = row(idx, ch, s);
-            let (a, b, d, mu) = (k1[ch], k2[ch], k3[ch], mean[ch]);
-            for k in 0..s {
-                let gp = gs[k] * act.grad_from_output(ys[k]);
-                out[k] = a * gp + b * (xs[k] - mu) + d;
-            }
-        });
-    }
+    // Both branches write every input gradient: no zero-fill first.
+    let dx = filled_vec(x.len(), |dxp| {
+        let row = |idx: usize, ch: usize, len: usize| {
+            let r = idx * len..(idx + 1) * len;
+            // SAFETY: each index owns a disjoint range of dx.
+            let out = unsafe { dxp.slice(r.start, len) };
+            (out, &x[r.clone()], &y[r.clone()], &dy[r], ch)
+        };
+        if s == 1 {
+            (0..n).into_par_iter().with_min_len(32).for_each(|i| {
+                let (out, xs, ys, gs, _) = row(i, 0, c);
+                for ch in 0..c {
+                    let gp = gs[ch] * act.grad_from_output(ys[ch]);
+                    out[ch] = k1[ch] * gp + k2[ch] * (xs[ch] - mean[ch]) + k3[ch];
+                }
+            });
+        } else {
+            (0..n * c).into_par_iter().for_each(|idx| {
+                let ch = idx % c;
+                let (out, xs, ys, gs, _) = row(idx, ch, s);
+                let (a, b, d, mu) = (k1[ch], k2[ch], k3[ch], mean[ch]);
+                for k in 0..s {
+                    let gp = gs[k] * act.grad_from_output(ys[k]);
+                    out[k] = a * gp + b * (xs[k] - mu) + d;
+                }
+            });
+        }
+    });
     (dx, dgamma, dbeta)
 }
 

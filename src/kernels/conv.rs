@@ -6,7 +6,9 @@
 //! are all the output pixels of its images (so deep layers with 1x1 or 2x2 outputs still get a
 //! wide GEMM). Weight gradients are summed per thread and reduced once.
 use super::gemm::{matmul, matmul_strided, Mat};
-use super::util::{f32_data, plan_groups, profiled, run_groups, sum, with_f32, with_scratch, SyncPtr};
+use super::util::{
+    f32_data, filled_vec, plan_groups, profiled, run_groups, sum, with_f32, with_scratch, SyncPtr,
+};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// Geometry of a convolution from an image [c, h, w] to an output map [ho, wo].
@@ -126,7 +128,10 @@ impl LiveTaps {
     fn expand(&self, full: &Geom, dw: &[f32]) -> Vec<f32> {
         let (kh, kw, t0) = (self.g.kh, self.g.kw, self.t0);
         let mut out = vec![0f32; dw.len() / (kh * kw) * full.kh * full.kw];
-        for (dst, src) in out.chunks_exact_mut(full.kh * full.kw).zip(dw.chunks_exact(kh * kw)) {
+        for (dst, src) in out
+            .chunks_exact_mut(full.kh * full.kw)
+            .zip(dw.chunks_exact(kh * kw))
+        {
             for (ki, row) in src.chunks_exact(kw).enumerate() {
                 let at = (t0 + ki) * full.kw + t0;
                 dst[at..at + kw].copy_from_slice(row);
@@ -367,40 +372,40 @@ fn conv_t_dims(x: &Shape, w: &Shape, b: &Shape, stride: usize, pad: usize) -> Re
 fn conv2d_forward(x: &[f32], w: &[f32], b: &[f32], d: &ConvDims) -> Vec<f32> {
     let ConvDims { n, g, o } = *d;
     let (k, p) = (g.k(), g.p());
-    let mut y = vec![0f32; n * o * p];
     let (gsz, groups) = plan_groups(n, k * p + o * p, rayon::current_num_threads());
-    let yp = SyncPtr(y.as_mut_ptr());
-    run_groups(
-        groups,
-        || (),
-        |_, gi, threads| {
-            let (n0, n1) = (gi * gsz, ((gi + 1) * gsz).min(n));
-            let ld = (n1 - n0) * p;
-            // SAFETY: each group writes only its own images' outputs.
-            let yg = unsafe { yp.slice(n0 * o * p, (n1 - n0) * o * p) };
-            with_scratch(k * ld + o * ld, |buf| {
-                let (rows, out) = buf.split_at_mut(k * ld);
-                for i in n0..n1 {
-                    im2row(
-                        &x[i * g.img()..(i + 1) * g.img()],
-                        &g,
-                        &mut rows[(i - n0) * p * k..(i - n0 + 1) * p * k],
+    // Every output is written by `scatter_pixels`: no zero-fill first.
+    filled_vec(n * o * p, |yp| {
+        run_groups(
+            groups,
+            || (),
+            |_, gi, threads| {
+                let (n0, n1) = (gi * gsz, ((gi + 1) * gsz).min(n));
+                let ld = (n1 - n0) * p;
+                // SAFETY: each group writes only its own images' outputs.
+                let yg = unsafe { yp.slice(n0 * o * p, (n1 - n0) * o * p) };
+                with_scratch(k * ld + o * ld, |buf| {
+                    let (rows, out) = buf.split_at_mut(k * ld);
+                    for i in n0..n1 {
+                        im2row(
+                            &x[i * g.img()..(i + 1) * g.img()],
+                            &g,
+                            &mut rows[(i - n0) * p * k..(i - n0 + 1) * p * k],
+                        );
+                    }
+                    matmul(
+                        out,
+                        o,
+                        Mat::rows(rows, ld, k),
+                        Mat::rows(w, o, k).t(),
+                        false,
+                        threads,
                     );
-                }
-                matmul(
-                    out,
-                    o,
-                    Mat::rows(rows, ld, k),
-                    Mat::rows(w, o, k).t(),
-                    false,
-                    threads,
-                );
-                scatter_pixels(out, o, p, Some(b), yg);
-            });
-        },
-        |_, _| (),
-    );
-    y
+                    scatter_pixels(out, o, p, Some(b), yg);
+                });
+            },
+            |_, _| (),
+        );
+    })
 }
 
 /// Gradients of conv2d: (dx if wanted, dw, db).
@@ -561,41 +566,41 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize) -> 
 fn conv_t_forward(x: &[f32], w: &[f32], b: &[f32], n: usize, ci: usize, g: &Geom) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
     let co = g.c;
-    let mut y = vec![0f32; n * g.img()];
     let (gsz, groups) = plan_groups(n, k * p + ci * p, rayon::current_num_threads());
-    let yp = SyncPtr(y.as_mut_ptr());
-    run_groups(
-        groups,
-        || (),
-        |_, gi, threads| {
-            let (n0, n1) = (gi * gsz, ((gi + 1) * gsz).min(n));
-            let ld = (n1 - n0) * p;
-            // SAFETY: each group writes only its own images' outputs.
-            let yg = unsafe { yp.slice(n0 * g.img(), (n1 - n0) * g.img()) };
-            with_scratch(k * ld + ci * ld, |buf| {
-                let (rows, xg) = buf.split_at_mut(k * ld);
-                gather_pixels(&x[n0 * ci * p..n1 * ci * p], ci, p, xg, None);
-                matmul(
-                    rows,
-                    k,
-                    Mat::rows(xg, ld, ci),
-                    Mat::rows(w, ci, k),
-                    false,
-                    threads,
-                );
-                let plane = g.h * g.w;
-                for i in 0..n1 - n0 {
-                    let img = &mut yg[i * g.img()..(i + 1) * g.img()];
-                    for ch in 0..co {
-                        img[ch * plane..(ch + 1) * plane].fill(b[ch]);
+    // Every output is set to its bias before `row2im` adds to it: no zero-fill first.
+    filled_vec(n * g.img(), |yp| {
+        run_groups(
+            groups,
+            || (),
+            |_, gi, threads| {
+                let (n0, n1) = (gi * gsz, ((gi + 1) * gsz).min(n));
+                let ld = (n1 - n0) * p;
+                // SAFETY: each group writes only its own images' outputs.
+                let yg = unsafe { yp.slice(n0 * g.img(), (n1 - n0) * g.img()) };
+                with_scratch(k * ld + ci * ld, |buf| {
+                    let (rows, xg) = buf.split_at_mut(k * ld);
+                    gather_pixels(&x[n0 * ci * p..n1 * ci * p], ci, p, xg, None);
+                    matmul(
+                        rows,
+                        k,
+                        Mat::rows(xg, ld, ci),
+                        Mat::rows(w, ci, k),
+                        false,
+                        threads,
+                    );
+                    let plane = g.h * g.w;
+                    for i in 0..n1 - n0 {
+                        let img = &mut yg[i * g.img()..(i + 1) * g.img()];
+                        for ch in 0..co {
+                            img[ch * plane..(ch + 1) * plane].fill(b[ch]);
+                        }
+                        row2im(&rows[i * p * k..(i + 1) * p * k], g, img);
                     }
-                    row2im(&rows[i * p * k..(i + 1) * p * k], g, img);
-                }
-            });
-        },
-        |_, _| (),
-    );
-    y
+                });
+            },
+            |_, _| (),
+        );
+    })
 }
 
 fn conv_t_backward(
@@ -609,11 +614,8 @@ fn conv_t_backward(
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let (k, p) = (g.k(), g.p());
     let co = g.c;
-    let mut dx = if want_dx {
-        vec![0f32; n * ci * p]
-    } else {
-        Vec::new()
-    };
+    // Every input gradient is written by `scatter_pixels`: no zero-fill first.
+    let mut dx: Vec<f32> = Vec::with_capacity(if want_dx { n * ci * p } else { 0 });
     let (gsz, groups) = plan_grad_groups(n, p, k, ci);
     let dxp = SyncPtr(dx.as_mut_ptr());
     let (dw, db) = run_groups(
@@ -659,6 +661,10 @@ fn conv_t_backward(
         },
         merge_grads,
     );
+    if want_dx {
+        // SAFETY: the groups wrote all n * ci * p gradients (their images' pixels, every channel).
+        unsafe { dx.set_len(n * ci * p) };
+    }
     (want_dx.then_some(dx), dw, db)
 }
 

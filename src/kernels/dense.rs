@@ -9,7 +9,7 @@
 //! gradients), then per input feature (the input gradient, which needs every output feature).
 use super::batchnorm::{with_act, ActFn, Activation, IdentityFn, LeakyFn, ReluFn};
 use super::gemm::{matmul_raw, split_ranges, Mat};
-use super::util::{f32_data, profiled, with_f32, SyncPtr};
+use super::util::{f32_data, filled_vec, profiled, with_f32, SyncPtr};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -31,16 +31,6 @@ pub(crate) fn for_ranges(ranges: &[Range<usize>], f: impl Fn(usize, Range<usize>
         [r] => f(0, r.clone()),
         _ => ranges.par_iter().enumerate().for_each(|(k, r)| f(k, r.clone())),
     }
-}
-
-/// A `Vec<f32>` of length `len` filled by `fill`, which receives a pointer to `len` writable,
-/// uninitialised floats and must write every one of them (no zero-fill beforehand).
-pub(crate) fn filled_vec(len: usize, fill: impl FnOnce(SyncPtr)) -> Vec<f32> {
-    let mut v: Vec<f32> = Vec::with_capacity(len);
-    fill(SyncPtr(v.as_mut_ptr()));
-    // SAFETY: `fill` wrote all `len` elements (contract above); f32 has no invalid bit patterns.
-    unsafe { v.set_len(len) };
-    v
 }
 
 /// (batch n, inputs i, outputs o) of x [n, i], W [o, i] and the packed per-feature parameters

@@ -2,9 +2,9 @@
 //! one GEMM each for y, dx and dW and a column sum for db, instead of candle's matmul, transpose
 //! and broadcast-add nodes (each of which costs a zero-filled gradient buffer and an add in
 //! candle's backward pass). Threads split the output columns of each product (see `dense`).
-use super::dense::{filled_vec, for_ranges, thread_ranges};
+use super::dense::{for_ranges, thread_ranges};
 use super::gemm::{matmul_raw, Mat};
-use super::util::{f32_data, profiled, with_f32, SyncPtr};
+use super::util::{f32_data, filled_vec, profiled, with_f32, SyncPtr};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 fn dims(x: &Shape, w: &Shape, b: &Shape) -> Result<(usize, usize, usize)> {

@@ -1,7 +1,7 @@
 //! Fused, numerically stable binary cross-entropy with logits, summed over all elements:
 //! sum(max(l, 0) - l * x + ln(1 + exp(-|l|))), with gradient sigmoid(l) - x. One pass forward,
 //! one pass backward, multi-threaded, instead of six single-threaded candle ops each way.
-use super::util::{f32_data, with_f32};
+use super::util::{f32_data, filled_vec, with_f32};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -29,7 +29,9 @@ impl CustomOp2 for BceWithLogitsSum {
             );
         }
         let (l, x) = (f32_data(s1, l1)?, f32_data(s2, l2)?);
-        let total: f64 = l
+        // Chunk sums are added in chunk order (not in rayon's reduction tree, whose shape
+        // follows work stealing), so the loss is the same in every run.
+        let chunk_sums: Vec<f64> = l
             .par_chunks(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .map(|(lc, xc)| {
@@ -38,7 +40,8 @@ impl CustomOp2 for BceWithLogitsSum {
                     .map(|(&l, &x)| (l.max(0.0) - l * x + (-l.abs()).exp().ln_1p()) as f64)
                     .sum::<f64>()
             })
-            .sum();
+            .collect();
+        let total: f64 = chunk_sums.iter().sum();
         Ok((CpuStorage::F32(vec![total as f32]), Shape::from(())))
     }
 
@@ -52,16 +55,18 @@ impl CustomOp2 for BceWithLogitsSum {
         let scale = g.to_vec0::<f32>()?;
         let dl = with_f32(l, |ls| {
             with_f32(x, |xs| {
-                let mut out = vec![0f32; ls.len()];
-                out.par_chunks_mut(CHUNK)
-                    .zip(ls.par_chunks(CHUNK))
-                    .zip(xs.par_chunks(CHUNK))
-                    .for_each(|((o, lc), xc)| {
-                        for i in 0..o.len() {
-                            o[i] = scale * (1.0 / (1.0 + (-lc[i]).exp()) - xc[i]);
-                        }
-                    });
-                out
+                filled_vec(ls.len(), |op| {
+                    // SAFETY: `out` is this closure's alone; every element is written below.
+                    let out = unsafe { op.slice(0, ls.len()) };
+                    out.par_chunks_mut(CHUNK)
+                        .zip(ls.par_chunks(CHUNK))
+                        .zip(xs.par_chunks(CHUNK))
+                        .for_each(|((o, lc), xc)| {
+                            for i in 0..o.len() {
+                                o[i] = scale * (1.0 / (1.0 + (-lc[i]).exp()) - xc[i]);
+                            }
+                        });
+                })
             })
         })??;
         // The targets are data in this project; their gradient (-l) is not needed.

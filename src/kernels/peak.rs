@@ -28,7 +28,9 @@ pub fn fma_peak_gflops(millis: u64) -> Option<f64> {
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports the enabled feature.
-            return Some(best_of_three(millis, 32.0, |iters| unsafe { fma_chains_512(iters) }));
+            return Some(best_of_three(millis, 32.0, |iters| unsafe {
+                fma_chains_512(iters)
+            }));
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports the enabled features.

@@ -492,3 +492,44 @@ fn dense_block_input_that_needs_no_gradient_gets_none() {
         assert!(g.get(v).is_some());
     }
 }
+
+/// Per-thread accumulators are merged the same way every time: sums whose value depends on how
+/// the groups are associated (1e8 + 1 - 1e8 ... in f32) come out identical over many runs.
+#[test]
+fn run_groups_sums_the_same_way_every_run() {
+    use super::util::run_groups;
+    let values: Vec<f32> = (0..64)
+        .map(|g| match g % 4 {
+            0 => 1e8,
+            1 => 1.0,
+            2 => -1e8,
+            _ => 0.75,
+        })
+        .collect();
+    for threads in [2, 3] {
+        let results: Vec<u32> = (0..200)
+            .map(|_| {
+                pool(threads).install(|| {
+                    run_groups(
+                        values.len(),
+                        || 0f32,
+                        |acc, g, _| {
+                            // Uneven work, so that scheduling varies from run to run.
+                            if g % 7 == 0 {
+                                std::thread::yield_now();
+                            }
+                            *acc += values[g];
+                        },
+                        |a, b| a + b,
+                    )
+                    .to_bits()
+                })
+            })
+            .collect();
+        assert!(
+            results.iter().all(|&r| r == results[0]),
+            "{threads} threads: {} different sums",
+            results.iter().collect::<std::collections::HashSet<_>>().len()
+        );
+    }
+}

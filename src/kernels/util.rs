@@ -81,6 +81,11 @@ pub(crate) fn plan_groups(n: usize, per_item: usize, threads: usize) -> (usize, 
 /// Runs `body(acc, group)` for every group, in parallel over the current rayon pool when there
 /// are at least as many groups as threads, and merges the per-thread accumulators.
 /// `body` also receives how many threads its own inner GEMMs may use.
+///
+/// The groups are split into one fixed, contiguous run per thread and the accumulators merged in
+/// run order, so the floating-point sums, and with them a whole training run, are the same from
+/// one run to the next at a given thread count (rayon's fold/reduce let work stealing decide
+/// which groups share an accumulator, and results moved in the 7th digit).
 pub(crate) fn run_groups<A: Send>(
     groups: usize,
     init: impl Fn() -> A + Sync + Send,
@@ -89,13 +94,17 @@ pub(crate) fn run_groups<A: Send>(
 ) -> A {
     let threads = rayon::current_num_threads();
     if threads > 1 && groups >= threads {
-        (0..groups)
+        let runs: Vec<A> = (0..threads)
             .into_par_iter()
-            .fold(&init, |mut acc, g| {
-                body(&mut acc, g, 1);
+            .map(|t| {
+                let mut acc = init();
+                for g in groups * t / threads..groups * (t + 1) / threads {
+                    body(&mut acc, g, 1);
+                }
                 acc
             })
-            .reduce(&init, &merge)
+            .collect();
+        runs.into_iter().reduce(&merge).unwrap_or_else(&init)
     } else {
         let mut acc = init();
         for g in 0..groups {
@@ -242,4 +251,14 @@ pub fn init_process() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+}
+
+/// A `Vec<f32>` of length `len` filled by `fill`, which receives a pointer to `len` writable,
+/// uninitialised floats and must write every one of them (no zero-fill beforehand).
+pub(crate) fn filled_vec(len: usize, fill: impl FnOnce(SyncPtr)) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    fill(SyncPtr(v.as_mut_ptr()));
+    // SAFETY: `fill` wrote all `len` elements (contract above); f32 has no invalid bit patterns.
+    unsafe { v.set_len(len) };
+    v
 }
