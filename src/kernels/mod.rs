@@ -1,7 +1,8 @@
 //! The CPU hot path: project-owned kernels for the operations that dominate a VAE training step,
 //! as candle custom ops (so candle's autograd uses them) and an in-place optimizer.
 //!
-//! - `conv`: conv2d and transposed conv2d, forward and both backward passes (im2col + GEMM);
+//! - `conv`: conv2d and transposed conv2d, forward and both backward passes (im2col + GEMM),
+//!   skipping kernel taps that read only padding (`taps`);
 //! - `batchnorm`: training-mode batch norm with a fused activation, forward and backward;
 //! - `linear`, `dense`: a dense layer, and a dense layer + batch norm + activation as one op;
 //! - `adam`: fused in-place Adam.
@@ -17,6 +18,7 @@ pub mod grads;
 pub mod linear;
 pub mod loss;
 pub mod peak;
+mod taps;
 mod util;
 pub use util::{init_process, process_cpu_ns, profile_report};
 pub mod workloads;
