@@ -665,3 +665,81 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: 
         ConvTranspose2dOp { stride, pad },
     )
 }
+
+/// The dead-tap crop against the full im2row path (itself checked against candle in
+/// `kernels::tests`), on shapes candle's own backward pass cannot size: non-square inputs whose
+/// dead taps differ along the two axes.
+#[cfg(test)]
+mod dead_tap_tests {
+    use super::*;
+    use crate::util::SeededRng;
+
+    fn close(what: &str, ours: &[f32], reference: &[f32]) {
+        assert_eq!(ours.len(), reference.len(), "{what}: lengths differ");
+        let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+        let err = ours
+            .iter()
+            .zip(reference)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            err <= 1e-5 * scale,
+            "{what}: max abs error {err} vs scale {scale}"
+        );
+    }
+
+    /// (n, c, h, w, o, k, stride, pad)
+    type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+    const CASES: &[Case] = &[
+        (2, 3, 2, 3, 4, 4, 2, 1),
+        (3, 2, 3, 2, 5, 4, 2, 1),
+        (2, 4, 2, 2, 3, 4, 2, 1),
+        (1, 2, 1, 1, 3, 3, 1, 1),
+    ];
+
+    #[test]
+    fn cropped_passes_equal_the_full_ones_on_non_square_inputs() {
+        let mut rng = SeededRng::new(29);
+        for &(n, c, h, w, o, k, s, p) in CASES {
+            let label = format!("n{n} c{c} {h}x{w} o{o} k{k} s{s} p{p}");
+            let g = Geom::conv(c, h, w, k, k, s, p).unwrap();
+            assert!(
+                super::super::taps::LiveTaps::of(&g).is_some(),
+                "{label}: no dead taps"
+            );
+            // conv2d: x [n, c, h, w] -> y [n, o, ho, wo].
+            let d = ConvDims { n, g, o };
+            let x = rng.normal_vec(n * g.img());
+            let wt = rng.normal_vec(o * g.k());
+            let b = rng.normal_vec(o);
+            let dy = rng.normal_vec(n * o * g.p());
+            let full = conv2d_forward(&x, &wt, &b, &d);
+            let (cropped, _) = with_live_taps(&g, &wt, |gl, wl| {
+                conv2d_forward(&x, wl, &b, &ConvDims { g: *gl, ..d })
+            });
+            close(&format!("conv {label} forward"), &cropped, &full);
+            let (fdx, fdw, fdb) = conv2d_backward(&x, &wt, &dy, &d, true);
+            let ((cdx, cdw, cdb), live) = with_live_taps(&g, &wt, |gl, wl| {
+                conv2d_backward(&x, wl, &dy, &ConvDims { g: *gl, ..d }, true)
+            });
+            let cdw = live.map(|l| l.expand(&g, &cdw)).unwrap();
+            close(&format!("conv {label} dx"), &cdx.unwrap(), &fdx.unwrap());
+            close(&format!("conv {label} dw"), &cdw, &fdw);
+            close(&format!("conv {label} db"), &cdb, &fdb);
+            // The transposed convolution over the same geometry: x [n, o, ho, wo] ->
+            // y [n, o2 = c, h, w], weights [o, c, k, k].
+            let xt = rng.normal_vec(n * o * g.p());
+            let dyt = rng.normal_vec(n * g.img());
+            let bt = rng.normal_vec(c);
+            let full = conv_t_forward(&xt, &wt, &bt, n, o, &g);
+            let (cropped, _) = with_live_taps(&g, &wt, |gl, wl| conv_t_forward(&xt, wl, &bt, n, o, gl));
+            close(&format!("convT {label} forward"), &cropped, &full);
+            let (fdx, fdw, fdb) = conv_t_backward(&xt, &wt, &dyt, n, o, &g, true);
+            let ((cdx, cdw, cdb), live) =
+                with_live_taps(&g, &wt, |gl, wl| conv_t_backward(&xt, wl, &dyt, n, o, gl, true));
+            let cdw = live.map(|l| l.expand(&g, &cdw)).unwrap();
+            close(&format!("convT {label} dx"), &cdx.unwrap(), &fdx.unwrap());
+            close(&format!("convT {label} dw"), &cdw, &fdw);
+            close(&format!("convT {label} db"), &cdb, &fdb);
+        }
+    }
+}

@@ -33,7 +33,7 @@ fn live_range(size: usize, k: usize, outs: usize, stride: usize, pad: usize) -> 
 impl LiveTaps {
     /// `None` when every row and column of the kernel is read somewhere, or when the dead ones
     /// would need different paddings along the two axes (one pad serves both).
-    fn of(g: &Geom) -> Option<Self> {
+    pub(super) fn of(g: &Geom) -> Option<Self> {
         let (h0, h1) = live_range(g.h, g.kh, g.ho, g.stride, g.pad);
         let (w0, w1) = live_range(g.w, g.kw, g.wo, g.stride, g.pad);
         let (kh, kw) = (h1 - h0, w1 - w0);
