@@ -6,7 +6,7 @@
 //! are all the output pixels of its images (so deep layers with 1x1 or 2x2 outputs still get a
 //! wide GEMM). Weight gradients are summed per thread and reduced once.
 use super::gemm::{matmul, matmul_strided, Mat};
-use super::taps::with_live_taps;
+use super::taps::{backward_on_live_taps, forward_on_live_taps};
 use super::util::{
     f32_data, filled_vec, plan_groups, profiled, run_groups, sum, with_f32, with_scratch, SyncPtr,
 };
@@ -414,10 +414,9 @@ impl CustomOp3 for Conv2dOp {
             || format!("conv2d fwd  c{} o{} {}x{}", d.g.c, d.o, d.g.h, d.g.w),
             || {
                 let (x, b) = (f32_data(s1, l1)?, f32_data(s3, l3)?);
-                let (y, _) = with_live_taps(&d.g, f32_data(s2, l2)?, |g, w| {
+                Ok::<_, candle_core::Error>(forward_on_live_taps(&d.g, f32_data(s2, l2)?, |g, w| {
                     conv2d_forward(x, w, b, &ConvDims { g: *g, ..d })
-                });
-                Ok::<_, candle_core::Error>(y)
+                }))
             },
         )?;
         Ok((CpuStorage::F32(y), Shape::from((d.n, d.o, d.g.ho, d.g.wo))))
@@ -439,14 +438,9 @@ impl CustomOp3 for Conv2dOp {
                 with_f32(x, |xs| {
                     with_f32(w, |ws| {
                         with_f32(dy, |dys| {
-                            let ((dx, dw, db), live) = with_live_taps(&d.g, ws, |g, w| {
+                            backward_on_live_taps(&d.g, ws, |g, w| {
                                 conv2d_backward(xs, w, dys, &ConvDims { g: *g, ..d }, want_dx)
-                            });
-                            let dw = match live {
-                                Some(l) => l.expand(&d.g, &dw),
-                                None => dw,
-                            };
-                            (dx, dw, db)
+                            })
                         })
                     })
                 })
@@ -615,8 +609,9 @@ impl CustomOp3 for ConvTranspose2dOp {
             || format!("convT fwd   c{} o{} {}x{}", ci, g.c, g.ho, g.wo),
             || {
                 let (x, b) = (f32_data(s1, l1)?, f32_data(s3, l3)?);
-                let (y, _) = with_live_taps(&g, f32_data(s2, l2)?, |g, w| conv_t_forward(x, w, b, n, ci, g));
-                Ok::<_, candle_core::Error>(y)
+                Ok::<_, candle_core::Error>(forward_on_live_taps(&g, f32_data(s2, l2)?, |g, w| {
+                    conv_t_forward(x, w, b, n, ci, g)
+                }))
             },
         )?;
         Ok((CpuStorage::F32(y), Shape::from((n, g.c, g.h, g.w))))
@@ -638,14 +633,9 @@ impl CustomOp3 for ConvTranspose2dOp {
                 with_f32(x, |xs| {
                     with_f32(w, |ws| {
                         with_f32(dy, |dys| {
-                            let ((dx, dw, db), live) = with_live_taps(&g, ws, |gl, w| {
+                            backward_on_live_taps(&g, ws, |gl, w| {
                                 conv_t_backward(xs, w, dys, n, ci, gl, want_dx)
-                            });
-                            let dw = match live {
-                                Some(l) => l.expand(&g, &dw),
-                                None => dw,
-                            };
-                            (dx, dw, db)
+                            })
                         })
                     })
                 })
@@ -713,15 +703,14 @@ mod dead_tap_tests {
             let b = rng.normal_vec(o);
             let dy = rng.normal_vec(n * o * g.p());
             let full = conv2d_forward(&x, &wt, &b, &d);
-            let (cropped, _) = with_live_taps(&g, &wt, |gl, wl| {
+            let cropped = forward_on_live_taps(&g, &wt, |gl, wl| {
                 conv2d_forward(&x, wl, &b, &ConvDims { g: *gl, ..d })
             });
             close(&format!("conv {label} forward"), &cropped, &full);
             let (fdx, fdw, fdb) = conv2d_backward(&x, &wt, &dy, &d, true);
-            let ((cdx, cdw, cdb), live) = with_live_taps(&g, &wt, |gl, wl| {
+            let (cdx, cdw, cdb) = backward_on_live_taps(&g, &wt, |gl, wl| {
                 conv2d_backward(&x, wl, &dy, &ConvDims { g: *gl, ..d }, true)
             });
-            let cdw = live.map(|l| l.expand(&g, &cdw)).unwrap();
             close(&format!("conv {label} dx"), &cdx.unwrap(), &fdx.unwrap());
             close(&format!("conv {label} dw"), &cdw, &fdw);
             close(&format!("conv {label} db"), &cdb, &fdb);
@@ -731,12 +720,11 @@ mod dead_tap_tests {
             let dyt = rng.normal_vec(n * g.img());
             let bt = rng.normal_vec(c);
             let full = conv_t_forward(&xt, &wt, &bt, n, o, &g);
-            let (cropped, _) = with_live_taps(&g, &wt, |gl, wl| conv_t_forward(&xt, wl, &bt, n, o, gl));
+            let cropped = forward_on_live_taps(&g, &wt, |gl, wl| conv_t_forward(&xt, wl, &bt, n, o, gl));
             close(&format!("convT {label} forward"), &cropped, &full);
             let (fdx, fdw, fdb) = conv_t_backward(&xt, &wt, &dyt, n, o, &g, true);
-            let ((cdx, cdw, cdb), live) =
-                with_live_taps(&g, &wt, |gl, wl| conv_t_backward(&xt, wl, &dyt, n, o, gl, true));
-            let cdw = live.map(|l| l.expand(&g, &cdw)).unwrap();
+            let (cdx, cdw, cdb) =
+                backward_on_live_taps(&g, &wt, |gl, wl| conv_t_backward(&xt, wl, &dyt, n, o, gl, true));
             close(&format!("convT {label} dx"), &cdx.unwrap(), &fdx.unwrap());
             close(&format!("convT {label} dw"), &cdw, &fdw);
             close(&format!("convT {label} db"), &cdb, &fdb);

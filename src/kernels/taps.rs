@@ -65,7 +65,7 @@ impl LiveTaps {
 
     /// The adjoint of `crop`: a weight gradient [outer, kh, kw] placed in [outer, full.kh,
     /// full.kw], zero at the dead taps.
-    pub(super) fn expand(&self, full: &Geom, dw: &[f32]) -> Vec<f32> {
+    fn expand(&self, full: &Geom, dw: &[f32]) -> Vec<f32> {
         let (kh, kw, t0) = (self.g.kh, self.g.kw, self.t0);
         let mut out = vec![0f32; dw.len() / (kh * kw) * full.kh * full.kw];
         for (dst, src) in out
@@ -81,15 +81,30 @@ impl LiveTaps {
     }
 }
 
-/// Runs a convolution pass `f(geometry, weights)` on the live taps only, when some are dead.
-pub(super) fn with_live_taps<R>(
+/// A convolution pass's gradients: (input gradient if wanted, weight gradient, bias gradient).
+pub(super) type ConvGrads = (Option<Vec<f32>>, Vec<f32>, Vec<f32>);
+
+/// Runs a forward pass `f(geometry, weights)` on the live taps only, when some are dead.
+pub(super) fn forward_on_live_taps<R>(g: &Geom, w: &[f32], f: impl FnOnce(&Geom, &[f32]) -> R) -> R {
+    match LiveTaps::of(g) {
+        Some(live) => f(&live.g, &live.crop(g, w)),
+        None => f(g, w),
+    }
+}
+
+/// Runs a backward pass `f(geometry, weights)` on the live taps only, when some are dead, and
+/// returns its weight gradient at the full kernel's shape (zero at the dead taps).
+pub(super) fn backward_on_live_taps(
     g: &Geom,
     w: &[f32],
-    f: impl FnOnce(&Geom, &[f32]) -> R,
-) -> (R, Option<LiveTaps>) {
+    f: impl FnOnce(&Geom, &[f32]) -> ConvGrads,
+) -> ConvGrads {
     match LiveTaps::of(g) {
-        Some(live) => (f(&live.g, &live.crop(g, w)), Some(live)),
-        None => (f(g, w), None),
+        Some(live) => {
+            let (dx, dw, db) = f(&live.g, &live.crop(g, w));
+            (dx, live.expand(g, &dw), db)
+        }
+        None => f(g, w),
     }
 }
 
