@@ -282,6 +282,29 @@ fn bce_with_logits_matches_candle_composite_and_stays_finite() {
     assert_close("bce grad", g1.get(&l).unwrap(), g2.get(&l).unwrap());
 }
 
+/// Not a test: prints the fused Adam pass's time per parameter over the dense workload's 2.3M
+/// parameters, run on its own (the training step's own figure is in the kernel profile).
+/// `RAYON_NUM_THREADS=1 cargo test --release --lib adam_probe -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn adam_probe() {
+    let n = 2_300_000;
+    let mut p = vec![0.01f32; n];
+    let g: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.01).collect();
+    let (mut m, mut v) = (vec![0f32; n], vec![0.1f32; n]);
+    let h = AdamHyper::default();
+    for step in 1..=3 {
+        adam::adam_update_slices(&mut p, &g, &mut m, &mut v, step, &h);
+    }
+    let reps = 50;
+    let t0 = std::time::Instant::now();
+    for step in 4..4 + reps {
+        adam::adam_update_slices(&mut p, &g, &mut m, &mut v, step, &h);
+    }
+    let ns = t0.elapsed().as_secs_f64() * 1e9 / (reps as f64 * n as f64);
+    println!("adam: {ns:.3} ns per parameter ({n} parameters, {reps} steps)");
+}
+
 /// Not a test: prints single-thread GEMM throughput (CPU time) for the conv layers' shapes in
 /// every storage order of a, b and the destination.
 /// `cargo test --release --lib gemm_probe -- --ignored --nocapture`
