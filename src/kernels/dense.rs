@@ -9,7 +9,8 @@
 //! gradients), then per input feature (the input gradient, which needs every output feature).
 use super::batchnorm::{with_act, ActFn, Activation, IdentityFn, LeakyFn, ReluFn};
 use super::gemm::{matmul_raw, split_ranges, Mat};
-use super::util::{f32_data, filled_vec, profiled, with_f32, SyncPtr};
+use super::transpose::transpose_raw;
+use super::util::{f32_data, filled_vec, profiled, sum, sum2, with_f32, with_scratch, SyncPtr};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -53,28 +54,15 @@ fn block_dims(x: &Shape, w: &Shape, p: &Shape) -> Result<(usize, usize, usize)> 
     Ok((n, i, o))
 }
 
-/// What the forward pass keeps for the backward pass: the linear output z = x W^T + b [n, o]
-/// and per feature the batch mean, biased variance and 1 / sqrt(var + eps).
+/// What the forward pass keeps for the backward pass: the linear output z = x W^T + b,
+/// feature-major ([o, n]: each feature's batch is one contiguous row), and per feature the batch
+/// mean, biased variance and 1 / sqrt(var + eps).
 #[derive(Default)]
 struct Saved {
     z: Vec<f32>,
     mean: Vec<f32>,
     var: Vec<f32>,
     invstd: Vec<f32>,
-}
-
-/// Columns `r` of row-major [n, o] matrices: one thread's share of a block's features.
-#[derive(Clone)]
-struct ColBlock {
-    n: usize,
-    o: usize,
-    r: Range<usize>,
-}
-
-impl ColBlock {
-    fn at(&self, row: usize) -> Range<usize> {
-        row * self.o + self.r.start..row * self.o + self.r.end
-    }
 }
 
 /// Calls `$plain(args)`, or its AVX2 + FMA twin `$avx2(args)` where the CPU has them (the same
@@ -97,162 +85,118 @@ macro_rules! dispatch_simd {
     }};
 }
 
-/// Batch norm + activation forward on one column block: adds the bias to z = x W^T, takes the
-/// batch mean and biased variance per feature (f64 sums, two passes), writes h.
+/// Per-feature parameters of one block, as slices over the same feature range.
+struct FeatureParams<'a> {
+    bias: &'a [f32],
+    gamma: &'a [f32],
+    beta: &'a [f32],
+}
+
+impl<'a> FeatureParams<'a> {
+    /// Features `r` of the packed [bias, gamma, beta] vector of `o` features.
+    fn of(p: &'a [f32], o: usize, r: &Range<usize>) -> Self {
+        Self {
+            bias: &p[r.clone()],
+            gamma: &p[o + r.start..o + r.end],
+            beta: &p[2 * o + r.start..2 * o + r.end],
+        }
+    }
+}
+
+/// Batch norm + activation forward on feature-major rows (`z` [len, n], one feature a row): adds
+/// the bias to z, takes each row's mean and biased variance (two passes), writes the activations
+/// feature-major into `h` [len, n].
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn bn_forward_cols<A: ActFn>(
-    cols: ColBlock,
-    zp: SyncPtr,
-    hp: SyncPtr,
-    p: &[f32],
+fn bn_forward_rows<A: ActFn>(
+    z: &mut [f32],
+    h: &mut [f32],
+    n: usize,
+    fp: &FeatureParams,
     eps: f64,
     (mo, vo, io): (&mut [f32], &mut [f32], &mut [f32]),
     act: A,
 ) {
-    let (n, o, r) = (cols.n, cols.o, cols.r.clone());
-    let len = r.len();
-    let (b, gamma, beta) = (
-        &p[r.clone()],
-        &p[o + r.start..o + r.end],
-        &p[2 * o + r.start..2 * o + r.end],
-    );
-    // SAFETY (all slices of zp / hp below): the caller's task alone touches columns r.
-    let mut acc = vec![0f64; len];
-    for row in 0..n {
-        let zr = unsafe { zp.slice(cols.at(row).start, len) };
-        for ((zv, a), &bv) in zr.iter_mut().zip(acc.iter_mut()).zip(b) {
-            *zv += bv;
-            *a += *zv as f64;
-        }
-    }
-    let mu: Vec<f32> = acc.iter().map(|a| (a / n as f64) as f32).collect();
-    acc.fill(0.0);
-    for row in 0..n {
-        let zr = unsafe { zp.slice(cols.at(row).start, len) };
-        for ((&zv, a), &m) in zr.iter().zip(acc.iter_mut()).zip(&mu) {
-            let d = zv - m;
-            *a += (d * d) as f64;
-        }
-    }
-    let mut scale = vec![0f32; len];
-    for j in 0..len {
-        let v = acc[j] / n as f64;
+    for (j, (zr, hr)) in z.chunks_exact_mut(n).zip(h.chunks_exact_mut(n)).enumerate() {
+        zr.iter_mut().for_each(|v| *v += fp.bias[j]);
+        let mu = (sum(zr) / n as f64) as f32;
+        let v = sum2(zr, zr, |a, _| (a - mu) * (a - mu)) / n as f64;
         let is = (1.0 / (v + eps).sqrt()) as f32;
-        mo[j] = mu[j];
-        vo[j] = v as f32;
-        io[j] = is;
-        scale[j] = gamma[j] * is;
-    }
-    // (z - mean) * scale + beta: no cancellation when the variance is tiny.
-    for row in 0..n {
-        let zr = unsafe { zp.slice(cols.at(row).start, len) };
-        let hr = unsafe { hp.slice(cols.at(row).start, len) };
-        for ((((hv, &zv), &m), &a), &c) in hr.iter_mut().zip(zr.iter()).zip(&mu).zip(&scale).zip(beta) {
-            *hv = act.apply((zv - m) * a + c);
+        (mo[j], vo[j], io[j]) = (mu, v as f32, is);
+        let (a, c) = (fp.gamma[j] * is, fp.beta[j]);
+        // (z - mean) * scale + beta: no cancellation when the variance is tiny.
+        for (hv, &zv) in hr.iter_mut().zip(zr.iter()) {
+            *hv = act.apply((zv - mu) * a + c);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn bn_forward_cols_avx2<A: ActFn>(
-    cols: ColBlock,
-    zp: SyncPtr,
-    hp: SyncPtr,
-    p: &[f32],
+unsafe fn bn_forward_rows_avx2<A: ActFn>(
+    z: &mut [f32],
+    h: &mut [f32],
+    n: usize,
+    fp: &FeatureParams,
     eps: f64,
     stats: (&mut [f32], &mut [f32], &mut [f32]),
     act: A,
 ) {
-    bn_forward_cols(cols, zp, hp, p, eps, stats, act)
+    bn_forward_rows(z, h, n, fp, eps, stats, act)
 }
 
-/// Batch norm + activation backward on one column block: the gradient of z into `dz` ([n, len],
-/// compact) and the bias, gamma and beta gradients of these features.
+/// Batch norm + activation backward on feature-major rows: `g` [len, n] holds the gradient of
+/// the block output on entry and the gradient of z on return; also writes the bias, gamma and
+/// beta gradients of these features. The activation's derivative is taken from the output,
+/// recomputed from z exactly as the forward pass computed it.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn bn_backward_cols<A: ActFn>(
-    cols: ColBlock,
+fn bn_backward_rows<A: ActFn>(
+    g: &mut [f32],
     z: &[f32],
-    h: &[f32],
-    dh: &[f32],
-    gamma: &[f32],
+    n: usize,
+    fp: &FeatureParams,
     mean: &[f32],
     invstd: &[f32],
     act: A,
-    dz: &mut [f32],
     (db, dg, dbeta): (&mut [f32], &mut [f32], &mut [f32]),
 ) {
-    let (n, r) = (cols.n, cols.r.clone());
-    let len = r.len();
     let m = n as f64;
-    let mu = &mean[r.clone()];
-    // Per feature: sum of dy' and of dy' * (z - mean), dy' = dh through the activation.
-    let mut sdy = vec![0f64; len];
-    let mut sdyx = vec![0f64; len];
-    for row in 0..n {
-        let c = cols.at(row);
-        let (zr, hr, gr) = (&z[c.clone()], &h[c.clone()], &dh[c]);
-        for (((((&zv, &hv), &gv), &m), a), b) in zr
-            .iter()
-            .zip(hr)
-            .zip(gr)
-            .zip(mu)
-            .zip(sdy.iter_mut())
-            .zip(sdyx.iter_mut())
-        {
-            let g = gv * act.grad_from_output(hv);
-            *a += g as f64;
-            *b += (g * (zv - m)) as f64;
+    for (j, (gr, zr)) in g.chunks_exact_mut(n).zip(z.chunks_exact(n)).enumerate() {
+        let (mu, is) = (mean[j], invstd[j]);
+        let (a, c) = (fp.gamma[j] * is, fp.beta[j]);
+        for (gv, &zv) in gr.iter_mut().zip(zr) {
+            *gv *= act.grad_from_output(act.apply((zv - mu) * a + c));
         }
-    }
-    // dz = k1 * dy' + k2 * (z - mean) + k3
-    let mut k1 = vec![0f32; len];
-    let mut k2 = vec![0f32; len];
-    let mut k3 = vec![0f32; len];
-    for j in 0..len {
-        let (g, is) = (gamma[r.start + j] as f64, invstd[r.start + j] as f64);
-        dg[j] = (sdyx[j] * is) as f32;
-        dbeta[j] = sdy[j] as f32;
-        k1[j] = (g * is) as f32;
-        k2[j] = (-g * is * is * is * sdyx[j] / m) as f32;
-        k3[j] = (-g * is * sdy[j] / m) as f32;
-    }
-    let mut sdz = vec![0f64; len];
-    for row in 0..n {
-        let c = cols.at(row);
-        let (zr, hr, gr) = (&z[c.clone()], &h[c.clone()], &dh[c]);
-        let out = &mut dz[row * len..(row + 1) * len];
-        for j in 0..len {
-            let g = gr[j] * act.grad_from_output(hr[j]);
-            let v = k1[j] * g + k2[j] * (zr[j] - mu[j]) + k3[j];
-            out[j] = v;
-            sdz[j] += v as f64;
+        let sdy = sum(gr);
+        let sdyx = sum2(gr, zr, |g, z| g * (z - mu));
+        let (gm, isd) = (fp.gamma[j] as f64, is as f64);
+        dg[j] = (sdyx * isd) as f32;
+        dbeta[j] = sdy as f32;
+        // dz = k1 * dy' + k2 * (z - mean) + k3
+        let k1 = (gm * isd) as f32;
+        let k2 = (-gm * isd * isd * isd * sdyx / m) as f32;
+        let k3 = (-gm * isd * sdy / m) as f32;
+        for (gv, &zv) in gr.iter_mut().zip(zr) {
+            *gv = k1 * *gv + k2 * (zv - mu) + k3;
         }
-    }
-    for j in 0..len {
-        db[j] = sdz[j] as f32;
+        db[j] = sum(gr) as f32;
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn bn_backward_cols_avx2<A: ActFn>(
-    cols: ColBlock,
+unsafe fn bn_backward_rows_avx2<A: ActFn>(
+    g: &mut [f32],
     z: &[f32],
-    h: &[f32],
-    dh: &[f32],
-    gamma: &[f32],
+    n: usize,
+    fp: &FeatureParams,
     mean: &[f32],
     invstd: &[f32],
     act: A,
-    dz: &mut [f32],
     grads: (&mut [f32], &mut [f32], &mut [f32]),
 ) {
-    bn_backward_cols(cols, z, h, dh, gamma, mean, invstd, act, dz, grads)
+    bn_backward_rows(g, z, n, fp, mean, invstd, act, grads)
 }
 
 struct DenseBnActOp {
@@ -261,6 +205,10 @@ struct DenseBnActOp {
     saved: Arc<Mutex<Saved>>,
 }
 
+/// Forward pass. Each thread takes a range of output features: its rows of the feature-major
+/// z = W x^T (the weight is read in place, as the GEMM's row-major left operand, so it needs no
+/// packing), their batch norm, and the transpose of its activations into columns of the
+/// batch-major output.
 #[allow(clippy::too_many_arguments)]
 fn block_forward<A: ActFn>(
     x: &[f32],
@@ -281,22 +229,22 @@ fn block_forward<A: ActFn>(
         SyncPtr(invstd.as_mut_ptr()),
     );
     let mut h = Vec::new();
-    let z = filled_vec(n * o, |zp| {
+    let z = filled_vec(o * n, |zp| {
         h = filled_vec(n * o, |hp| {
             for_ranges(&thread_ranges(o), |_, r| {
                 let len = r.len();
-                // SAFETY: this task alone writes columns r of z and h, and entries r of the stats.
+                // SAFETY: this task alone writes rows r of z, columns r of h, entries r of the stats.
+                let zr = unsafe { zp.slice(r.start * n, len * n) };
                 unsafe {
                     matmul_raw(
-                        zp.at(r.start),
-                        o,
+                        zr.as_mut_ptr(),
+                        n,
                         1,
-                        Mat::rows(x, n, i),
-                        Mat::rows(&w[r.start * i..r.end * i], len, i).t(),
+                        Mat::rows(&w[r.start * i..r.end * i], len, i),
+                        Mat::rows(x, n, i).t(),
                         false,
                     )
                 };
-                // SAFETY: as above.
                 let stats = unsafe {
                     (
                         mp.slice(r.start, len),
@@ -304,24 +252,29 @@ fn block_forward<A: ActFn>(
                         ip.slice(r.start, len),
                     )
                 };
-                let cols = ColBlock { n, o, r };
-                dispatch_simd!(
-                    bn_forward_cols,
-                    bn_forward_cols_avx2(cols, zp, hp, p, eps, stats, act)
-                );
+                let fp = FeatureParams::of(p, o, &r);
+                with_scratch(len * n, |hr| {
+                    dispatch_simd!(
+                        bn_forward_rows,
+                        bn_forward_rows_avx2(zr, hr, n, &fp, eps, stats, act)
+                    );
+                    // SAFETY: columns r of the [n, o] output, written by this task alone.
+                    unsafe { transpose_raw(hr.as_ptr(), n, len, n, hp.at(r.start), o) };
+                });
             });
         });
     });
     (h, Saved { z, mean, var, invstd })
 }
 
-/// Gradients (dx if wanted, dW, d[bias, gamma, beta]) given the block output `h` and its gradient.
+/// Gradients (dx if wanted, dW, d[bias, gamma, beta]) given the gradient of the block output.
+/// Phase one, per range of output features: the gradient of z, feature-major ([len, n]), then
+/// those rows of dW = dz^T x. Phase two, per range of input features: dx = dz W.
 #[allow(clippy::too_many_arguments)]
 fn block_backward<A: ActFn>(
     x: &[f32],
     w: &[f32],
     p: &[f32],
-    h: &[f32],
     dh: &[f32],
     saved: &Saved,
     n: usize,
@@ -330,69 +283,55 @@ fn block_backward<A: ActFn>(
     want_dx: bool,
     act: A,
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
-    let gamma = &p[o..2 * o];
     let (z, mean, invstd) = (&saved.z, &saved.mean, &saved.invstd);
-    let ro = thread_ranges(o);
-    // Gradient of z, one compact [n, len] block per range of output features.
-    let mut dz_blocks: Vec<Vec<f32>> = ro.iter().map(|r| Vec::with_capacity(n * r.len())).collect();
-    let dz_ptrs: Vec<SyncPtr> = dz_blocks.iter_mut().map(|v| SyncPtr(v.as_mut_ptr())).collect();
     let mut dp = vec![0f32; 3 * o];
     let dpp = SyncPtr(dp.as_mut_ptr());
+    let mut dz = Vec::new();
     let dw = filled_vec(o * i, |dwp| {
-        for_ranges(&ro, |k, r| {
-            let len = r.len();
-            let dzk = unsafe { dz_ptrs[k].slice(0, n * len) };
-            // SAFETY: this task alone writes entries r of the three packed gradients.
-            let dps = unsafe {
-                (
-                    dpp.slice(r.start, len),
-                    dpp.slice(o + r.start, len),
-                    dpp.slice(2 * o + r.start, len),
-                )
-            };
-            let cols = ColBlock { n, o, r: r.clone() };
-            dispatch_simd!(
-                bn_backward_cols,
-                bn_backward_cols_avx2(cols, z, h, dh, gamma, mean, invstd, act, dzk, dps)
-            );
-            // dW[r, :] = dz[:, r]^T x
-            unsafe {
-                matmul_raw(
-                    dwp.at(r.start * i),
-                    i,
-                    1,
-                    Mat::rows(dzk, n, len).t(),
-                    Mat::rows(x, n, i),
-                    false,
-                )
-            };
+        dz = filled_vec(o * n, |dzp| {
+            for_ranges(&thread_ranges(o), |_, r| {
+                let len = r.len();
+                // SAFETY (all raw accesses below): this task alone writes rows r of dz and dW and
+                // entries r of the three packed gradients; dh is [n, o].
+                let g = unsafe { dzp.slice(r.start * n, len * n) };
+                unsafe { transpose_raw(dh.as_ptr().add(r.start), o, n, len, g.as_mut_ptr(), n) };
+                let dps = unsafe {
+                    (
+                        dpp.slice(r.start, len),
+                        dpp.slice(o + r.start, len),
+                        dpp.slice(2 * o + r.start, len),
+                    )
+                };
+                let fp = FeatureParams::of(p, o, &r);
+                let zr = &z[r.start * n..r.end * n];
+                let (mr, ir) = (&mean[r.clone()], &invstd[r.clone()]);
+                dispatch_simd!(
+                    bn_backward_rows,
+                    bn_backward_rows_avx2(g, zr, n, &fp, mr, ir, act, dps)
+                );
+                // dW[r, :] = dz[r, :] x
+                unsafe { matmul_raw(dwp.at(r.start * i), i, 1, Mat::rows(g, len, n), Mat::rows(x, n, i), false) };
+            });
         });
     });
-    for (v, r) in dz_blocks.iter_mut().zip(&ro) {
-        // SAFETY: phase one wrote all n * len elements of every block.
-        unsafe { v.set_len(n * r.len()) };
-    }
     let dx = want_dx.then(|| {
         filled_vec(n * i, |dxp| {
             for_ranges(&thread_ranges(i), |_, c| {
-                for (k, (r, dzk)) in ro.iter().zip(&dz_blocks).enumerate() {
-                    // dx[:, c] (+)= dz[:, r] W[r, c]
-                    let wv = Mat {
-                        data: &w[r.start * i + c.start..],
-                        rows: r.len(),
-                        cols: c.len(),
-                        rs: i,
-                        cs: 1,
-                    };
-                    // SAFETY: this task alone writes columns c of dx; k = 0 writes them first.
-                    unsafe { matmul_raw(dxp.at(c.start), i, 1, Mat::rows(dzk, n, r.len()), wv, k > 0) };
-                }
+                // dx[:, c] = dz^T W[:, c]
+                let wv = Mat {
+                    data: &w[c.start..],
+                    rows: o,
+                    cols: c.len(),
+                    rs: i,
+                    cs: 1,
+                };
+                // SAFETY: this task alone writes columns c of dx.
+                unsafe { matmul_raw(dxp.at(c.start), i, 1, Mat::rows(&dz, o, n).t(), wv, false) };
             });
         })
     });
     (dx, dw, dp)
 }
-
 fn lock(saved: &Mutex<Saved>) -> Result<std::sync::MutexGuard<'_, Saved>> {
     saved
         .lock()
@@ -428,7 +367,7 @@ impl CustomOp3 for DenseBnActOp {
         x: &Tensor,
         w: &Tensor,
         p: &Tensor,
-        res: &Tensor,
+        _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, i, o) = block_dims(x.shape(), w.shape(), p.shape())?;
@@ -440,18 +379,16 @@ impl CustomOp3 for DenseBnActOp {
                 with_f32(x, |xs| {
                     with_f32(w, |ws| {
                         with_f32(p, |ps| {
-                            with_f32(res, |hs| {
-                                with_f32(dy, |dhs| {
-                                    with_act!(self.act, |a| block_backward(
-                                        xs, ws, ps, hs, dhs, &saved, n, i, o, want_dx, a
-                                    ))
-                                })
+                            with_f32(dy, |dhs| {
+                                with_act!(self.act, |a| block_backward(
+                                    xs, ws, ps, dhs, &saved, n, i, o, want_dx, a
+                                ))
                             })
                         })
                     })
                 })
             },
-        )?????;
+        )????;
         let dev = x.device();
         Ok((
             dx.map(|v| Tensor::from_vec(v, (n, i), dev)).transpose()?,

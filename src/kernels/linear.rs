@@ -4,7 +4,8 @@
 //! candle's backward pass). Threads split the output columns of each product (see `dense`).
 use super::dense::{for_ranges, thread_ranges};
 use super::gemm::{matmul_raw, Mat};
-use super::util::{f32_data, filled_vec, profiled, with_f32, SyncPtr};
+use super::transpose::transpose_raw;
+use super::util::{f32_data, filled_vec, profiled, sum, with_f32, with_scratch, SyncPtr};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 fn dims(x: &Shape, w: &Shape, b: &Shape) -> Result<(usize, usize, usize)> {
@@ -25,26 +26,31 @@ struct LinearOp;
 fn linear_forward(x: &[f32], w: &[f32], b: &[f32], n: usize, i: usize, o: usize) -> Vec<f32> {
     filled_vec(n * o, |yp| {
         for_ranges(&thread_ranges(o), |_, r| {
-            for row in 0..n {
-                // SAFETY: this task alone writes columns r of y.
-                unsafe { yp.slice(row * o + r.start, r.len()) }.copy_from_slice(&b[r.clone()]);
-            }
-            unsafe {
-                matmul_raw(
-                    yp.at(r.start),
-                    o,
-                    1,
-                    Mat::rows(x, n, i),
-                    Mat::rows(&w[r.start * i..r.end * i], r.len(), i).t(),
-                    true,
-                )
-            };
+            let len = r.len();
+            // y^T = W x^T feature-major in scratch (the weight needs no packing that way), plus the
+            // bias, then transposed into this task's columns of y.
+            with_scratch(len * n, |yt| {
+                // SAFETY: yt holds len x n floats.
+                unsafe {
+                    matmul_raw(
+                        yt.as_mut_ptr(),
+                        n,
+                        1,
+                        Mat::rows(&w[r.start * i..r.end * i], len, i),
+                        Mat::rows(x, n, i).t(),
+                        false,
+                    )
+                };
+                for (row, &bv) in yt.chunks_exact_mut(n).zip(&b[r.clone()]) {
+                    row.iter_mut().for_each(|v| *v += bv);
+                }
+                // SAFETY: columns r of the [n, o] output, written by this task alone.
+                unsafe { transpose_raw(yt.as_ptr(), n, len, n, yp.at(r.start), o) };
+            });
         })
     })
 }
 
-/// (dx if wanted, dW, db) for y = x W^T + b: all three products split over the pool at once
-/// (dW and db by output feature, dx by input feature; they do not depend on each other).
 #[allow(clippy::too_many_arguments)]
 fn linear_backward(
     x: &[f32],
@@ -73,23 +79,18 @@ fn linear_backward(
             let len = r.len();
             if is_dw {
                 // dW[r, :] = dy[:, r]^T x, db[r] = column sums of dy.
-                let dyt = Mat {
-                    data: &dy[r.start..],
-                    rows: len,
-                    cols: n,
-                    rs: 1,
-                    cs: o,
-                };
-                // SAFETY: this task alone writes rows r of dW and entries r of db.
-                unsafe { matmul_raw(dwp.at(r.start * i), i, 1, dyt, Mat::rows(x, n, i), false) };
-                let mut acc = vec![0f64; len];
-                for row in dy.chunks_exact(o) {
-                    acc.iter_mut()
-                        .zip(&row[r.clone()])
-                        .for_each(|(a, &v)| *a += v as f64);
-                }
-                let dbr = unsafe { dbp.slice(r.start, len) };
-                dbr.iter_mut().zip(&acc).for_each(|(d, &a)| *d = a as f32);
+                // dy[:, r] feature-major, so that dW[r, :] = dy[:, r]^T x reads both operands
+                // in the GEMM's preferred order; its rows' sums are the bias gradient.
+                with_scratch(len * n, |dyt| {
+                    // SAFETY: dy is [n, o] and dyt holds len x n floats.
+                    unsafe { transpose_raw(dy.as_ptr().add(r.start), o, n, len, dyt.as_mut_ptr(), n) };
+                    // SAFETY: this task alone writes rows r of dW and entries r of db.
+                    unsafe { matmul_raw(dwp.at(r.start * i), i, 1, Mat::rows(dyt, len, n), Mat::rows(x, n, i), false) };
+                    let dbr = unsafe { dbp.slice(r.start, len) };
+                    for (d, row) in dbr.iter_mut().zip(dyt.chunks_exact(n)) {
+                        *d = sum(row) as f32;
+                    }
+                });
             } else {
                 // dx[:, r] = dy W[:, r]
                 let wv = Mat {

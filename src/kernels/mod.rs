@@ -19,6 +19,7 @@ pub mod linear;
 pub mod loss;
 pub mod peak;
 mod taps;
+mod transpose;
 mod util;
 pub use util::{init_process, process_cpu_ns, profile_report};
 pub mod workloads;
