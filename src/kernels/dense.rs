@@ -10,7 +10,7 @@
 use super::batchnorm::{with_act, ActFn, Activation, IdentityFn, LeakyFn, ReluFn};
 use super::gemm::{matmul_raw, split_ranges, Mat};
 use super::transpose::transpose_raw;
-use super::util::{f32_data, filled_vec, profiled, sum, sum2, with_f32, with_scratch, SyncPtr};
+use super::util::{f32_data, filled_vec, profiled, with_f32, with_scratch, SyncPtr};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -103,6 +103,52 @@ impl<'a> FeatureParams<'a> {
     }
 }
 
+/// Lanes of the row sums below: four AVX vectors, so consecutive adds do not wait on each other.
+const LANES: usize = 32;
+
+/// The f64 total of f32 lanes: the four vectors are added first, then eight lanes as a tree
+/// (a row is short, so a sequential fold of 32 lanes would cost as much as the row itself).
+#[inline(always)]
+fn fold(acc: &[f32; LANES]) -> f64 {
+    let mut r = [0f32; 8];
+    for q in acc.chunks_exact(8) {
+        r.iter_mut().zip(q).for_each(|(a, &v)| *a += v);
+    }
+    let d = r.map(|v| v as f64);
+    ((d[0] + d[4]) + (d[2] + d[6])) + ((d[1] + d[5]) + (d[3] + d[7]))
+}
+
+/// Adds `bias` to every element of `row` and returns their sum.
+#[inline(always)]
+fn add_and_sum(row: &mut [f32], bias: f32) -> f64 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c.iter_mut()) {
+            *v += bias;
+            *a += *v;
+        }
+    }
+    chunks.into_remainder().iter_mut().fold(fold(&acc), |s, v| {
+        *v += bias;
+        s + *v as f64
+    })
+}
+
+/// Sum of `f(x, y)` over two rows.
+#[inline(always)]
+fn pair_sum(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
+    let mut acc = [0f32; LANES];
+    let (cx, cy) = (xs.chunks_exact(LANES), ys.chunks_exact(LANES));
+    let (rx, ry) = (cx.remainder(), cy.remainder());
+    for (a, b) in cx.zip(cy) {
+        for ((s, &x), &y) in acc.iter_mut().zip(a).zip(b) {
+            *s += f(x, y);
+        }
+    }
+    rx.iter().zip(ry).fold(fold(&acc), |s, (&x, &y)| s + f(x, y) as f64)
+}
+
 /// Batch norm + activation forward on feature-major rows (`z` [len, n], one feature a row): adds
 /// the bias to z, takes each row's mean and biased variance (two passes), writes the activations
 /// feature-major into `h` [len, n].
@@ -117,9 +163,8 @@ fn bn_forward_rows<A: ActFn>(
     act: A,
 ) {
     for (j, (zr, hr)) in z.chunks_exact_mut(n).zip(h.chunks_exact_mut(n)).enumerate() {
-        zr.iter_mut().for_each(|v| *v += fp.bias[j]);
-        let mu = (sum(zr) / n as f64) as f32;
-        let v = sum2(zr, zr, |a, _| (a - mu) * (a - mu)) / n as f64;
+        let mu = (add_and_sum(zr, fp.bias[j]) / n as f64) as f32;
+        let v = pair_sum(zr, zr, |a, _| (a - mu) * (a - mu)) / n as f64;
         let is = (1.0 / (v + eps).sqrt()) as f32;
         (mo[j], vo[j], io[j]) = (mu, v as f32, is);
         let (a, c) = (fp.gamma[j] * is, fp.beta[j]);
@@ -164,11 +209,23 @@ fn bn_backward_rows<A: ActFn>(
     for (j, (gr, zr)) in g.chunks_exact_mut(n).zip(z.chunks_exact(n)).enumerate() {
         let (mu, is) = (mean[j], invstd[j]);
         let (a, c) = (fp.gamma[j] * is, fp.beta[j]);
-        for (gv, &zv) in gr.iter_mut().zip(zr) {
-            *gv *= act.grad_from_output(act.apply((zv - mu) * a + c));
+        // Per feature: sums of dy' and of dy' * (z - mean), dy' = dh through the activation.
+        let (mut s1, mut s2) = ([0f32; LANES], [0f32; LANES]);
+        let mut gc = gr.chunks_exact_mut(LANES);
+        let mut zc = zr.chunks_exact(LANES);
+        for (gk, zk) in (&mut gc).zip(&mut zc) {
+            for (((gv, &zv), a1), a2) in gk.iter_mut().zip(zk).zip(s1.iter_mut()).zip(s2.iter_mut()) {
+                *gv *= act.grad_from_output(act.apply((zv - mu) * a + c));
+                *a1 += *gv;
+                *a2 += *gv * (zv - mu);
+            }
         }
-        let sdy = sum(gr);
-        let sdyx = sum2(gr, zr, |g, z| g * (z - mu));
+        let (mut sdy, mut sdyx) = (fold(&s1), fold(&s2));
+        for (gv, &zv) in gc.into_remainder().iter_mut().zip(zc.remainder()) {
+            *gv *= act.grad_from_output(act.apply((zv - mu) * a + c));
+            sdy += *gv as f64;
+            sdyx += (*gv * (zv - mu)) as f64;
+        }
         let (gm, isd) = (fp.gamma[j] as f64, is as f64);
         dg[j] = (sdyx * isd) as f32;
         dbeta[j] = sdy as f32;
@@ -176,10 +233,21 @@ fn bn_backward_rows<A: ActFn>(
         let k1 = (gm * isd) as f32;
         let k2 = (-gm * isd * isd * isd * sdyx / m) as f32;
         let k3 = (-gm * isd * sdy / m) as f32;
-        for (gv, &zv) in gr.iter_mut().zip(zr) {
-            *gv = k1 * *gv + k2 * (zv - mu) + k3;
+        let mut s3 = [0f32; LANES];
+        let mut gc = gr.chunks_exact_mut(LANES);
+        let mut zc = zr.chunks_exact(LANES);
+        for (gk, zk) in (&mut gc).zip(&mut zc) {
+            for ((gv, &zv), a3) in gk.iter_mut().zip(zk).zip(s3.iter_mut()) {
+                *gv = k1 * *gv + k2 * (zv - mu) + k3;
+                *a3 += *gv;
+            }
         }
-        db[j] = sum(gr) as f32;
+        let mut sdz = fold(&s3);
+        for (gv, &zv) in gc.into_remainder().iter_mut().zip(zc.remainder()) {
+            *gv = k1 * *gv + k2 * (zv - mu) + k3;
+            sdz += *gv as f64;
+        }
+        db[j] = sdz as f32;
     }
 }
 
