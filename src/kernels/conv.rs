@@ -7,6 +7,7 @@
 //! wide GEMM). Weight gradients are summed per thread and reduced once.
 use super::gemm::{matmul, matmul_strided, Mat};
 use super::taps::{backward_on_live_taps, forward_on_live_taps};
+use super::transpose::transpose_into;
 use super::util::{
     f32_data, filled_vec, plan_groups, profiled, run_groups, sum, with_f32, with_scratch, SyncPtr,
 };
@@ -180,43 +181,28 @@ fn gather_pixels(src: &[f32], chans: usize, p: usize, dst: &mut [f32], sums: Opt
     for i in 0..gn {
         let s = &src[i * chans * p..(i + 1) * chans * p];
         let d = &mut dst[i * p * chans..(i + 1) * p * chans];
-        for ch in 0..chans {
-            for q in 0..p {
-                d[q * chans + ch] = s[ch * p + q];
-            }
-        }
+        transpose_into(s, p, chans, p, d, chans);
     }
 }
-
 /// Inverse of `gather_pixels`, adding a per-channel bias.
 fn scatter_pixels(src: &[f32], chans: usize, p: usize, bias: Option<&[f32]>, dst: &mut [f32]) {
     let gn = dst.len() / (chans * p);
     for i in 0..gn {
         let s = &src[i * p * chans..(i + 1) * p * chans];
         let d = &mut dst[i * chans * p..(i + 1) * chans * p];
-        for ch in 0..chans {
-            let b = bias.map_or(0.0, |b| b[ch]);
-            let dc = &mut d[ch * p..(ch + 1) * p];
-            for q in 0..p {
-                dc[q] = s[q * chans + ch] + b;
+        transpose_into(s, chans, p, chans, d, p);
+        if let Some(bias) = bias {
+            for (dc, &b) in d.chunks_exact_mut(p).zip(bias) {
+                dc.iter_mut().for_each(|v| *v += b);
             }
         }
     }
 }
 
-/// The transpose of a row-major [rows, cols] matrix, in cache-sized tiles.
+/// The transpose of a row-major [rows, cols] matrix.
 fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const T: usize = 32;
     let mut out = vec![0f32; rows * cols];
-    for r0 in (0..rows).step_by(T) {
-        for c0 in (0..cols).step_by(T) {
-            for r in r0..(r0 + T).min(rows) {
-                for c in c0..(c0 + T).min(cols) {
-                    out[c * rows + r] = a[r * cols + c];
-                }
-            }
-        }
-    }
+    transpose_into(a, cols, rows, cols, &mut out, rows);
     out
 }
 
