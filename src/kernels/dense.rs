@@ -3,7 +3,12 @@
 //! separate linear, batch-norm and activation nodes, each with its own zero-filled gradient
 //! buffer and add).
 //!
-//! Threads split the output features: each one computes its columns of `x W^T + b`, their batch
+//! Inside, the pre-activation is kept feature-major (`z^T = W x^T`, one contiguous row of batch
+//! values per feature): the gemm crate runs that product faster than the batch-major one
+//! (`gemm_probe`: 95 against 85 GFLOP/s at 512 x 512, batch 128), and batch norm then reads each
+//! feature's batch as one row. Candle sees batch-major tensors; `transpose` converts.
+//!
+//! Threads split the output features: each one computes its rows of `z^T`, their batch
 //! statistics and activations without waiting for the others (batch norm is per feature). The
 //! backward pass has two phases: per output feature (batch-norm backward, bias and weight
 //! gradients), then per input feature (the input gradient, which needs every output feature).
@@ -274,8 +279,7 @@ struct DenseBnActOp {
 }
 
 /// Forward pass. Each thread takes a range of output features: its rows of the feature-major
-/// z = W x^T (the weight is read in place, as the GEMM's row-major left operand, so it needs no
-/// packing), their batch norm, and the transpose of its activations into columns of the
+/// z = W x^T, their batch norm, and the transpose of its activations into columns of the
 /// batch-major output.
 #[allow(clippy::too_many_arguments)]
 fn block_forward<A: ActFn>(

@@ -27,8 +27,8 @@ fn linear_forward(x: &[f32], w: &[f32], b: &[f32], n: usize, i: usize, o: usize)
     filled_vec(n * o, |yp| {
         for_ranges(&thread_ranges(o), |_, r| {
             let len = r.len();
-            // y^T = W x^T feature-major in scratch (the weight needs no packing that way), plus the
-            // bias, then transposed into this task's columns of y.
+            // y^T = W x^T feature-major in scratch (the gemm crate's faster order for this
+            // product, as in `dense`), plus the bias, then transposed into this task's columns of y.
             with_scratch(len * n, |yt| {
                 // SAFETY: yt holds len x n floats.
                 unsafe {

@@ -1,7 +1,8 @@
-//! Strided matrix transpose with an AVX2 8x8 in-register kernel: the dense blocks keep their
-//! pre-activations feature-major (so the forward GEMM needs no packing of the weight, and batch
-//! norm reads each feature's batch as one contiguous row) while candle sees batch-major tensors;
-//! this converts between the two at memory speed.
+//! Strided matrix transpose with an AVX 8x8 in-register kernel: the dense blocks keep their
+//! pre-activations feature-major (the gemm crate's faster order for their forward product, and
+//! batch norm reads each feature's batch as one contiguous row) while candle sees batch-major
+//! tensors; this converts between the two at memory speed. The conv kernels' pixel-major
+//! gathers use it too.
 
 /// `dst[c * dst_ld + r] = src[r * src_ld + c]` for r < rows, c < cols.
 pub(crate) fn transpose_into(src: &[f32], src_ld: usize, rows: usize, cols: usize, dst: &mut [f32], dst_ld: usize) {
