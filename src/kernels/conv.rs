@@ -184,6 +184,7 @@ fn gather_pixels(src: &[f32], chans: usize, p: usize, dst: &mut [f32], sums: Opt
         transpose_into(s, p, chans, p, d, chans);
     }
 }
+
 /// Inverse of `gather_pixels`, adding a per-channel bias.
 fn scatter_pixels(src: &[f32], chans: usize, p: usize, bias: Option<&[f32]>, dst: &mut [f32]) {
     let gn = dst.len() / (chans * p);

@@ -151,7 +151,9 @@ fn pair_sum(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
             *s += f(x, y);
         }
     }
-    rx.iter().zip(ry).fold(fold(&acc), |s, (&x, &y)| s + f(x, y) as f64)
+    rx.iter()
+        .zip(ry)
+        .fold(fold(&acc), |s, (&x, &y)| s + f(x, y) as f64)
 }
 
 /// Batch norm + activation forward on feature-major rows (`z` [len, n], one feature a row): adds
@@ -382,7 +384,16 @@ fn block_backward<A: ActFn>(
                     bn_backward_rows_avx2(g, zr, n, &fp, mr, ir, act, dps)
                 );
                 // dW[r, :] = dz[r, :] x
-                unsafe { matmul_raw(dwp.at(r.start * i), i, 1, Mat::rows(g, len, n), Mat::rows(x, n, i), false) };
+                unsafe {
+                    matmul_raw(
+                        dwp.at(r.start * i),
+                        i,
+                        1,
+                        Mat::rows(g, len, n),
+                        Mat::rows(x, n, i),
+                        false,
+                    )
+                };
             });
         });
     });

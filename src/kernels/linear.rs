@@ -51,6 +51,8 @@ fn linear_forward(x: &[f32], w: &[f32], b: &[f32], n: usize, i: usize, o: usize)
     })
 }
 
+/// (dx if wanted, dW, db) for y = x W^T + b: all three products split over the pool at once
+/// (dW and db by output feature, dx by input feature; they do not depend on each other).
 #[allow(clippy::too_many_arguments)]
 fn linear_backward(
     x: &[f32],
@@ -85,7 +87,16 @@ fn linear_backward(
                     // SAFETY: dy is [n, o] and dyt holds len x n floats.
                     unsafe { transpose_raw(dy.as_ptr().add(r.start), o, n, len, dyt.as_mut_ptr(), n) };
                     // SAFETY: this task alone writes rows r of dW and entries r of db.
-                    unsafe { matmul_raw(dwp.at(r.start * i), i, 1, Mat::rows(dyt, len, n), Mat::rows(x, n, i), false) };
+                    unsafe {
+                        matmul_raw(
+                            dwp.at(r.start * i),
+                            i,
+                            1,
+                            Mat::rows(dyt, len, n),
+                            Mat::rows(x, n, i),
+                            false,
+                        )
+                    };
                     let dbr = unsafe { dbp.slice(r.start, len) };
                     for (d, row) in dbr.iter_mut().zip(dyt.chunks_exact(n)) {
                         *d = sum(row) as f32;

@@ -5,13 +5,29 @@
 //! gathers use it too.
 
 /// `dst[c * dst_ld + r] = src[r * src_ld + c]` for r < rows, c < cols.
-pub(crate) fn transpose_into(src: &[f32], src_ld: usize, rows: usize, cols: usize, dst: &mut [f32], dst_ld: usize) {
+pub(crate) fn transpose_into(
+    src: &[f32],
+    src_ld: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+    dst_ld: usize,
+) {
     if rows == 0 || cols == 0 {
         return;
     }
-    assert!(src_ld >= cols && dst_ld >= rows, "transpose: leading dimension too small");
-    assert!((rows - 1) * src_ld + cols <= src.len(), "transpose: source out of bounds");
-    assert!((cols - 1) * dst_ld + rows <= dst.len(), "transpose: destination out of bounds");
+    assert!(
+        src_ld >= cols && dst_ld >= rows,
+        "transpose: leading dimension too small"
+    );
+    assert!(
+        (rows - 1) * src_ld + cols <= src.len(),
+        "transpose: source out of bounds"
+    );
+    assert!(
+        (cols - 1) * dst_ld + rows <= dst.len(),
+        "transpose: destination out of bounds"
+    );
     // SAFETY: bounds checked above.
     unsafe { transpose_raw(src.as_ptr(), src_ld, rows, cols, dst.as_mut_ptr(), dst_ld) }
 }
@@ -21,7 +37,14 @@ pub(crate) fn transpose_into(src: &[f32], src_ld: usize, rows: usize, cols: usiz
 /// # Safety
 /// Every `src[r * src_ld + c]` read and `dst[c * dst_ld + r]` written must be in bounds, and no
 /// one else may access the written elements meanwhile.
-pub(crate) unsafe fn transpose_raw(src: *const f32, src_ld: usize, rows: usize, cols: usize, dst: *mut f32, dst_ld: usize) {
+pub(crate) unsafe fn transpose_raw(
+    src: *const f32,
+    src_ld: usize,
+    rows: usize,
+    cols: usize,
+    dst: *mut f32,
+    dst_ld: usize,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx") {
@@ -117,7 +140,16 @@ mod tests {
 
     #[test]
     fn transposes_every_shape_and_stride() {
-        for (rows, cols) in [(1, 1), (1, 9), (9, 1), (8, 8), (16, 24), (13, 29), (128, 500), (33, 8)] {
+        for (rows, cols) in [
+            (1, 1),
+            (1, 9),
+            (9, 1),
+            (8, 8),
+            (16, 24),
+            (13, 29),
+            (128, 500),
+            (33, 8),
+        ] {
             for pad in [0, 3] {
                 let (sld, dld) = (cols + pad, rows + 2 * pad);
                 let src: Vec<f32> = (0..rows * sld).map(|v| v as f32).collect();
@@ -125,7 +157,11 @@ mod tests {
                 transpose_into(&src, sld, rows, cols, &mut dst, dld);
                 for r in 0..rows {
                     for c in 0..cols {
-                        assert_eq!(dst[c * dld + r], src[r * sld + c], "{rows}x{cols} pad {pad} at ({r}, {c})");
+                        assert_eq!(
+                            dst[c * dld + r],
+                            src[r * sld + c],
+                            "{rows}x{cols} pad {pad} at ({r}, {c})"
+                        );
                     }
                 }
                 // Padding columns of the destination are left alone.
