@@ -39,6 +39,56 @@ pub(crate) fn for_ranges(ranges: &[Range<usize>], f: impl Fn(usize, Range<usize>
     }
 }
 
+/// Rows `r` of the feature-major product `z^T = W x^T` into `zt` ([len, n]), for x [n, i] and
+/// W [o, i]: the order in which the gemm crate runs this product fastest (see the module comment).
+pub(crate) fn feature_major_product(
+    zt: &mut [f32],
+    w: &[f32],
+    x: &[f32],
+    n: usize,
+    i: usize,
+    r: &Range<usize>,
+) {
+    let len = r.len();
+    assert!(zt.len() >= len * n, "feature-major product: output too short");
+    // SAFETY: zt holds len x n floats (checked above).
+    unsafe {
+        matmul_raw(
+            zt.as_mut_ptr(),
+            n,
+            1,
+            Mat::rows(&w[r.start * i..r.end * i], len, i),
+            Mat::rows(x, n, i).t(),
+            false,
+        )
+    };
+}
+
+/// Rows `r` of the weight gradient `dW = dz^T x` ([o, i] at `dw`), from `g`, the gradient of
+/// those features feature-major ([len, n]), and x [n, i].
+///
+/// # Safety
+/// `dw` must point to an [o, i] buffer whose rows `r` no one else accesses meanwhile.
+pub(crate) unsafe fn weight_grad_rows(
+    dw: SyncPtr,
+    g: &[f32],
+    x: &[f32],
+    n: usize,
+    i: usize,
+    r: &Range<usize>,
+) {
+    unsafe {
+        matmul_raw(
+            dw.at(r.start * i),
+            i,
+            1,
+            Mat::rows(g, r.len(), n),
+            Mat::rows(x, n, i),
+            false,
+        )
+    };
+}
+
 /// (batch n, inputs i, outputs o) of x [n, i], W [o, i] and the packed per-feature parameters
 /// [3 * o] (bias, gamma, beta).
 fn block_dims(x: &Shape, w: &Shape, p: &Shape) -> Result<(usize, usize, usize)> {
@@ -309,16 +359,7 @@ fn block_forward<A: ActFn>(
                 let len = r.len();
                 // SAFETY: this task alone writes rows r of z, columns r of h, entries r of the stats.
                 let zr = unsafe { zp.slice(r.start * n, len * n) };
-                unsafe {
-                    matmul_raw(
-                        zr.as_mut_ptr(),
-                        n,
-                        1,
-                        Mat::rows(&w[r.start * i..r.end * i], len, i),
-                        Mat::rows(x, n, i).t(),
-                        false,
-                    )
-                };
+                feature_major_product(zr, w, x, n, i, &r);
                 let stats = unsafe {
                     (
                         mp.slice(r.start, len),
@@ -383,17 +424,7 @@ fn block_backward<A: ActFn>(
                     bn_backward_rows,
                     bn_backward_rows_avx2(g, zr, n, &fp, mr, ir, act, dps)
                 );
-                // dW[r, :] = dz[r, :] x
-                unsafe {
-                    matmul_raw(
-                        dwp.at(r.start * i),
-                        i,
-                        1,
-                        Mat::rows(g, len, n),
-                        Mat::rows(x, n, i),
-                        false,
-                    )
-                };
+                unsafe { weight_grad_rows(dwp, g, x, n, i, &r) };
             });
         });
     });

@@ -2,7 +2,7 @@
 //! one GEMM each for y, dx and dW and a column sum for db, instead of candle's matmul, transpose
 //! and broadcast-add nodes (each of which costs a zero-filled gradient buffer and an add in
 //! candle's backward pass). Threads split the output columns of each product (see `dense`).
-use super::dense::{for_ranges, thread_ranges};
+use super::dense::{feature_major_product, for_ranges, thread_ranges, weight_grad_rows};
 use super::gemm::{matmul_raw, Mat};
 use super::transpose::transpose_raw;
 use super::util::{f32_data, filled_vec, profiled, sum, with_f32, with_scratch, SyncPtr};
@@ -27,20 +27,10 @@ fn linear_forward(x: &[f32], w: &[f32], b: &[f32], n: usize, i: usize, o: usize)
     filled_vec(n * o, |yp| {
         for_ranges(&thread_ranges(o), |_, r| {
             let len = r.len();
-            // y^T = W x^T feature-major in scratch (the gemm crate's faster order for this
-            // product, as in `dense`), plus the bias, then transposed into this task's columns of y.
+            // y^T = W x^T feature-major in scratch, plus the bias, then transposed into this
+            // task's columns of y.
             with_scratch(len * n, |yt| {
-                // SAFETY: yt holds len x n floats.
-                unsafe {
-                    matmul_raw(
-                        yt.as_mut_ptr(),
-                        n,
-                        1,
-                        Mat::rows(&w[r.start * i..r.end * i], len, i),
-                        Mat::rows(x, n, i).t(),
-                        false,
-                    )
-                };
+                feature_major_product(yt, w, x, n, i, &r);
                 for (row, &bv) in yt.chunks_exact_mut(n).zip(&b[r.clone()]) {
                     row.iter_mut().for_each(|v| *v += bv);
                 }
@@ -87,16 +77,7 @@ fn linear_backward(
                     // SAFETY: dy is [n, o] and dyt holds len x n floats.
                     unsafe { transpose_raw(dy.as_ptr().add(r.start), o, n, len, dyt.as_mut_ptr(), n) };
                     // SAFETY: this task alone writes rows r of dW and entries r of db.
-                    unsafe {
-                        matmul_raw(
-                            dwp.at(r.start * i),
-                            i,
-                            1,
-                            Mat::rows(dyt, len, n),
-                            Mat::rows(x, n, i),
-                            false,
-                        )
-                    };
+                    unsafe { weight_grad_rows(dwp, dyt, x, n, i, &r) };
                     let dbr = unsafe { dbp.slice(r.start, len) };
                     for (d, row) in dbr.iter_mut().zip(dyt.chunks_exact(n)) {
                         *d = sum(row) as f32;
