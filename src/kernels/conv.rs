@@ -279,42 +279,54 @@ fn conv_t_dims(x: &Shape, w: &Shape, b: &Shape, stride: usize, pad: usize) -> Re
 // ---------------------------------------------------------------------------------------------
 // conv2d
 
-fn conv2d_forward(x: &[f32], w: &[f32], b: &[f32], d: &ConvDims) -> Vec<f32> {
-    let ConvDims { n, g, o } = *d;
-    let (k, p) = (g.k(), g.p());
-    let (gsz, groups) = plan_groups(n, k * p + o * p, rayon::current_num_threads());
-    // Every output is written by `scatter_pixels`: no zero-fill first.
-    filled_vec(n * o * p, |yp| {
+/// A batch output of `n` images of `img` floats each, filled group by group: `fill` gets the
+/// group's image range, its thread count, the group's output slice and a scratch buffer of
+/// `per_image` floats per image, and must write every element of its slice (no zero-fill first).
+fn fill_by_image_groups(
+    n: usize,
+    img: usize,
+    per_image: usize,
+    fill: impl Fn(std::ops::Range<usize>, usize, &mut [f32], &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    let (gsz, groups) = plan_groups(n, per_image, rayon::current_num_threads());
+    filled_vec(n * img, |yp| {
         run_groups(
             groups,
             || (),
             |_, gi, threads| {
                 let (n0, n1) = (gi * gsz, ((gi + 1) * gsz).min(n));
-                let ld = (n1 - n0) * p;
                 // SAFETY: each group writes only its own images' outputs.
-                let yg = unsafe { yp.slice(n0 * o * p, (n1 - n0) * o * p) };
-                with_scratch(k * ld + o * ld, |buf| {
-                    let (rows, out) = buf.split_at_mut(k * ld);
-                    for i in n0..n1 {
-                        im2row(
-                            &x[i * g.img()..(i + 1) * g.img()],
-                            &g,
-                            &mut rows[(i - n0) * p * k..(i - n0 + 1) * p * k],
-                        );
-                    }
-                    matmul(
-                        out,
-                        o,
-                        Mat::rows(rows, ld, k),
-                        Mat::rows(w, o, k).t(),
-                        false,
-                        threads,
-                    );
-                    scatter_pixels(out, o, p, Some(b), yg);
-                });
+                let yg = unsafe { yp.slice(n0 * img, (n1 - n0) * img) };
+                with_scratch(per_image * (n1 - n0), |buf| fill(n0..n1, threads, yg, buf));
             },
             |_, _| (),
         );
+    })
+}
+
+fn conv2d_forward(x: &[f32], w: &[f32], b: &[f32], d: &ConvDims) -> Vec<f32> {
+    let ConvDims { n, g, o } = *d;
+    let (k, p) = (g.k(), g.p());
+    // Every output is written by `scatter_pixels`.
+    fill_by_image_groups(n, o * p, k * p + o * p, |imgs, threads, yg, buf| {
+        let ld = imgs.len() * p;
+        let (rows, out) = buf.split_at_mut(k * ld);
+        for (j, i) in imgs.enumerate() {
+            im2row(
+                &x[i * g.img()..(i + 1) * g.img()],
+                &g,
+                &mut rows[j * p * k..(j + 1) * p * k],
+            );
+        }
+        matmul(
+            out,
+            o,
+            Mat::rows(rows, ld, k),
+            Mat::rows(w, o, k).t(),
+            false,
+            threads,
+        );
+        scatter_pixels(out, o, p, Some(b), yg);
     })
 }
 
@@ -469,41 +481,26 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize) -> 
 
 fn conv_t_forward(x: &[f32], w: &[f32], b: &[f32], n: usize, ci: usize, g: &Geom) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
-    let co = g.c;
-    let (gsz, groups) = plan_groups(n, k * p + ci * p, rayon::current_num_threads());
-    // Every output is set to its bias before `row2im` adds to it: no zero-fill first.
-    filled_vec(n * g.img(), |yp| {
-        run_groups(
-            groups,
-            || (),
-            |_, gi, threads| {
-                let (n0, n1) = (gi * gsz, ((gi + 1) * gsz).min(n));
-                let ld = (n1 - n0) * p;
-                // SAFETY: each group writes only its own images' outputs.
-                let yg = unsafe { yp.slice(n0 * g.img(), (n1 - n0) * g.img()) };
-                with_scratch(k * ld + ci * ld, |buf| {
-                    let (rows, xg) = buf.split_at_mut(k * ld);
-                    gather_pixels(&x[n0 * ci * p..n1 * ci * p], ci, p, xg, None);
-                    matmul(
-                        rows,
-                        k,
-                        Mat::rows(xg, ld, ci),
-                        Mat::rows(w, ci, k),
-                        false,
-                        threads,
-                    );
-                    let plane = g.h * g.w;
-                    for i in 0..n1 - n0 {
-                        let img = &mut yg[i * g.img()..(i + 1) * g.img()];
-                        for ch in 0..co {
-                            img[ch * plane..(ch + 1) * plane].fill(b[ch]);
-                        }
-                        row2im(&rows[i * p * k..(i + 1) * p * k], g, img);
-                    }
-                });
-            },
-            |_, _| (),
+    let plane = g.h * g.w;
+    // Every output is set to its bias before `row2im` adds to it.
+    fill_by_image_groups(n, g.img(), k * p + ci * p, |imgs, threads, yg, buf| {
+        let ld = imgs.len() * p;
+        let (rows, xg) = buf.split_at_mut(k * ld);
+        gather_pixels(&x[imgs.start * ci * p..imgs.end * ci * p], ci, p, xg, None);
+        matmul(
+            rows,
+            k,
+            Mat::rows(xg, ld, ci),
+            Mat::rows(w, ci, k),
+            false,
+            threads,
         );
+        for (j, img) in yg.chunks_exact_mut(g.img()).enumerate() {
+            for (chan, &bc) in img.chunks_exact_mut(plane).zip(b) {
+                chan.fill(bc);
+            }
+            row2im(&rows[j * p * k..(j + 1) * p * k], g, img);
+        }
     })
 }
 
