@@ -556,3 +556,42 @@ fn run_groups_sums_the_same_way_every_run() {
         );
     }
 }
+
+/// The vendored candle's backward stores a tensor's first gradient as is and adds later ones
+/// (vendor/candle-core/NORBVAE-PATCH.md). Checked against hand-derived gradients: x feeds five
+/// ops (fan-in through both the patched and the unpatched subtracting paths), y only one, and z
+/// only a broadcast (whose gradient must come back contiguous and summed).
+#[test]
+fn candle_backward_sums_every_use_of_a_tensor() {
+    let xs = [0.5f32, -1.25, 2.0, 0.75, -0.5, 1.5];
+    let ys = [1.0f32, 2.0, -3.0, 0.25, 0.5, -1.0];
+    let dev = Device::Cpu;
+    let x = Var::from_slice(&xs, (2, 3), &dev).unwrap();
+    let y = Var::from_slice(&ys, (2, 3), &dev).unwrap();
+    let z = Var::from_slice(&[0.5f32, -2.0, 1.0], 3, &dev).unwrap();
+    let (xt, yt, zt) = (x.as_tensor(), y.as_tensor(), z.as_tensor());
+    // L = sum(x*y) + sum(x^2) - sum(x) + sum(3 - x*2) + sum(x + z) (z broadcast over rows)
+    let terms = [
+        (xt * yt).unwrap(),
+        xt.sqr().unwrap(),
+        xt.neg().unwrap(),
+        (3.0 - (xt * 2.0).unwrap()).unwrap(),
+        xt.broadcast_add(zt).unwrap(),
+    ];
+    let loss = terms
+        .iter()
+        .map(|t| t.sum_all().unwrap())
+        .reduce(|a, b| (a + b).unwrap())
+        .unwrap();
+    let g = loss.backward().unwrap();
+    let dx: Vec<f32> = g.get(xt).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let dy: Vec<f32> = g.get(yt).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let dz: Vec<f32> = g.get(zt).unwrap().to_vec1().unwrap();
+    for k in 0..6 {
+        // d/dx: y + 2x - 1 - 2 + 1
+        assert_eq!(dx[k], ys[k] + 2.0 * xs[k] - 2.0, "dx[{k}]");
+        assert_eq!(dy[k], xs[k], "dy[{k}]");
+    }
+    assert_eq!(dz, vec![2.0; 3]);
+    assert!(g.get(xt).unwrap().is_contiguous() && g.get(zt).unwrap().is_contiguous());
+}
