@@ -107,7 +107,7 @@ pub fn fit(z: &[f32], n: usize, l: usize, params: &TwoStageParams) -> Result<Two
         if step + 50 >= params.steps {
             recent.push(loss);
         }
-        opt.step(&crate::model::ops::backward(&parts.loss)?)?;
+        opt.backward_step(&parts.loss)?;
     }
     let final_loss = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
     Ok(TwoStageVae {

@@ -266,6 +266,36 @@ pub fn adam_update(
     param.as_tensor().inplace_op2(&grad, &op)
 }
 
+/// `loss`'s backward pass ([`super::backward_with_update`]) with Adam step `step` applied to each
+/// of `vars` in place as soon as its gradient is complete, while that gradient (and the weight,
+/// just read by its layer's backward pass) are still in cache. `m`, `v`: the moments, per
+/// variable. Returns the gradients that were not consumed (of tensors not in `vars`).
+pub fn backward_with_adam(
+    loss: &Tensor,
+    vars: &[Var],
+    m: &mut [Vec<f32>],
+    v: &mut [Vec<f32>],
+    step: u64,
+    hyper: &AdamHyper,
+) -> Result<GradStore> {
+    if m.len() != vars.len() || v.len() != vars.len() {
+        bail!(
+            "Adam: {} variables but {} / {} moments",
+            vars.len(),
+            m.len(),
+            v.len()
+        );
+    }
+    let index: std::collections::HashMap<_, _> = vars.iter().enumerate().map(|(k, v)| (v.id(), k)).collect();
+    super::backward_with_update(loss, &mut |var, g| {
+        let Some(&k) = index.get(&var.id()) else {
+            return Ok(false);
+        };
+        adam_update(&vars[k], g, &mut m[k], &mut v[k], step, hyper)?;
+        Ok(true)
+    })
+}
+
 /// A complete fused Adam over a list of variables (used by the benchmark's reference models;
 /// the training engine's `train::optim::Adam` calls `adam_update_all` the same way).
 pub struct FusedAdam {
@@ -300,5 +330,13 @@ impl FusedAdam {
             .filter_map(|((var, m), v)| grads.get(var).map(|g| (var, g, &mut m[..], &mut v[..])))
             .collect();
         adam_update_all(&mut items, self.step, &self.hyper)
+    }
+
+    /// `loss`'s backward pass and one Adam step, each variable updated as soon as its gradient
+    /// is complete ([`backward_with_adam`]): the same update as `step(&backward(loss))`.
+    pub fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
+        self.step += 1;
+        backward_with_adam(loss, &self.vars, &mut self.m, &mut self.v, self.step, &self.hyper)?;
+        Ok(())
     }
 }

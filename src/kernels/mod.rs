@@ -24,11 +24,11 @@ mod util;
 pub use util::{init_process, process_cpu_ns, profile_report};
 pub mod workloads;
 
-pub use adam::{adam_update, adam_update_all, AdamHyper, FusedAdam};
+pub use adam::{adam_update, adam_update_all, backward_with_adam, AdamHyper, FusedAdam};
 pub use batchnorm::{batch_norm_train, Activation};
 pub use conv::{conv2d, conv_transpose2d};
 pub use dense::dense_bn_act_train;
-pub use grads::backward;
+pub use grads::{backward, backward_with_update};
 pub use loss::bce_with_logits_sum;
 
 #[cfg(test)]

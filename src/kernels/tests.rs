@@ -595,3 +595,76 @@ fn candle_backward_sums_every_use_of_a_tensor() {
     assert_eq!(dz, vec![2.0; 3]);
     assert!(g.get(xt).unwrap().is_contiguous() && g.get(zt).unwrap().is_contiguous());
 }
+
+/// Adam applied during the backward pass, as each gradient completes, leaves every parameter
+/// bit-identical to candle's backward then a step, for the benchmark's optimizer and the
+/// trainer's, at 1 and 2 threads. The model mixes the kernels (deferred weight gradients) with candle ops, and
+/// uses w1 twice (a kernel and a penalty), so its gradient has two contributions to sum first.
+#[test]
+fn adam_during_backward_matches_backward_then_step() {
+    use crate::train::optim::{Adam, AdamParams};
+    let mut rng = SeededRng::new(41);
+    let x = rand_t(&mut rng, &[9, 5]);
+    let target = rand_t(&mut rng, &[9, 3]);
+    let init: Vec<Tensor> = [&[6usize, 5][..], &[6], &[6], &[6], &[3, 6], &[3]]
+        .iter()
+        .map(|s| rand_t(&mut rng, s))
+        .collect();
+    let loss = |p: &[Var]| {
+        let t = |k: usize| p[k].as_tensor();
+        let (h, _, _) = dense_bn_act_train(&x, t(0), t(1), t(2), t(3), 1e-5, Activation::Relu).unwrap();
+        let out = linear(&h, t(4), t(5)).unwrap();
+        let penalty = (t(0).sqr().unwrap().sum_all().unwrap() * 0.1).unwrap();
+        ((out - &target).unwrap().sqr().unwrap().sum_all().unwrap() + penalty).unwrap()
+    };
+    let hyper = AdamHyper {
+        lr: 0.05,
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-8,
+    };
+    let params = AdamParams {
+        lr: 0.05,
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-8,
+    };
+    let fresh = || -> Vec<Var> { init.iter().map(|t| Var::from_tensor(t).unwrap()).collect() };
+    let values = |p: &[Var]| -> Vec<Vec<u32>> {
+        p.iter()
+            .map(|v| {
+                let f: Vec<f32> = v.flatten_all().unwrap().to_vec1().unwrap();
+                f.iter().map(|x| x.to_bits()).collect()
+            })
+            .collect()
+    };
+    for threads in [1, 2] {
+        pool(threads).install(|| {
+            let (a, b, c, d) = (fresh(), fresh(), fresh(), fresh());
+            let mut after = FusedAdam::new(a.clone(), hyper);
+            let mut during = FusedAdam::new(b.clone(), hyper);
+            let mut trainer_after = Adam::new(c.clone(), params).unwrap();
+            let mut trainer_during = Adam::new(d.clone(), params).unwrap();
+            for _ in 0..4 {
+                // The reference is candle's own backward pass (no deferred gradients).
+                after.step(&loss(&a).backward().unwrap()).unwrap();
+                during.backward_step(&loss(&b)).unwrap();
+                trainer_after.step(&loss(&c).backward().unwrap()).unwrap();
+                trainer_during.backward_step(&loss(&d)).unwrap();
+            }
+            let reference = values(&a);
+            assert_ne!(
+                reference,
+                values(&fresh()),
+                "{threads} threads: the parameters did not move"
+            );
+            for (name, p) in [
+                ("FusedAdam", &b),
+                ("trainer Adam after", &c),
+                ("trainer Adam during", &d),
+            ] {
+                assert!(values(p) == reference, "{threads} threads: {name} differs");
+            }
+        });
+    }
+}

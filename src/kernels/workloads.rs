@@ -342,8 +342,7 @@ pub fn run_workload(workload: Workload, warmup: usize, steps: usize, seed: u64) 
             Model::Conv(m) => m.loss(&x, &mut noise)?,
             Model::Mlp(m) => m.loss(&x, &mut noise)?,
         };
-        let grads = super::backward(&loss)?;
-        opt.step(&grads)?;
+        opt.backward_step(&loss)?;
         loss.to_scalar::<f32>()
     };
     for _ in 0..warmup {

@@ -86,10 +86,41 @@ impl Adam {
         self.t
     }
 
+    fn hyper(&self) -> kernels::AdamHyper {
+        let AdamParams {
+            lr,
+            beta1,
+            beta2,
+            eps,
+        } = self.params;
+        kernels::AdamHyper {
+            lr,
+            beta1,
+            beta2,
+            eps,
+        }
+    }
+
+    /// The backward pass of `loss` and one update: the same as `step(&ops::backward(loss))`.
+    /// On CPU each variable is updated in place as soon as the backward pass has its complete
+    /// gradient (`kernels::backward_with_adam`), while that gradient is still in cache.
+    pub fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
+        let hyper = self.hyper();
+        if let Some(cpu) = &mut self.cpu {
+            self.t += 1;
+            // What it returns are gradients of tensors this optimizer does not train.
+            kernels::backward_with_adam(loss, &self.vars, &mut cpu.m, &mut cpu.v, self.t, &hyper)?;
+            return Ok(());
+        }
+        let grads = crate::model::ops::backward(loss)?;
+        self.step(&grads)
+    }
+
     /// One update from the gradients of the last backward pass; variables without a gradient
     /// are left alone (their moments too).
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.t += 1;
+        let hyper = self.hyper();
         let AdamParams {
             lr,
             beta1,
@@ -97,12 +128,6 @@ impl Adam {
             eps,
         } = self.params;
         if let Some(cpu) = &mut self.cpu {
-            let hyper = kernels::AdamHyper {
-                lr,
-                beta1,
-                beta2,
-                eps,
-            };
             let mut items: Vec<_> = self
                 .vars
                 .iter()

@@ -336,8 +336,7 @@ fn run_epoch(
                 i + 1
             )));
         }
-        let grads = crate::model::ops::backward(&parts.loss)?;
-        opt.step(&grads)?;
+        opt.backward_step(&parts.loss)?;
         state.steps += 1;
         let rec = scalar(&parts.rec.sum_all()?)?;
         let klv = scalar(&parts.kl.sum_all()?)?;

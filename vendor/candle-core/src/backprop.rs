@@ -163,11 +163,24 @@ impl Tensor {
     }
 
     pub fn backward(&self) -> Result<GradStore> {
+        self.backward_with_variable_hook(&mut |_, _| Ok(()))
+    }
+
+    /// `backward`, calling `on_variable(var, grads)` when the pass reaches each variable. The
+    /// nodes are visited in topological order, so by then every gradient contribution to the
+    /// variable is in `grads` and no node still to be visited reads it: the hook may consume the
+    /// gradient (an optimizer updating the variable in place, like PyTorch's
+    /// post-accumulate-grad hooks). norbvae patch, see NORBVAE-PATCH.md.
+    pub fn backward_with_variable_hook(
+        &self,
+        on_variable: &mut dyn FnMut(&Tensor, &mut GradStore) -> Result<()>,
+    ) -> Result<GradStore> {
         let sorted_nodes = self.sorted_nodes();
         let mut grads = GradStore::new();
         grads.insert(self, self.ones_like()?.contiguous()?);
         for node in sorted_nodes.iter() {
             if node.is_variable() {
+                on_variable(node, &mut grads)?;
                 continue;
             }
             let grad = grads
