@@ -287,13 +287,34 @@ pub fn backward_with_adam(
         );
     }
     let index: std::collections::HashMap<_, _> = vars.iter().enumerate().map(|(k, v)| (v.id(), k)).collect();
-    super::backward_with_update(loss, &mut |var, g| {
+    // Small variables (biases, batch-norm scales) are gathered and updated together after the
+    // pass, in one call: one by one, the per-call cost would outweigh their few elements.
+    let mut small: Vec<(usize, Tensor)> = Vec::new();
+    let rest = super::backward_with_update(loss, &mut |var, g| {
         let Some(&k) = index.get(&var.id()) else {
             return Ok(false);
         };
-        adam_update(&vars[k], g, &mut m[k], &mut v[k], step, hyper)?;
+        if var.elem_count() < 2 * CHUNK {
+            small.push((k, g.clone()));
+        } else {
+            adam_update(&vars[k], g, &mut m[k], &mut v[k], step, hyper)?;
+        }
         Ok(true)
-    })
+    })?;
+    let mut mv: Vec<_> = m
+        .iter_mut()
+        .zip(v.iter_mut())
+        .map(|(a, b)| Some((a, b)))
+        .collect();
+    let mut items = Vec::with_capacity(small.len());
+    for (k, g) in &small {
+        let Some((mk, vk)) = mv[*k].take() else {
+            bail!("Adam: variable {k} reached twice in one backward pass");
+        };
+        items.push((&vars[*k], g, &mut mk[..], &mut vk[..]));
+    }
+    adam_update_all(&mut items, step, hyper)?;
+    Ok(rest)
 }
 
 /// A complete fused Adam over a list of variables (used by the benchmark's reference models;

@@ -604,9 +604,11 @@ fn candle_backward_sums_every_use_of_a_tensor() {
 fn adam_during_backward_matches_backward_then_step() {
     use crate::train::optim::{Adam, AdamParams};
     let mut rng = SeededRng::new(41);
-    let x = rand_t(&mut rng, &[9, 5]);
+    let x = rand_t(&mut rng, &[9, 600]);
     let target = rand_t(&mut rng, &[9, 3]);
-    let init: Vec<Tensor> = [&[6usize, 5][..], &[6], &[6], &[6], &[3, 6], &[3]]
+    // w1 is large enough (38,400 elements) to be updated on its own during the pass; the
+    // others are gathered and updated together after it.
+    let init: Vec<Tensor> = [&[64usize, 600][..], &[64], &[64], &[64], &[3, 64], &[3]]
         .iter()
         .map(|s| rand_t(&mut rng, s))
         .collect();
