@@ -1,7 +1,10 @@
 fn main() {
     norbvae::kernels::init_process();
+    // The command runs on a worker of rayon's global pool rather than beside it, so that the
+    // kernels' parallel regions start on the pool directly (no hand-over to a worker and back)
+    // and training steps can keep the other workers awake (kernels::awake).
     // Errors are printed as one line with their context chain; exit code 1.
-    if let Err(err) = norbvae::cli::run() {
+    if let Err(err) = rayon::scope(|_| norbvae::cli::run()) {
         eprintln!("error: {err:#}");
         std::process::exit(1);
     }

@@ -99,6 +99,7 @@ pub fn fit(z: &[f32], n: usize, l: usize, params: &TwoStageParams) -> Result<Two
         }
         let x = Tensor::from_vec(batch, (b, l), &device)?;
         let eps = Tensor::from_vec(rng.normal_vec(b * l), (b, l), &device)?;
+        let _awake = crate::kernels::keep_workers_awake();
         let parts = vae.loss(&x, &eps, &kl, 1.0, Mode::Train)?;
         let loss = parts.loss.to_scalar::<f32>()? as f64;
         if !loss.is_finite() {

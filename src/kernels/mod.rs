@@ -10,6 +10,7 @@
 //! Every kernel runs on the current rayon pool: install a local `rayon::ThreadPool` to choose
 //! the thread count. They are f32 and CPU only; `model::ops` keeps candle's ops for other devices.
 pub mod adam;
+pub mod awake;
 pub mod batchnorm;
 pub mod conv;
 pub mod dense;
@@ -25,6 +26,7 @@ pub use util::{init_process, process_cpu_ns, profile_report};
 pub mod workloads;
 
 pub use adam::{adam_update, adam_update_all, backward_with_adam, AdamHyper, FusedAdam};
+pub use awake::keep_workers_awake;
 pub use batchnorm::{batch_norm_train, Activation};
 pub use conv::{conv2d, conv_transpose2d};
 pub use dense::dense_bn_act_train;

@@ -239,11 +239,19 @@ fn read_schedstat(path: &str) -> u64 {
 ///   arena would be a 64 MB mmap'd heap that the step's live tensors outgrow, so its larger
 ///   buffers would be mapped and unmapped (page faults) every step. The step's allocations are
 ///   few and large, so sharing the arena's lock costs nothing measurable (conv workload at 2
-///   threads: system time 0.30-0.34 s instead of 0.42-1.00 s per 23 steps).
+///   threads: system time 0.30-0.34 s instead of 0.42-1.00 s per 23 steps);
+/// - rayon's global pool gets 32 MB stacks, since `main` runs the whole command on one of its
+///   workers.
 pub fn init_process() {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
+    // The command itself runs on a worker of this pool (main.rs): give the workers the stack
+    // size of a main thread and more, not rayon's default 2 MB. Fails only if the global pool
+    // already exists, in which case it keeps its settings.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(32 << 20)
+        .build_global();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning parameters.
     unsafe {

@@ -338,6 +338,7 @@ pub fn run_workload(workload: Workload, warmup: usize, steps: usize, seed: u64) 
     };
     let mut opt = FusedAdam::new(vars, AdamHyper::default());
     let mut step = |model: &mut Model| -> Result<f32> {
+        let _awake = super::keep_workers_awake();
         let loss = match model {
             Model::Conv(m) => m.loss(&x, &mut noise)?,
             Model::Mlp(m) => m.loss(&x, &mut noise)?,

@@ -327,6 +327,7 @@ fn run_epoch(
         let x = data.train.batch(idx, shape, &s.device)?;
         let eps = Tensor::from_vec(state.noise_rng.normal_vec(b * latent), (b, latent), &s.device)?;
         beta = kl::beta_at(&cfg.kl, (epoch - 1) as f64 + (i + 1) as f64 / n_batches as f64);
+        let awake = crate::kernels::keep_workers_awake();
         let parts = s.vae.loss(&x, &eps, &cfg.kl, beta, Mode::Train)?;
         let loss = scalar(&parts.loss)?;
         if !loss.is_finite() {
@@ -337,6 +338,7 @@ fn run_epoch(
             )));
         }
         opt.backward_step(&parts.loss)?;
+        drop(awake);
         state.steps += 1;
         let rec = scalar(&parts.rec.sum_all()?)?;
         let klv = scalar(&parts.kl.sum_all()?)?;
