@@ -77,6 +77,39 @@ mod tests {
         false
     }
 
+    /// The measurement behind this module (timing only, nothing asserted):
+    /// `cargo test --release --lib wake_probe -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn wake_probe() {
+        let spin = |d: Duration| {
+            let t = Instant::now();
+            while t.elapsed() < d {
+                std::hint::spin_loop();
+            }
+        };
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        pool.install(|| {
+            for awake in [false, true] {
+                let guard = if awake { keep_workers_awake() } else { None };
+                for gap in [0u64, 20, 50, 100, 200, 500] {
+                    let n = 2000;
+                    let mut total = Duration::ZERO;
+                    for _ in 0..n {
+                        spin(Duration::from_micros(gap));
+                        let t = Instant::now();
+                        let half = || spin(Duration::from_micros(20));
+                        rayon::join(half, half);
+                        total += t.elapsed();
+                    }
+                    let us = total.as_secs_f64() / n as f64 * 1e6;
+                    println!("awake {awake}: join of two 20 us halves after {gap} us serial: {us:.1} us");
+                }
+                drop(guard);
+            }
+        });
+    }
+
     #[test]
     fn other_workers_spin_while_held_run_the_work_and_stop_when_dropped() {
         assert!(
