@@ -87,17 +87,12 @@ impl Adam {
     }
 
     fn hyper(&self) -> kernels::AdamHyper {
-        let AdamParams {
-            lr,
-            beta1,
-            beta2,
-            eps,
-        } = self.params;
+        let p = &self.params;
         kernels::AdamHyper {
-            lr,
-            beta1,
-            beta2,
-            eps,
+            lr: p.lr,
+            beta1: p.beta1,
+            beta2: p.beta2,
+            eps: p.eps,
         }
     }
 
@@ -121,12 +116,6 @@ impl Adam {
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.t += 1;
         let hyper = self.hyper();
-        let AdamParams {
-            lr,
-            beta1,
-            beta2,
-            eps,
-        } = self.params;
         if let Some(cpu) = &mut self.cpu {
             let mut items: Vec<_> = self
                 .vars
@@ -137,6 +126,12 @@ impl Adam {
                 .collect();
             return kernels::adam_update_all(&mut items, self.t, &hyper);
         }
+        let AdamParams {
+            lr,
+            beta1,
+            beta2,
+            eps,
+        } = self.params;
         let bc1 = 1.0 - beta1.powi(self.t as i32);
         let bc2 = 1.0 - beta2.powi(self.t as i32);
         for i in 0..self.vars.len() {
