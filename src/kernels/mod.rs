@@ -5,7 +5,10 @@
 //!   skipping kernel taps that read only padding (`taps`);
 //! - `batchnorm`: training-mode batch norm with a fused activation, forward and backward;
 //! - `linear`, `dense`: a dense layer, and a dense layer + batch norm + activation as one op;
-//! - `adam`: fused in-place Adam.
+//! - `adam`: fused in-place Adam, also applied inside the backward pass (`backward_with_adam`);
+//! - `grads`: the backward pass with weight gradients handed over directly (`backward`) or to an
+//!   optimizer as each completes (`backward_with_update`);
+//! - `awake`: keeps the pool's other workers spinning for the length of a training step.
 //!
 //! Every kernel runs on the current rayon pool: install a local `rayon::ThreadPool` to choose
 //! the thread count. They are f32 and CPU only; `model::ops` keeps candle's ops for other devices.
