@@ -354,7 +354,7 @@ impl FusedAdam {
     }
 
     /// `loss`'s backward pass and one Adam step, each variable updated as soon as its gradient
-    /// is complete ([`backward_with_adam`]): the same update as `step(&backward(loss))`.
+    /// is complete ([`backward_with_adam`]): the same update as `step(&loss.backward()?)`.
     pub fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
         self.step += 1;
         backward_with_adam(loss, &self.vars, &mut self.m, &mut self.v, self.step, &self.hyper)?;

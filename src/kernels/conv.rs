@@ -460,12 +460,10 @@ fn grads_as_tensors(
 ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
     let dev = x.device();
     let dx = dx.map(|v| Tensor::from_vec(v, x.shape(), dev)).transpose()?;
-    // Weight and bias gradients skip candle's zero-fill and add when they are variables (see
-    // `grads`): for the deep layers that was 8 MB of memset and add per weight per step.
     Ok((
         dx,
-        super::grads::defer(w, Tensor::from_vec(dw, w.shape(), dev)?),
-        super::grads::defer(b, Tensor::from_vec(db, b.shape(), dev)?),
+        Some(Tensor::from_vec(dw, w.shape(), dev)?),
+        Some(Tensor::from_vec(db, b.shape(), dev)?),
     ))
 }
 

@@ -506,7 +506,7 @@ impl CustomOp3 for DenseBnActOp {
         let dev = x.device();
         Ok((
             dx.map(|v| Tensor::from_vec(v, (n, i), dev)).transpose()?,
-            super::grads::defer(w, Tensor::from_vec(dw, (o, i), dev)?),
+            Some(Tensor::from_vec(dw, (o, i), dev)?),
             Some(Tensor::from_vec(dp, 3 * o, dev)?),
         ))
     }

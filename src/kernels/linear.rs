@@ -152,8 +152,8 @@ impl CustomOp3 for LinearOp {
         let dx = dx.map(|v| Tensor::from_vec(v, (n, i), dev)).transpose()?;
         Ok((
             dx,
-            super::grads::defer(w, Tensor::from_vec(dw, (o, i), dev)?),
-            super::grads::defer(b, Tensor::from_vec(db, o, dev)?),
+            Some(Tensor::from_vec(dw, (o, i), dev)?),
+            Some(Tensor::from_vec(db, o, dev)?),
         ))
     }
 }

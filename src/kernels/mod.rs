@@ -6,8 +6,8 @@
 //! - `batchnorm`: training-mode batch norm with a fused activation, forward and backward;
 //! - `linear`, `dense`: a dense layer, and a dense layer + batch norm + activation as one op;
 //! - `adam`: fused in-place Adam, also applied inside the backward pass (`backward_with_adam`);
-//! - `grads`: the backward pass with weight gradients handed over directly (`backward`) or to an
-//!   optimizer as each completes (`backward_with_update`);
+//! - `grads`: the backward pass with each variable's gradient handed to an optimizer as soon as
+//!   it is complete (`backward_with_update`);
 //! - `awake`: keeps the pool's other workers spinning for the length of a training step.
 //!
 //! Every kernel runs on the current rayon pool: install a local `rayon::ThreadPool` to choose
@@ -33,7 +33,7 @@ pub use awake::keep_workers_awake;
 pub use batchnorm::{batch_norm_train, Activation};
 pub use conv::{conv2d, conv_transpose2d};
 pub use dense::dense_bn_act_train;
-pub use grads::{backward, backward_with_update};
+pub use grads::backward_with_update;
 pub use loss::bce_with_logits_sum;
 
 #[cfg(test)]

@@ -160,10 +160,3 @@ pub fn dense_bn_act_train(
     }
     batch_norm_act_train(&linear(x, w, b)?, gamma, beta, eps, act)
 }
-
-/// `loss.backward()` for training steps: on CPU the kernels hand their weight gradients straight
-/// to the store instead of through candle's zero-fill and add (same gradients); elsewhere it is
-/// exactly `loss.backward()`.
-pub fn backward(loss: &Tensor) -> Result<candle_core::backprop::GradStore> {
-    kernels::backward(loss)
-}

@@ -96,7 +96,7 @@ impl Adam {
         }
     }
 
-    /// The backward pass of `loss` and one update: the same as `step(&ops::backward(loss))`.
+    /// The backward pass of `loss` and one update: the same as `step(&loss.backward()?)`.
     /// On CPU each variable is updated in place as soon as the backward pass has its complete
     /// gradient (`kernels::backward_with_adam`), while that gradient is still in cache.
     pub fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
@@ -107,8 +107,7 @@ impl Adam {
             kernels::backward_with_adam(loss, &self.vars, &mut cpu.m, &mut cpu.v, self.t, &hyper)?;
             return Ok(());
         }
-        let grads = crate::model::ops::backward(loss)?;
-        self.step(&grads)
+        self.step(&loss.backward()?)
     }
 
     /// One update from the gradients of the last backward pass; variables without a gradient
