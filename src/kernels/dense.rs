@@ -13,6 +13,7 @@
 //! backward pass has two phases: per output feature (batch-norm backward, bias and weight
 //! gradients), then per input feature (the input gradient, which needs every output feature).
 use super::batchnorm::{with_act, ActFn, Activation, IdentityFn, LeakyFn, ReluFn};
+use super::bn_rows::{self, FeatureParams};
 use super::gemm::{matmul_raw, split_ranges, Mat};
 use super::transpose::transpose_raw;
 use super::util::{f32_data, filled_vec, profiled, with_f32, with_scratch, SyncPtr};
@@ -120,210 +121,6 @@ struct Saved {
     invstd: Vec<f32>,
 }
 
-/// Calls `$plain(args)`, or its AVX2 + FMA twin `$avx2(args)` where the CPU has them (the same
-/// arithmetic: no fused multiply-adds are formed, only wider vectors).
-macro_rules! dispatch_simd {
-    ($plain:ident, $avx2:ident($($arg:expr),* $(,)?)) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU supports the enabled features.
-                unsafe { $avx2($($arg),*) }
-            } else {
-                $plain($($arg),*)
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            $plain($($arg),*)
-        }
-    }};
-}
-
-/// Per-feature parameters of one block, as slices over the same feature range.
-struct FeatureParams<'a> {
-    bias: &'a [f32],
-    gamma: &'a [f32],
-    beta: &'a [f32],
-}
-
-impl<'a> FeatureParams<'a> {
-    /// Features `r` of the packed [bias, gamma, beta] vector of `o` features.
-    fn of(p: &'a [f32], o: usize, r: &Range<usize>) -> Self {
-        Self {
-            bias: &p[r.clone()],
-            gamma: &p[o + r.start..o + r.end],
-            beta: &p[2 * o + r.start..2 * o + r.end],
-        }
-    }
-}
-
-/// Lanes of the row sums below: four AVX vectors, so consecutive adds do not wait on each other.
-const LANES: usize = 32;
-
-/// The f64 total of f32 lanes: the four vectors are added first, then eight lanes as a tree
-/// (a row is short, so a sequential fold of 32 lanes would cost as much as the row itself).
-#[inline(always)]
-fn fold(acc: &[f32; LANES]) -> f64 {
-    let mut r = [0f32; 8];
-    for q in acc.chunks_exact(8) {
-        r.iter_mut().zip(q).for_each(|(a, &v)| *a += v);
-    }
-    let d = r.map(|v| v as f64);
-    ((d[0] + d[4]) + (d[2] + d[6])) + ((d[1] + d[5]) + (d[3] + d[7]))
-}
-
-/// Adds `bias` to every element of `row` and returns their sum.
-#[inline(always)]
-fn add_and_sum(row: &mut [f32], bias: f32) -> f64 {
-    let mut acc = [0f32; LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(c.iter_mut()) {
-            *v += bias;
-            *a += *v;
-        }
-    }
-    chunks.into_remainder().iter_mut().fold(fold(&acc), |s, v| {
-        *v += bias;
-        s + *v as f64
-    })
-}
-
-/// Sum of `f(x, y)` over two rows.
-#[inline(always)]
-fn pair_sum(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
-    let mut acc = [0f32; LANES];
-    let (cx, cy) = (xs.chunks_exact(LANES), ys.chunks_exact(LANES));
-    let (rx, ry) = (cx.remainder(), cy.remainder());
-    for (a, b) in cx.zip(cy) {
-        for ((s, &x), &y) in acc.iter_mut().zip(a).zip(b) {
-            *s += f(x, y);
-        }
-    }
-    rx.iter()
-        .zip(ry)
-        .fold(fold(&acc), |s, (&x, &y)| s + f(x, y) as f64)
-}
-
-/// Batch norm + activation forward on feature-major rows (`z` [len, n], one feature a row): adds
-/// the bias to z, takes each row's mean and biased variance (two passes), writes the activations
-/// feature-major into `h` [len, n].
-#[inline(always)]
-fn bn_forward_rows<A: ActFn>(
-    z: &mut [f32],
-    h: &mut [f32],
-    n: usize,
-    fp: &FeatureParams,
-    eps: f64,
-    (mo, vo, io): (&mut [f32], &mut [f32], &mut [f32]),
-    act: A,
-) {
-    for (j, (zr, hr)) in z.chunks_exact_mut(n).zip(h.chunks_exact_mut(n)).enumerate() {
-        let mu = (add_and_sum(zr, fp.bias[j]) / n as f64) as f32;
-        let v = pair_sum(zr, zr, |a, _| (a - mu) * (a - mu)) / n as f64;
-        let is = (1.0 / (v + eps).sqrt()) as f32;
-        (mo[j], vo[j], io[j]) = (mu, v as f32, is);
-        let (a, c) = (fp.gamma[j] * is, fp.beta[j]);
-        // (z - mean) * scale + beta: no cancellation when the variance is tiny.
-        for (hv, &zv) in hr.iter_mut().zip(zr.iter()) {
-            *hv = act.apply((zv - mu) * a + c);
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn bn_forward_rows_avx2<A: ActFn>(
-    z: &mut [f32],
-    h: &mut [f32],
-    n: usize,
-    fp: &FeatureParams,
-    eps: f64,
-    stats: (&mut [f32], &mut [f32], &mut [f32]),
-    act: A,
-) {
-    bn_forward_rows(z, h, n, fp, eps, stats, act)
-}
-
-/// Batch norm + activation backward on feature-major rows: `g` [len, n] holds the gradient of
-/// the block output on entry and the gradient of z on return; also writes the bias, gamma and
-/// beta gradients of these features. The activation's derivative is taken from the output,
-/// recomputed from z exactly as the forward pass computed it.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn bn_backward_rows<A: ActFn>(
-    g: &mut [f32],
-    z: &[f32],
-    n: usize,
-    fp: &FeatureParams,
-    mean: &[f32],
-    invstd: &[f32],
-    act: A,
-    (db, dg, dbeta): (&mut [f32], &mut [f32], &mut [f32]),
-) {
-    let m = n as f64;
-    for (j, (gr, zr)) in g.chunks_exact_mut(n).zip(z.chunks_exact(n)).enumerate() {
-        let (mu, is) = (mean[j], invstd[j]);
-        let (a, c) = (fp.gamma[j] * is, fp.beta[j]);
-        // Per feature: sums of dy' and of dy' * (z - mean), dy' = dh through the activation.
-        let (mut s1, mut s2) = ([0f32; LANES], [0f32; LANES]);
-        let mut gc = gr.chunks_exact_mut(LANES);
-        let mut zc = zr.chunks_exact(LANES);
-        for (gk, zk) in (&mut gc).zip(&mut zc) {
-            for (((gv, &zv), a1), a2) in gk.iter_mut().zip(zk).zip(s1.iter_mut()).zip(s2.iter_mut()) {
-                *gv *= act.grad_from_output(act.apply((zv - mu) * a + c));
-                *a1 += *gv;
-                *a2 += *gv * (zv - mu);
-            }
-        }
-        let (mut sdy, mut sdyx) = (fold(&s1), fold(&s2));
-        for (gv, &zv) in gc.into_remainder().iter_mut().zip(zc.remainder()) {
-            *gv *= act.grad_from_output(act.apply((zv - mu) * a + c));
-            sdy += *gv as f64;
-            sdyx += (*gv * (zv - mu)) as f64;
-        }
-        let (gm, isd) = (fp.gamma[j] as f64, is as f64);
-        dg[j] = (sdyx * isd) as f32;
-        dbeta[j] = sdy as f32;
-        // dz = k1 * dy' + k2 * (z - mean) + k3
-        let k1 = (gm * isd) as f32;
-        let k2 = (-gm * isd * isd * isd * sdyx / m) as f32;
-        let k3 = (-gm * isd * sdy / m) as f32;
-        let mut s3 = [0f32; LANES];
-        let mut gc = gr.chunks_exact_mut(LANES);
-        let mut zc = zr.chunks_exact(LANES);
-        for (gk, zk) in (&mut gc).zip(&mut zc) {
-            for ((gv, &zv), a3) in gk.iter_mut().zip(zk).zip(s3.iter_mut()) {
-                *gv = k1 * *gv + k2 * (zv - mu) + k3;
-                *a3 += *gv;
-            }
-        }
-        let mut sdz = fold(&s3);
-        for (gv, &zv) in gc.into_remainder().iter_mut().zip(zc.remainder()) {
-            *gv = k1 * *gv + k2 * (zv - mu) + k3;
-            sdz += *gv as f64;
-        }
-        db[j] = sdz as f32;
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn bn_backward_rows_avx2<A: ActFn>(
-    g: &mut [f32],
-    z: &[f32],
-    n: usize,
-    fp: &FeatureParams,
-    mean: &[f32],
-    invstd: &[f32],
-    act: A,
-    grads: (&mut [f32], &mut [f32], &mut [f32]),
-) {
-    bn_backward_rows(g, z, n, fp, mean, invstd, act, grads)
-}
-
 struct DenseBnActOp {
     eps: f64,
     act: Activation,
@@ -369,10 +166,7 @@ fn block_forward<A: ActFn>(
                 };
                 let fp = FeatureParams::of(p, o, &r);
                 with_scratch(len * n, |hr| {
-                    dispatch_simd!(
-                        bn_forward_rows,
-                        bn_forward_rows_avx2(zr, hr, n, &fp, eps, stats, act)
-                    );
+                    bn_rows::forward(zr, hr, n, &fp, eps, stats, act);
                     // SAFETY: columns r of the [n, o] output, written by this task alone.
                     unsafe { transpose_raw(hr.as_ptr(), n, len, n, hp.at(r.start), o) };
                 });
@@ -420,10 +214,7 @@ fn block_backward<A: ActFn>(
                 let fp = FeatureParams::of(p, o, &r);
                 let zr = &z[r.start * n..r.end * n];
                 let (mr, ir) = (&mean[r.clone()], &invstd[r.clone()]);
-                dispatch_simd!(
-                    bn_backward_rows,
-                    bn_backward_rows_avx2(g, zr, n, &fp, mr, ir, act, dps)
-                );
+                bn_rows::backward(g, zr, n, &fp, mr, ir, act, dps);
                 unsafe { weight_grad_rows(dwp, g, x, n, i, &r) };
             });
         });

@@ -15,6 +15,7 @@
 pub mod adam;
 pub mod awake;
 pub mod batchnorm;
+mod bn_rows;
 pub mod conv;
 pub mod dense;
 mod gemm;
