@@ -376,6 +376,80 @@ fn gemm_probe() {
     }
 }
 
+/// Not a test: the floor of the dense workload's training step at 1 thread, the step's GEMMs
+/// alone (the same gemm crate calls, shapes and operand orders as the dense and linear kernels,
+/// packing included) plus Adam over its 2.3M parameters, with nothing else (no batch norm,
+/// activations, loss, graph). Compare with `norbvae bench`'s samples/s for the whole step.
+/// `RAYON_NUM_THREADS=1 cargo test --release --lib dense_step_floor -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn dense_step_floor() {
+    use super::dense::{feature_major_product, weight_grad_rows};
+    use super::gemm::{matmul_raw, Mat};
+    use super::util::SyncPtr;
+    let n = 128;
+    // (in, out, input gradient wanted): the encoder, both heads, the decoder, its output layer.
+    let mut layers = vec![(500, 512, false)];
+    layers.extend([(512, 512, true); 3]);
+    layers.extend([(512, 128, true); 2]);
+    layers.push((128, 512, true));
+    layers.extend([(512, 512, true); 3]);
+    layers.push((512, 500, true));
+    let mut rng = SeededRng::new(5);
+    let bufs: Vec<_> = layers
+        .iter()
+        .map(|&(i, o, _)| {
+            (
+                rng.normal_vec(n * i),
+                rng.normal_vec(o * i),
+                rng.normal_vec(o * n),
+            )
+        })
+        .collect();
+    let params: usize = layers.iter().map(|&(i, o, _)| i * o).sum();
+    let flops: f64 = layers
+        .iter()
+        .map(|&(i, o, dx)| 2.0 * (n * i * o) as f64 * if dx { 3.0 } else { 2.0 })
+        .sum();
+    let (mut out, mut dw, mut dx) = (vec![0f32; 512 * n], vec![0f32; 512 * 512], vec![0f32; 512 * n]);
+    let mut step = || {
+        for (&(i, o, want_dx), (x, w, dz)) in layers.iter().zip(&bufs) {
+            feature_major_product(&mut out, w, x, n, i, &(0..o));
+            // SAFETY: dw holds o x i floats, dx n x i.
+            unsafe { weight_grad_rows(SyncPtr(dw.as_mut_ptr()), dz, x, n, i, &(0..o)) };
+            if want_dx {
+                let wv = Mat::rows(w, o, i);
+                unsafe { matmul_raw(dx.as_mut_ptr(), i, 1, Mat::rows(dz, o, n).t(), wv, false) };
+            }
+        }
+    };
+    step();
+    let steps = 200;
+    let t0 = super::util::thread_cpu_ns();
+    for _ in 0..steps {
+        step();
+    }
+    let gemm_s = (super::util::thread_cpu_ns() - t0) as f64 * 1e-9 / steps as f64;
+    let (mut p, g) = (rng.normal_vec(params), rng.normal_vec(params));
+    let (mut m, mut v) = (vec![0f32; params], vec![0f32; params]);
+    let h = AdamHyper::default();
+    adam::adam_update_slices(&mut p, &g, &mut m, &mut v, 1, &h);
+    let t0 = super::util::thread_cpu_ns();
+    for k in 0..steps {
+        adam::adam_update_slices(&mut p, &g, &mut m, &mut v, 2 + k as u64, &h);
+    }
+    let adam_s = (super::util::thread_cpu_ns() - t0) as f64 * 1e-9 / steps as f64;
+    println!(
+        "dense step floor, batch {n}, {params} parameters: GEMMs {:.2} ms ({:.1} GFLOP/s), Adam {:.2} ms; \
+         GEMMs alone {:.0} samples/s, GEMMs + Adam {:.0} samples/s",
+        gemm_s * 1e3,
+        flops * 1e-9 / gemm_s,
+        adam_s * 1e3,
+        n as f64 / gemm_s,
+        n as f64 / (gemm_s + adam_s)
+    );
+}
+
 /// (n, in, out): batch 1, width 1, sizes that are not multiples of 16, and the workload's.
 const DENSE_CASES: &[(usize, usize, usize)] = &[
     (1, 1, 1),
