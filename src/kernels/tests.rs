@@ -388,17 +388,19 @@ fn dense_step_floor() {
     use super::gemm::{matmul_raw, Mat};
     use super::util::SyncPtr;
     let n = 128;
-    // (in, out, input gradient wanted): the encoder, both heads, the decoder, its output layer.
-    let mut layers = vec![(500, 512, false)];
-    layers.extend([(512, 512, true); 3]);
-    layers.extend([(512, 128, true); 2]);
-    layers.push((128, 512, true));
-    layers.extend([(512, 512, true); 3]);
-    layers.push((512, 500, true));
+    // (in, out, input gradient wanted, dense block): the encoder, both heads, the decoder, its
+    // output layer. The dense blocks take the input gradient from dz feature-major, the plain
+    // linear layers from dy batch-major.
+    let mut layers = vec![(500, 512, false, true)];
+    layers.extend([(512, 512, true, true); 3]);
+    layers.extend([(512, 128, true, false); 2]);
+    layers.push((128, 512, true, true));
+    layers.extend([(512, 512, true, true); 3]);
+    layers.push((512, 500, true, false));
     let mut rng = SeededRng::new(5);
     let bufs: Vec<_> = layers
         .iter()
-        .map(|&(i, o, _)| {
+        .map(|&(i, o, _, _)| {
             (
                 rng.normal_vec(n * i),
                 rng.normal_vec(o * i),
@@ -406,20 +408,25 @@ fn dense_step_floor() {
             )
         })
         .collect();
-    let params: usize = layers.iter().map(|&(i, o, _)| i * o).sum();
+    let params: usize = layers.iter().map(|&(i, o, _, _)| i * o).sum();
     let flops: f64 = layers
         .iter()
-        .map(|&(i, o, dx)| 2.0 * (n * i * o) as f64 * if dx { 3.0 } else { 2.0 })
+        .map(|&(i, o, dx, _)| 2.0 * (n * i * o) as f64 * if dx { 3.0 } else { 2.0 })
         .sum();
     let (mut out, mut dw, mut dx) = (vec![0f32; 512 * n], vec![0f32; 512 * 512], vec![0f32; 512 * n]);
     let mut step = || {
-        for (&(i, o, want_dx), (x, w, dz)) in layers.iter().zip(&bufs) {
+        for (&(i, o, want_dx, block), (x, w, dz)) in layers.iter().zip(&bufs) {
             feature_major_product(&mut out, w, x, n, i, &(0..o));
             // SAFETY: dw holds o x i floats, dx n x i.
             unsafe { weight_grad_rows(SyncPtr(dw.as_mut_ptr()), dz, x, n, i, &(0..o)) };
             if want_dx {
                 let wv = Mat::rows(w, o, i);
-                unsafe { matmul_raw(dx.as_mut_ptr(), i, 1, Mat::rows(dz, o, n).t(), wv, false) };
+                let dz = if block {
+                    Mat::rows(dz, o, n).t()
+                } else {
+                    Mat::rows(dz, n, o)
+                };
+                unsafe { matmul_raw(dx.as_mut_ptr(), i, 1, dz, wv, false) };
             }
         }
     };
