@@ -4,7 +4,8 @@
 //! - `conv`: conv2d and transposed conv2d, forward and both backward passes (im2col + GEMM),
 //!   skipping kernel taps that read only padding (`taps`);
 //! - `batchnorm`: training-mode batch norm with a fused activation, forward and backward;
-//! - `linear`, `dense`: a dense layer, and a dense layer + batch norm + activation as one op;
+//! - `linear`, `dense`: a dense layer, and a dense layer + batch norm + activation as one op
+//!   (its batch norm on feature-major rows in `bn_rows`);
 //! - `adam`: fused in-place Adam, also applied inside the backward pass (`backward_with_adam`);
 //! - `grads`: the backward pass with each variable's gradient handed to an optimizer as soon as
 //!   it is complete (`backward_with_update`);
