@@ -1,11 +1,13 @@
 //! Batch norm + activation on feature-major rows (one feature's batch a contiguous row), forward
 //! and backward, for the fused dense block (`dense`).
 //!
-//! The plain loops define the arithmetic; the AVX2 twins do the same operations in the same order
-//! on 8 lanes at a time (four vectors for the 32 lanes of the row sums, the same f64 fold), so
-//! both give bit-identical results. The twins are written with intrinsics: compiled from the plain
-//! loops, the sums came out 2 lanes wide, and batch norm cost 3% of the dense training step.
+//! One driver (`forward_rows`, `backward_rows`) holds the arithmetic per row; the loops over a
+//! row's first multiple of 32 elements are `Lanes`, plain or AVX2 intrinsics, which do the same
+//! operations in the same order (32 f32 lanes, the same f64 fold), so both give bit-identical
+//! results. The AVX2 lanes are written with intrinsics: compiled from plain loops, the sums came
+//! out 2 lanes wide, and batch norm cost 3% of the dense training step.
 use super::batchnorm::ActFn;
+#[cfg(test)]
 use std::ops::Range;
 
 /// Per-feature parameters of one block, as slices over the same feature range.
@@ -17,7 +19,7 @@ pub(super) struct FeatureParams<'a> {
 
 impl<'a> FeatureParams<'a> {
     /// Features `r` of the packed [bias, gamma, beta] vector of `o` features.
-    pub(super) fn of(p: &'a [f32], o: usize, r: &Range<usize>) -> Self {
+    pub(super) fn of(p: &'a [f32], o: usize, r: &std::ops::Range<usize>) -> Self {
         Self {
             bias: &p[r.clone()],
             gamma: &p[o + r.start..o + r.end],
@@ -26,8 +28,38 @@ impl<'a> FeatureParams<'a> {
     }
 }
 
-/// Lanes of the row sums below: four AVX vectors, so consecutive adds do not wait on each other.
+/// Lanes of the row sums: four AVX vectors, so consecutive adds do not wait on each other.
 const LANES: usize = 32;
+
+/// Rows go through the driver's phases a group at a time: each row's statistics end in a chain
+/// of f64 divisions and conversions that its next pass waits for, and other rows' work overlaps
+/// it.
+const GROUP: usize = 8;
+
+/// The loops over the first `full` elements of a row (`full` a multiple of `LANES`). Sums are
+/// kept in `LANES` f32 lanes (element k in lane k % 32) and returned folded as `fold` does.
+///
+/// # Safety
+/// An implementation may need CPU features: `Avx2` runs only where the CPU has AVX2 and FMA.
+trait Lanes {
+    /// Adds `bias` to the elements; returns their sum.
+    unsafe fn add_and_sum(zr: &mut [f32], full: usize, bias: f32) -> f64;
+    /// The sum of (z - mu)^2.
+    unsafe fn squares_sum(zr: &[f32], full: usize, mu: f32) -> f64;
+    /// h = act((z - mu) * a + c).
+    unsafe fn activate<A: ActFn>(zr: &[f32], hr: &mut [f32], full: usize, affine: (f32, f32, f32), act: A);
+    /// g = g * act'(y), y recomputed from z as `activate` does; returns the sums of the new g
+    /// and of g * (z - mu).
+    unsafe fn through_activation<A: ActFn>(
+        gr: &mut [f32],
+        zr: &[f32],
+        full: usize,
+        affine: (f32, f32, f32),
+        act: A,
+    ) -> (f64, f64);
+    /// g = k1 * g + k2 * (z - mu) + k3; returns the sum of the new g.
+    unsafe fn input_grad(gr: &mut [f32], zr: &[f32], full: usize, mu: f32, k: (f32, f32, f32)) -> f64;
+}
 
 /// The f64 total of f32 lanes: the four vectors are added first, then eight lanes as a tree
 /// (a row is short, so a sequential fold of 32 lanes would cost as much as the row itself).
@@ -41,44 +73,14 @@ fn fold(acc: &[f32; LANES]) -> f64 {
     ((d[0] + d[4]) + (d[2] + d[6])) + ((d[1] + d[5]) + (d[3] + d[7]))
 }
 
-/// Adds `bias` to every element of `row` and returns their sum.
-#[inline(always)]
-fn add_and_sum(row: &mut [f32], bias: f32) -> f64 {
-    let mut acc = [0f32; LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(c.iter_mut()) {
-            *v += bias;
-            *a += *v;
-        }
-    }
-    chunks.into_remainder().iter_mut().fold(fold(&acc), |s, v| {
-        *v += bias;
-        s + *v as f64
-    })
-}
-
-/// Sum of `f(x, y)` over two rows.
-#[inline(always)]
-fn pair_sum(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
-    let mut acc = [0f32; LANES];
-    let (cx, cy) = (xs.chunks_exact(LANES), ys.chunks_exact(LANES));
-    let (rx, ry) = (cx.remainder(), cy.remainder());
-    for (a, b) in cx.zip(cy) {
-        for ((s, &x), &y) in acc.iter_mut().zip(a).zip(b) {
-            *s += f(x, y);
-        }
-    }
-    rx.iter()
-        .zip(ry)
-        .fold(fold(&acc), |s, (&x, &y)| s + f(x, y) as f64)
-}
-
 /// Batch norm + activation forward on feature-major rows (`z` [len, n], one feature a row): adds
 /// the bias to z, takes each row's mean and biased variance (two passes), writes the activations
 /// feature-major into `h` [len, n].
+///
+/// # Safety
+/// As for `L`.
 #[inline(always)]
-fn forward_plain<A: ActFn>(
+unsafe fn forward_rows<L: Lanes, A: ActFn>(
     z: &mut [f32],
     h: &mut [f32],
     n: usize,
@@ -87,15 +89,34 @@ fn forward_plain<A: ActFn>(
     (mo, vo, io): (&mut [f32], &mut [f32], &mut [f32]),
     act: A,
 ) {
-    for (j, (zr, hr)) in z.chunks_exact_mut(n).zip(h.chunks_exact_mut(n)).enumerate() {
-        let mu = (add_and_sum(zr, fp.bias[j]) / n as f64) as f32;
-        let v = pair_sum(zr, zr, |a, _| (a - mu) * (a - mu)) / n as f64;
-        let is = (1.0 / (v + eps).sqrt()) as f32;
-        (mo[j], vo[j], io[j]) = (mu, v as f32, is);
-        let (a, c) = (fp.gamma[j] * is, fp.beta[j]);
-        // (z - mean) * scale + beta: no cancellation when the variance is tiny.
-        for (hv, &zv) in hr.iter_mut().zip(zr.iter()) {
-            *hv = act.apply((zv - mu) * a + c);
+    let full = n / LANES * LANES;
+    let groups = z.chunks_mut(n * GROUP).zip(h.chunks_mut(n * GROUP));
+    for (first, (zg, hg)) in groups.enumerate().map(|(g, zh)| (g * GROUP, zh)) {
+        for (j, zr) in (first..).zip(zg.chunks_exact_mut(n)) {
+            let bias = fp.bias[j];
+            let lanes = unsafe { L::add_and_sum(zr, full, bias) };
+            let sum = zr[full..].iter_mut().fold(lanes, |s, v| {
+                *v += bias;
+                s + *v as f64
+            });
+            mo[j] = (sum / n as f64) as f32;
+        }
+        for (j, zr) in (first..).zip(zg.chunks_exact(n)) {
+            let mu = mo[j];
+            let squares = unsafe { L::squares_sum(zr, full, mu) };
+            let v = zr[full..]
+                .iter()
+                .fold(squares, |s, &v| s + ((v - mu) * (v - mu)) as f64)
+                / n as f64;
+            (vo[j], io[j]) = (v as f32, (1.0 / (v + eps).sqrt()) as f32);
+        }
+        for (j, (zr, hr)) in (first..).zip(zg.chunks_exact(n).zip(hg.chunks_exact_mut(n))) {
+            // (z - mean) * scale + beta: no cancellation when the variance is tiny.
+            let (mu, a, c) = (mo[j], fp.gamma[j] * io[j], fp.beta[j]);
+            unsafe { L::activate(zr, hr, full, (mu, a, c), act) };
+            for (hv, &zv) in hr[full..].iter_mut().zip(&zr[full..]) {
+                *hv = act.apply((zv - mu) * a + c);
+            }
         }
     }
 }
@@ -104,9 +125,12 @@ fn forward_plain<A: ActFn>(
 /// the block output on entry and the gradient of z on return; also writes the bias, gamma and
 /// beta gradients of these features. The activation's derivative is taken from the output,
 /// recomputed from z exactly as the forward pass computed it.
+///
+/// # Safety
+/// As for `L`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn backward_plain<A: ActFn>(
+unsafe fn backward_rows<L: Lanes, A: ActFn>(
     g: &mut [f32],
     z: &[f32],
     n: usize,
@@ -117,52 +141,43 @@ fn backward_plain<A: ActFn>(
     (db, dg, dbeta): (&mut [f32], &mut [f32], &mut [f32]),
 ) {
     let m = n as f64;
-    for (j, (gr, zr)) in g.chunks_exact_mut(n).zip(z.chunks_exact(n)).enumerate() {
-        let (mu, is) = (mean[j], invstd[j]);
-        let (a, c) = (fp.gamma[j] * is, fp.beta[j]);
+    let full = n / LANES * LANES;
+    let groups = g.chunks_mut(n * GROUP).zip(z.chunks(n * GROUP));
+    for (first, (gg, zg)) in groups.enumerate().map(|(k, gz)| (k * GROUP, gz)) {
         // Per feature: sums of dy' and of dy' * (z - mean), dy' = dh through the activation.
-        let (mut s1, mut s2) = ([0f32; LANES], [0f32; LANES]);
-        let mut gc = gr.chunks_exact_mut(LANES);
-        let mut zc = zr.chunks_exact(LANES);
-        for (gk, zk) in (&mut gc).zip(&mut zc) {
-            for (((gv, &zv), a1), a2) in gk.iter_mut().zip(zk).zip(s1.iter_mut()).zip(s2.iter_mut()) {
+        let mut sums = [(0f64, 0f64); GROUP];
+        let rows = gg.chunks_exact_mut(n).zip(zg.chunks_exact(n));
+        for ((j, (gr, zr)), s) in (first..).zip(rows).zip(&mut sums) {
+            let (mu, is) = (mean[j], invstd[j]);
+            let (a, c) = (fp.gamma[j] * is, fp.beta[j]);
+            let (mut sdy, mut sdyx) = unsafe { L::through_activation(gr, zr, full, (mu, a, c), act) };
+            for (gv, &zv) in gr[full..].iter_mut().zip(&zr[full..]) {
                 *gv *= act.grad_from_output(act.apply((zv - mu) * a + c));
-                *a1 += *gv;
-                *a2 += *gv * (zv - mu);
+                sdy += *gv as f64;
+                sdyx += (*gv * (zv - mu)) as f64;
             }
+            *s = (sdy, sdyx);
         }
-        let (mut sdy, mut sdyx) = (fold(&s1), fold(&s2));
-        for (gv, &zv) in gc.into_remainder().iter_mut().zip(zc.remainder()) {
-            *gv *= act.grad_from_output(act.apply((zv - mu) * a + c));
-            sdy += *gv as f64;
-            sdyx += (*gv * (zv - mu)) as f64;
-        }
-        let (gm, isd) = (fp.gamma[j] as f64, is as f64);
-        dg[j] = (sdyx * isd) as f32;
-        dbeta[j] = sdy as f32;
-        // dz = k1 * dy' + k2 * (z - mean) + k3
-        let k1 = (gm * isd) as f32;
-        let k2 = (-gm * isd * isd * isd * sdyx / m) as f32;
-        let k3 = (-gm * isd * sdy / m) as f32;
-        let mut s3 = [0f32; LANES];
-        let mut gc = gr.chunks_exact_mut(LANES);
-        let mut zc = zr.chunks_exact(LANES);
-        for (gk, zk) in (&mut gc).zip(&mut zc) {
-            for ((gv, &zv), a3) in gk.iter_mut().zip(zk).zip(s3.iter_mut()) {
+        let rows = gg.chunks_exact_mut(n).zip(zg.chunks_exact(n));
+        for ((j, (gr, zr)), &(sdy, sdyx)) in (first..).zip(rows).zip(&sums) {
+            let (mu, gm, isd) = (mean[j], fp.gamma[j] as f64, invstd[j] as f64);
+            dg[j] = (sdyx * isd) as f32;
+            dbeta[j] = sdy as f32;
+            // dz = k1 * dy' + k2 * (z - mean) + k3
+            let k1 = (gm * isd) as f32;
+            let k2 = (-gm * isd * isd * isd * sdyx / m) as f32;
+            let k3 = (-gm * isd * sdy / m) as f32;
+            let mut sdz = unsafe { L::input_grad(gr, zr, full, mu, (k1, k2, k3)) };
+            for (gv, &zv) in gr[full..].iter_mut().zip(&zr[full..]) {
                 *gv = k1 * *gv + k2 * (zv - mu) + k3;
-                *a3 += *gv;
+                sdz += *gv as f64;
             }
+            db[j] = sdz as f32;
         }
-        let mut sdz = fold(&s3);
-        for (gv, &zv) in gc.into_remainder().iter_mut().zip(zc.remainder()) {
-            *gv = k1 * *gv + k2 * (zv - mu) + k3;
-            sdz += *gv as f64;
-        }
-        db[j] = sdz as f32;
     }
 }
 
-/// Batch norm + activation forward on feature-major rows (see `forward_plain`).
+/// Batch norm + activation forward on feature-major rows (see `forward_rows`).
 pub(super) fn forward<A: ActFn>(
     z: &mut [f32],
     h: &mut [f32],
@@ -177,10 +192,11 @@ pub(super) fn forward<A: ActFn>(
         // SAFETY: the CPU has AVX2 and FMA.
         return unsafe { avx2::forward(z, h, n, fp, eps, stats, act) };
     }
-    forward_plain(z, h, n, fp, eps, stats, act)
+    // SAFETY: the plain lanes need no CPU feature.
+    unsafe { forward_rows::<Plain, A>(z, h, n, fp, eps, stats, act) }
 }
 
-/// Batch norm + activation backward on feature-major rows (see `backward_plain`).
+/// Batch norm + activation backward on feature-major rows (see `backward_rows`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward<A: ActFn>(
     g: &mut [f32],
@@ -197,19 +213,135 @@ pub(super) fn backward<A: ActFn>(
         // SAFETY: the CPU has AVX2 and FMA.
         return unsafe { avx2::backward(g, z, n, fp, mean, invstd, act, grads) };
     }
-    backward_plain(g, z, n, fp, mean, invstd, act, grads)
+    // SAFETY: the plain lanes need no CPU feature.
+    unsafe { backward_rows::<Plain, A>(g, z, n, fp, mean, invstd, act, grads) }
+}
+
+/// The lanes as plain loops over `[f32; LANES]` accumulators.
+struct Plain;
+
+impl Lanes for Plain {
+    #[inline(always)]
+    unsafe fn add_and_sum(zr: &mut [f32], full: usize, bias: f32) -> f64 {
+        let mut acc = [0f32; LANES];
+        for c in zr[..full].chunks_exact_mut(LANES) {
+            for (a, v) in acc.iter_mut().zip(c) {
+                *v += bias;
+                *a += *v;
+            }
+        }
+        fold(&acc)
+    }
+
+    #[inline(always)]
+    unsafe fn squares_sum(zr: &[f32], full: usize, mu: f32) -> f64 {
+        let mut acc = [0f32; LANES];
+        for c in zr[..full].chunks_exact(LANES) {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += (v - mu) * (v - mu);
+            }
+        }
+        fold(&acc)
+    }
+
+    #[inline(always)]
+    unsafe fn activate<A: ActFn>(
+        zr: &[f32],
+        hr: &mut [f32],
+        full: usize,
+        (mu, a, c): (f32, f32, f32),
+        act: A,
+    ) {
+        for (hv, &zv) in hr[..full].iter_mut().zip(&zr[..full]) {
+            *hv = act.apply((zv - mu) * a + c);
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn through_activation<A: ActFn>(
+        gr: &mut [f32],
+        zr: &[f32],
+        full: usize,
+        (mu, a, c): (f32, f32, f32),
+        act: A,
+    ) -> (f64, f64) {
+        let (mut s1, mut s2) = ([0f32; LANES], [0f32; LANES]);
+        for (gk, zk) in gr[..full]
+            .chunks_exact_mut(LANES)
+            .zip(zr[..full].chunks_exact(LANES))
+        {
+            for (((gv, &zv), a1), a2) in gk.iter_mut().zip(zk).zip(s1.iter_mut()).zip(s2.iter_mut()) {
+                *gv *= act.grad_from_output(act.apply((zv - mu) * a + c));
+                *a1 += *gv;
+                *a2 += *gv * (zv - mu);
+            }
+        }
+        (fold(&s1), fold(&s2))
+    }
+
+    #[inline(always)]
+    unsafe fn input_grad(
+        gr: &mut [f32],
+        zr: &[f32],
+        full: usize,
+        mu: f32,
+        (k1, k2, k3): (f32, f32, f32),
+    ) -> f64 {
+        let mut s3 = [0f32; LANES];
+        for (gk, zk) in gr[..full]
+            .chunks_exact_mut(LANES)
+            .zip(zr[..full].chunks_exact(LANES))
+        {
+            for ((gv, &zv), a3) in gk.iter_mut().zip(zk).zip(s3.iter_mut()) {
+                *gv = k1 * *gv + k2 * (zv - mu) + k3;
+                *a3 += *gv;
+            }
+        }
+        fold(&s3)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{ActFn, FeatureParams, LANES};
+    use super::{backward_rows, forward_rows, ActFn, FeatureParams, Lanes, LANES};
     use std::arch::x86_64::*;
 
     pub(super) fn available() -> bool {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
     }
 
-    /// `super::fold` of the four accumulators: lanes 8q..8q+8 of the plain loop's are vector q.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn forward<A: ActFn>(
+        z: &mut [f32],
+        h: &mut [f32],
+        n: usize,
+        fp: &FeatureParams,
+        eps: f64,
+        stats: (&mut [f32], &mut [f32], &mut [f32]),
+        act: A,
+    ) {
+        unsafe { forward_rows::<Avx2, A>(z, h, n, fp, eps, stats, act) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn backward<A: ActFn>(
+        g: &mut [f32],
+        z: &[f32],
+        n: usize,
+        fp: &FeatureParams,
+        mean: &[f32],
+        invstd: &[f32],
+        act: A,
+        grads: (&mut [f32], &mut [f32], &mut [f32]),
+    ) {
+        unsafe { backward_rows::<Avx2, A>(g, z, n, fp, mean, invstd, act, grads) }
+    }
+
+    /// The lanes as four AVX vectors: lanes 8q..8q+8 of the plain accumulators are vector q.
+    struct Avx2;
+
+    /// `super::fold` of the four vectors.
     #[inline(always)]
     unsafe fn fold(a: &[__m256; 4]) -> f64 {
         unsafe {
@@ -226,198 +358,104 @@ mod avx2 {
         }
     }
 
-    /// Rows whose every chunk of 32 lanes goes through vectors: the first `n / 32 * 32` elements.
-    #[inline(always)]
-    fn full(n: usize) -> usize {
-        n / LANES * LANES
-    }
-
-    /// Rows handled phase by phase: each row's statistics end in a chain of f64 divisions and
-    /// conversions that the row's next pass waits for, so the rows of a group go through one
-    /// phase before the next (the same arithmetic per row).
-    const GROUP: usize = 8;
-
-    /// Adds `bias` to the row (its first `full` elements by vectors) and returns the row's sum.
-    #[inline(always)]
-    unsafe fn add_and_sum(zr: &mut [f32], full: usize, bias: f32) -> f64 {
-        let zp = zr.as_mut_ptr();
-        let b = _mm256_set1_ps(bias);
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for k in (0..full).step_by(LANES) {
-            for (q, a) in acc.iter_mut().enumerate() {
-                // SAFETY: k + 8q + 8 <= full <= the row's length.
-                let p = unsafe { zp.add(k + 8 * q) };
-                let v = _mm256_add_ps(unsafe { _mm256_loadu_ps(p) }, b);
-                unsafe { _mm256_storeu_ps(p, v) };
-                *a = _mm256_add_ps(*a, v);
-            }
-        }
-        zr[full..].iter_mut().fold(unsafe { fold(&acc) }, |s, v| {
-            *v += bias;
-            s + *v as f64
-        })
-    }
-
-    /// The sum of (z - mu)^2 over the row.
-    #[inline(always)]
-    unsafe fn squares_sum(zr: &[f32], full: usize, mu: f32) -> f64 {
-        let (zp, m) = (zr.as_ptr(), _mm256_set1_ps(mu));
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for k in (0..full).step_by(LANES) {
-            for (q, a) in acc.iter_mut().enumerate() {
-                // SAFETY: as in `add_and_sum`.
-                let d = _mm256_sub_ps(unsafe { _mm256_loadu_ps(zp.add(k + 8 * q)) }, m);
-                *a = _mm256_add_ps(*a, _mm256_mul_ps(d, d));
-            }
-        }
-        zr[full..]
-            .iter()
-            .fold(unsafe { fold(&acc) }, |s, &v| s + ((v - mu) * (v - mu)) as f64)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn forward<A: ActFn>(
-        z: &mut [f32],
-        h: &mut [f32],
-        n: usize,
-        fp: &FeatureParams,
-        eps: f64,
-        (mo, vo, io): (&mut [f32], &mut [f32], &mut [f32]),
-        act: A,
-    ) {
-        let full = full(n);
-        let full8 = n / 8 * 8;
-        let groups = z.chunks_mut(n * GROUP).zip(h.chunks_mut(n * GROUP));
-        for (first, (zg, hg)) in groups.enumerate().map(|(g, zh)| (g * GROUP, zh)) {
-            for (j, zr) in (first..).zip(zg.chunks_exact_mut(n)) {
-                mo[j] = (unsafe { add_and_sum(zr, full, fp.bias[j]) } / n as f64) as f32;
-            }
-            for (j, zr) in (first..).zip(zg.chunks_exact(n)) {
-                let v = unsafe { squares_sum(zr, full, mo[j]) } / n as f64;
-                (vo[j], io[j]) = (v as f32, (1.0 / (v + eps).sqrt()) as f32);
-            }
-            for (j, (zr, hr)) in (first..).zip(zg.chunks_exact(n).zip(hg.chunks_exact_mut(n))) {
-                let (mu, a, c) = (mo[j], fp.gamma[j] * io[j], fp.beta[j]);
-                let (m, av, cv) = (_mm256_set1_ps(mu), _mm256_set1_ps(a), _mm256_set1_ps(c));
-                let (zp, hp) = (zr.as_ptr(), hr.as_mut_ptr());
-                for k in (0..full8).step_by(8) {
-                    // SAFETY: k + 8 <= full8 <= n, the rows' length.
-                    let zv = unsafe { _mm256_loadu_ps(zp.add(k)) };
-                    let y = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(zv, m), av), cv);
-                    unsafe { _mm256_storeu_ps(hp.add(k), act.apply8(y)) };
-                }
-                for (hv, &zv) in hr[full8..].iter_mut().zip(&zr[full8..]) {
-                    *hv = act.apply((zv - mu) * a + c);
+    // SAFETY (every pointer access below): offsets k + 8q + 8 <= full, and `full` is at most
+    // the rows' length, which the driver guarantees.
+    impl Lanes for Avx2 {
+        #[inline(always)]
+        unsafe fn add_and_sum(zr: &mut [f32], full: usize, bias: f32) -> f64 {
+            let zp = zr.as_mut_ptr();
+            let b = _mm256_set1_ps(bias);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for k in (0..full).step_by(LANES) {
+                for (q, a) in acc.iter_mut().enumerate() {
+                    let p = unsafe { zp.add(k + 8 * q) };
+                    let v = _mm256_add_ps(unsafe { _mm256_loadu_ps(p) }, b);
+                    unsafe { _mm256_storeu_ps(p, v) };
+                    *a = _mm256_add_ps(*a, v);
                 }
             }
+            unsafe { fold(&acc) }
         }
-    }
 
-    /// The activation's derivative applied to the row's gradient; returns the sums of dy' and of
-    /// dy' * (z - mu), dy' the gradient after the activation.
-    #[inline(always)]
-    unsafe fn through_activation<A: ActFn>(
-        gr: &mut [f32],
-        zr: &[f32],
-        full: usize,
-        (mu, a, c): (f32, f32, f32),
-        act: A,
-    ) -> (f64, f64) {
-        let (gp, zp) = (gr.as_mut_ptr(), zr.as_ptr());
-        let (mv, av, cv) = (_mm256_set1_ps(mu), _mm256_set1_ps(a), _mm256_set1_ps(c));
-        let (mut s1, mut s2) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
-        for k in (0..full).step_by(LANES) {
-            for q in 0..4 {
-                // SAFETY: k + 8q + 8 <= full <= the rows' length.
-                let (pg, pz) = unsafe { (gp.add(k + 8 * q), zp.add(k + 8 * q)) };
-                let d = _mm256_sub_ps(unsafe { _mm256_loadu_ps(pz) }, mv);
-                let y = unsafe { act.apply8(_mm256_add_ps(_mm256_mul_ps(d, av), cv)) };
-                let gv = _mm256_mul_ps(unsafe { _mm256_loadu_ps(pg) }, unsafe {
-                    act.grad_from_output8(y)
-                });
-                unsafe { _mm256_storeu_ps(pg, gv) };
-                s1[q] = _mm256_add_ps(s1[q], gv);
-                s2[q] = _mm256_add_ps(s2[q], _mm256_mul_ps(gv, d));
+        #[inline(always)]
+        unsafe fn squares_sum(zr: &[f32], full: usize, mu: f32) -> f64 {
+            let (zp, m) = (zr.as_ptr(), _mm256_set1_ps(mu));
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for k in (0..full).step_by(LANES) {
+                for (q, a) in acc.iter_mut().enumerate() {
+                    let d = _mm256_sub_ps(unsafe { _mm256_loadu_ps(zp.add(k + 8 * q)) }, m);
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(d, d));
+                }
             }
+            unsafe { fold(&acc) }
         }
-        let (mut sdy, mut sdyx) = unsafe { (fold(&s1), fold(&s2)) };
-        for (gv, &zv) in gr[full..].iter_mut().zip(&zr[full..]) {
-            *gv *= act.grad_from_output(act.apply((zv - mu) * a + c));
-            sdy += *gv as f64;
-            sdyx += (*gv * (zv - mu)) as f64;
-        }
-        (sdy, sdyx)
-    }
 
-    /// dz = k1 * dy' + k2 * (z - mu) + k3 over the row; returns the sum of dz.
-    #[inline(always)]
-    unsafe fn input_grad(
-        gr: &mut [f32],
-        zr: &[f32],
-        full: usize,
-        mu: f32,
-        (k1, k2, k3): (f32, f32, f32),
-    ) -> f64 {
-        let (gp, zp) = (gr.as_mut_ptr(), zr.as_ptr());
-        let mv = _mm256_set1_ps(mu);
-        let (k1v, k2v, k3v) = (_mm256_set1_ps(k1), _mm256_set1_ps(k2), _mm256_set1_ps(k3));
-        let mut s3 = [_mm256_setzero_ps(); 4];
-        for k in (0..full).step_by(LANES) {
-            for (q, a3) in s3.iter_mut().enumerate() {
-                // SAFETY: as in `through_activation`.
-                let (pg, pz) = unsafe { (gp.add(k + 8 * q), zp.add(k + 8 * q)) };
-                let d = _mm256_sub_ps(unsafe { _mm256_loadu_ps(pz) }, mv);
-                let gv = unsafe { _mm256_loadu_ps(pg) };
-                let dz = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(k1v, gv), _mm256_mul_ps(k2v, d)), k3v);
-                unsafe { _mm256_storeu_ps(pg, dz) };
-                *a3 = _mm256_add_ps(*a3, dz);
+        #[inline(always)]
+        unsafe fn activate<A: ActFn>(
+            zr: &[f32],
+            hr: &mut [f32],
+            full: usize,
+            (mu, a, c): (f32, f32, f32),
+            act: A,
+        ) {
+            let (m, av, cv) = (_mm256_set1_ps(mu), _mm256_set1_ps(a), _mm256_set1_ps(c));
+            let (zp, hp) = (zr.as_ptr(), hr.as_mut_ptr());
+            for k in (0..full).step_by(8) {
+                let zv = unsafe { _mm256_loadu_ps(zp.add(k)) };
+                let y = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(zv, m), av), cv);
+                unsafe { _mm256_storeu_ps(hp.add(k), act.apply8(y)) };
             }
         }
-        let mut sdz = unsafe { fold(&s3) };
-        for (gv, &zv) in gr[full..].iter_mut().zip(&zr[full..]) {
-            *gv = k1 * *gv + k2 * (zv - mu) + k3;
-            sdz += *gv as f64;
-        }
-        sdz
-    }
 
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn backward<A: ActFn>(
-        g: &mut [f32],
-        z: &[f32],
-        n: usize,
-        fp: &FeatureParams,
-        mean: &[f32],
-        invstd: &[f32],
-        act: A,
-        (db, dg, dbeta): (&mut [f32], &mut [f32], &mut [f32]),
-    ) {
-        let m = n as f64;
-        let full = full(n);
-        let groups = g.chunks_mut(n * GROUP).zip(z.chunks(n * GROUP));
-        for (first, (gg, zg)) in groups.enumerate().map(|(k, gz)| (k * GROUP, gz)) {
-            let mut sums = [(0f64, 0f64); GROUP];
-            for ((j, (gr, zr)), s) in (first..)
-                .zip(gg.chunks_exact_mut(n).zip(zg.chunks_exact(n)))
-                .zip(&mut sums)
-            {
-                let (mu, is) = (mean[j], invstd[j]);
-                let affine = (mu, fp.gamma[j] * is, fp.beta[j]);
-                *s = unsafe { through_activation(gr, zr, full, affine, act) };
+        #[inline(always)]
+        unsafe fn through_activation<A: ActFn>(
+            gr: &mut [f32],
+            zr: &[f32],
+            full: usize,
+            (mu, a, c): (f32, f32, f32),
+            act: A,
+        ) -> (f64, f64) {
+            let (gp, zp) = (gr.as_mut_ptr(), zr.as_ptr());
+            let (mv, av, cv) = (_mm256_set1_ps(mu), _mm256_set1_ps(a), _mm256_set1_ps(c));
+            let (mut s1, mut s2) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+            for k in (0..full).step_by(LANES) {
+                for q in 0..4 {
+                    let (pg, pz) = unsafe { (gp.add(k + 8 * q), zp.add(k + 8 * q)) };
+                    let d = _mm256_sub_ps(unsafe { _mm256_loadu_ps(pz) }, mv);
+                    let y = unsafe { act.apply8(_mm256_add_ps(_mm256_mul_ps(d, av), cv)) };
+                    let dy = unsafe { act.grad_from_output8(y) };
+                    let gv = _mm256_mul_ps(unsafe { _mm256_loadu_ps(pg) }, dy);
+                    unsafe { _mm256_storeu_ps(pg, gv) };
+                    s1[q] = _mm256_add_ps(s1[q], gv);
+                    s2[q] = _mm256_add_ps(s2[q], _mm256_mul_ps(gv, d));
+                }
             }
-            for ((j, (gr, zr)), &(sdy, sdyx)) in (first..)
-                .zip(gg.chunks_exact_mut(n).zip(zg.chunks_exact(n)))
-                .zip(&sums)
-            {
-                let (gm, isd) = (fp.gamma[j] as f64, invstd[j] as f64);
-                dg[j] = (sdyx * isd) as f32;
-                dbeta[j] = sdy as f32;
-                let k1 = (gm * isd) as f32;
-                let k2 = (-gm * isd * isd * isd * sdyx / m) as f32;
-                let k3 = (-gm * isd * sdy / m) as f32;
-                db[j] = unsafe { input_grad(gr, zr, full, mean[j], (k1, k2, k3)) } as f32;
+            unsafe { (fold(&s1), fold(&s2)) }
+        }
+
+        #[inline(always)]
+        unsafe fn input_grad(
+            gr: &mut [f32],
+            zr: &[f32],
+            full: usize,
+            mu: f32,
+            (k1, k2, k3): (f32, f32, f32),
+        ) -> f64 {
+            let (gp, zp) = (gr.as_mut_ptr(), zr.as_ptr());
+            let mv = _mm256_set1_ps(mu);
+            let (k1v, k2v, k3v) = (_mm256_set1_ps(k1), _mm256_set1_ps(k2), _mm256_set1_ps(k3));
+            let mut s3 = [_mm256_setzero_ps(); 4];
+            for k in (0..full).step_by(LANES) {
+                for (q, a3) in s3.iter_mut().enumerate() {
+                    let (pg, pz) = unsafe { (gp.add(k + 8 * q), zp.add(k + 8 * q)) };
+                    let d = _mm256_sub_ps(unsafe { _mm256_loadu_ps(pz) }, mv);
+                    let gv = unsafe { _mm256_loadu_ps(pg) };
+                    let dz = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(k1v, gv), _mm256_mul_ps(k2v, d)), k3v);
+                    unsafe { _mm256_storeu_ps(pg, dz) };
+                    *a3 = _mm256_add_ps(*a3, dz);
+                }
             }
+            unsafe { fold(&s3) }
         }
     }
 }
@@ -427,8 +465,9 @@ mod tests {
     use super::*;
     use crate::kernels::batchnorm::{IdentityFn, LeakyFn, ReluFn};
 
-    /// The vector twins give the plain loops' results bit for bit (up to the sign of zero), on
-    /// rows that are shorter than, equal to and longer than the 32 vector lanes.
+    /// The AVX2 lanes give the plain lanes' results bit for bit (up to the sign of zero), on
+    /// rows that are shorter than, equal to and longer than the 32 lanes, over more than one
+    /// group of rows.
     fn check<A: ActFn>(act: A, label: &str) {
         let mut seed = 0x9e37_79b9_u32;
         let mut next = move || {
@@ -458,8 +497,11 @@ mod tests {
                     forward(&mut z, &mut h, n, &fp, 1e-5, (m, v, is), act);
                     backward(&mut g, &z, n, &fp, m, is, act, (db, dg, dbeta));
                 } else {
-                    forward_plain(&mut z, &mut h, n, &fp, 1e-5, (m, v, is), act);
-                    backward_plain(&mut g, &z, n, &fp, m, is, act, (db, dg, dbeta));
+                    // SAFETY: the plain lanes need no CPU feature.
+                    unsafe {
+                        forward_rows::<Plain, A>(&mut z, &mut h, n, &fp, 1e-5, (m, v, is), act);
+                        backward_rows::<Plain, A>(&mut g, &z, n, &fp, m, is, act, (db, dg, dbeta));
+                    }
                 }
                 outs.push([z, h, st, g, d]);
             }
@@ -475,7 +517,7 @@ mod tests {
     }
 
     #[test]
-    fn vector_rows_match_the_plain_loops_bit_for_bit() {
+    fn avx2_lanes_match_the_plain_lanes_bit_for_bit() {
         check(IdentityFn, "identity");
         check(ReluFn, "relu");
         check(LeakyFn(0.2), "leaky");
