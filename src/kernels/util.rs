@@ -243,6 +243,15 @@ fn read_schedstat(path: &str) -> u64 {
 /// - rayon's global pool gets 32 MB stacks, since `main` runs the whole command on one of its
 ///   workers.
 pub fn init_process() {
+    // First, before any thread exists: a thread takes its arena at its first allocation, and
+    // rayon's workers allocate as they start.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
@@ -252,13 +261,6 @@ pub fn init_process() {
     let _ = rayon::ThreadPoolBuilder::new()
         .stack_size(32 << 20)
         .build_global();
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning parameters.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
 }
 
 /// A `Vec<f32>` of length `len` filled by `fill`, which receives a pointer to `len` writable,
