@@ -10,7 +10,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// Images per forward pass in evaluation.
-pub const EVAL_BATCH: usize = 64;
+pub const EVAL_BATCH: usize = 128;
 
 /// Posterior means and log-variances of a set, each [n, latent].
 pub struct Posterior {

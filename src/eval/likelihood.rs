@@ -34,7 +34,7 @@ pub fn log_weights(run: &LoadedRun, set: &ImageSet, k: usize, rng: &mut SeededRn
     }
     let l = run.latent_dim();
     // Images per pass, each repeated K times in one decoder batch.
-    let per_pass = (EVAL_BATCH / k).max(1);
+    let per_pass = (EVAL_BATCH * 4 / k).max(1);
     let mut out = Vec::with_capacity(set.n);
     for start in (0..set.n).step_by(per_pass) {
         let idx: Vec<usize> = (start..(start + per_pass).min(set.n)).collect();
