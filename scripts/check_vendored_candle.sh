@@ -43,8 +43,9 @@ cargo_home=${CARGO_HOME:-$HOME/.cargo}
 cached_crate() {
   local f
   for f in "$cargo_home"/registry/cache/*/"$NAME-$VERSION.crate"; do
-    [ -f "$f" ] && { echo "$f"; return; }
+    if [ -f "$f" ]; then echo "$f"; return 0; fi
   done
+  return 0
 }
 
 work=$(mktemp -d)
