@@ -57,7 +57,7 @@ fn write_patterned(dir: &Path) -> Result<()> {
                 }
             }
             cat.push(c as i32);
-            info.push([inst[k] as i32, e as i32, 2 * a as i32, l as i32]);
+            info.push([inst[k], e as i32, 2 * a as i32, l as i32]);
         }
         write_split(dir, part, &dat, SIDE, &cat, &info, true)?;
         println!(

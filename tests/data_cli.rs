@@ -22,16 +22,14 @@ fn write_small(dir: &Path) {
                     for x in 0..side {
                         // A bright disc whose position depends on the record and camera.
                         let (cx, cy) = (8 + r % 16 + cam * 3, 16);
-                        let d2 = (x as i32 - cx as i32).pow(2) + (y as i32 - cy).pow(2);
+                        let d2 = (x as i32 - cx).pow(2) + (y as i32 - cy).pow(2);
                         dat.push(if d2 < 36 { 230 } else { 40 });
                     }
                 }
             }
         }
-        let cat: Vec<i32> = (0..n as i32).map(|i| i % 5).collect();
-        let info: Vec<[i32; 4]> = (0..n as i32)
-            .map(|i| [inst, i % 9, 2 * (i % 18), i % 6])
-            .collect();
+        let cat: Vec<i32> = (0..n).map(|i| i % 5).collect();
+        let info: Vec<[i32; 4]> = (0..n).map(|i| [inst, i % 9, 2 * (i % 18), i % 6]).collect();
         write_split(dir, part, &dat, side, &cat, &info, part == NorbPart::Training).unwrap();
     }
 }

@@ -14,21 +14,27 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 struct Counting;
 static LARGEST: AtomicUsize = AtomicUsize::new(0);
 
+// SAFETY: every call goes to System unchanged (only a size is recorded on the way), so System's
+// guarantees are this allocator's.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         LARGEST.fetch_max(l.size(), Ordering::Relaxed);
-        System.alloc(l)
+        // SAFETY: the caller's contract for `alloc`, passed on.
+        unsafe { System.alloc(l) }
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
         LARGEST.fetch_max(l.size(), Ordering::Relaxed);
-        System.alloc_zeroed(l)
+        // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
+        unsafe { System.alloc_zeroed(l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         LARGEST.fetch_max(new, Ordering::Relaxed);
-        System.realloc(p, l, new)
+        // SAFETY: the caller's contract for `realloc` (p came from this allocator, i.e. System).
+        unsafe { System.realloc(p, l, new) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
+        // SAFETY: the caller's contract for `dealloc` (p came from this allocator, i.e. System).
+        unsafe { System.dealloc(p, l) }
     }
 }
 

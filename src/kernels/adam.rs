@@ -102,13 +102,16 @@ pub fn adam_update_slices(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]
     }
 }
 
+/// What runs while every variable's storage is held: a pointer and length per variable.
+type WhileLocked<'a> = dyn Fn(&[(SyncPtr, usize)]) -> Result<()> + 'a;
+
 /// Takes the storage of every variable in turn (candle's in-place op hands out `&mut` storage
 /// one tensor at a time, so the calls nest) and, holding them all, runs `then` with a pointer and
 /// length per variable.
 struct LockAll<'a> {
     rest: &'a [&'a Var],
     ptrs: &'a RefCell<Vec<(SyncPtr, usize)>>,
-    then: &'a dyn Fn(&[(SyncPtr, usize)]) -> Result<()>,
+    then: &'a WhileLocked<'a>,
 }
 
 impl InplaceOp1 for LockAll<'_> {
@@ -130,11 +133,7 @@ impl InplaceOp1 for LockAll<'_> {
     }
 }
 
-fn lock_all(
-    vars: &[&Var],
-    ptrs: &RefCell<Vec<(SyncPtr, usize)>>,
-    then: &dyn Fn(&[(SyncPtr, usize)]) -> Result<()>,
-) -> Result<()> {
+fn lock_all(vars: &[&Var], ptrs: &RefCell<Vec<(SyncPtr, usize)>>, then: &WhileLocked<'_>) -> Result<()> {
     match vars.split_first() {
         None => then(&ptrs.borrow()),
         Some((v, rest)) => v.as_tensor().inplace_op1(&LockAll { rest, ptrs, then }),

@@ -2,7 +2,7 @@
 //! candle custom op. Statistics are per channel over (batch, spatial) for [n, c, h, w] inputs and
 //! per feature over the batch for [n, c] inputs, with the biased batch variance in the
 //! normalisation (as PyTorch and candle do).
-use super::util::{f32_data, filled_vec, profiled, with_f32};
+use super::util::{f32_data, filled_vec, profiled, with_f32, SyncPtr};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
@@ -60,6 +60,7 @@ impl ActFn for IdentityFn {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn grad_from_output8(self, _: __m256) -> __m256 {
+        // SAFETY: register-only AVX intrinsics; AVX is this function's precondition.
         unsafe { _mm256_set1_ps(1.0) }
     }
 }
@@ -81,11 +82,13 @@ impl ActFn for ReluFn {
     #[inline(always)]
     unsafe fn apply8(self, v: __m256) -> __m256 {
         // maxps returns its second operand for NaN, as f32::max returns the non-NaN one.
+        // SAFETY: register-only AVX intrinsics; AVX is this function's precondition.
         unsafe { _mm256_max_ps(v, _mm256_setzero_ps()) }
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn grad_from_output8(self, y: __m256) -> __m256 {
+        // SAFETY: register-only AVX intrinsics; AVX is this function's precondition.
         unsafe {
             let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(y, _mm256_setzero_ps());
             _mm256_and_ps(positive, _mm256_set1_ps(1.0))
@@ -113,6 +116,7 @@ impl ActFn for LeakyFn {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn apply8(self, v: __m256) -> __m256 {
+        // SAFETY: register-only AVX intrinsics; AVX is this function's precondition.
         unsafe {
             let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_setzero_ps());
             _mm256_blendv_ps(_mm256_mul_ps(_mm256_set1_ps(self.0), v), v, positive)
@@ -121,6 +125,7 @@ impl ActFn for LeakyFn {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn grad_from_output8(self, y: __m256) -> __m256 {
+        // SAFETY: register-only AVX intrinsics; AVX is this function's precondition.
         unsafe {
             let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(y, _mm256_setzero_ps());
             _mm256_blendv_ps(_mm256_set1_ps(self.0), _mm256_set1_ps(1.0), positive)
@@ -209,6 +214,8 @@ fn channel_stats(x: &[f32], n: usize, c: usize, s: usize) -> (Vec<f32>, Vec<f32>
     }
 }
 
+// The kernel's inputs, dimensions and settings, each needed: a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn bn_forward<A: ActFn>(
     x: &[f32],
     gamma: &[f32],
@@ -226,9 +233,8 @@ fn bn_forward<A: ActFn>(
         .collect();
     let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] * invstd[ch]).collect();
     let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
-    // Both branches write every output: no zero-fill first.
-    let y = filled_vec(x.len(), |yp| {
-        // SAFETY: `y` is this closure's alone; every element is written below.
+    let fill = |yp: SyncPtr| {
+        // SAFETY: the whole buffer, this closure's alone; each element is written, not read.
         let y = unsafe { yp.slice(0, x.len()) };
         if s == 1 {
             y.par_chunks_mut(c * 64)
@@ -251,7 +257,10 @@ fn bn_forward<A: ActFn>(
                         .for_each(|(yv, &xv)| *yv = act.apply(xv * a + b));
                 });
         }
-    });
+    };
+    // SAFETY: both branches of `fill` write every output (x.len() is n * c * s: whole rows of
+    // c, whole planes of s) and read none.
+    let y = unsafe { filled_vec(x.len(), fill) };
     (y, Saved { mean, var, invstd })
 }
 
@@ -328,11 +337,11 @@ fn bn_backward<A: ActFn>(
     let k3: Vec<f32> = (0..c)
         .map(|ch| (-(gamma[ch] as f64) * invstd[ch] as f64 * sdy[ch] / m) as f32)
         .collect();
-    // Both branches write every input gradient: no zero-fill first.
-    let dx = filled_vec(x.len(), |dxp| {
+    let fill = |dxp: SyncPtr| {
         let row = |idx: usize, ch: usize, len: usize| {
             let r = idx * len..(idx + 1) * len;
-            // SAFETY: each index owns a disjoint range of dx.
+            // SAFETY: in bounds (idx < x.len() / len), and each index owns its range of dx, which
+            // is written, not read.
             let out = unsafe { dxp.slice(r.start, len) };
             (out, &x[r.clone()], &y[r.clone()], &dy[r], ch)
         };
@@ -355,7 +364,10 @@ fn bn_backward<A: ActFn>(
                 }
             });
         }
-    });
+    };
+    // SAFETY: both branches of `fill` write every element of their rows (n rows of c, or n * c
+    // planes of s: all of x.len()) and read none.
+    let dx = unsafe { filled_vec(x.len(), fill) };
     (dx, dgamma, dbeta)
 }
 

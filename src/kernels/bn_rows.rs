@@ -40,7 +40,9 @@ const GROUP: usize = 8;
 /// kept in `LANES` f32 lanes (element k in lane k % 32) and returned folded as `fold` does.
 ///
 /// # Safety
-/// An implementation may need CPU features: `Avx2` runs only where the CPU has AVX2 and FMA.
+/// `full` must be a multiple of `LANES` and at most the length of every row passed (an
+/// implementation may access the first `full` elements of each without checking), and an
+/// implementation may need CPU features: `Avx2` runs only where the CPU has AVX2 and FMA.
 trait Lanes {
     /// Adds `bias` to the elements; returns their sum.
     unsafe fn add_and_sum(zr: &mut [f32], full: usize, bias: f32) -> f64;
@@ -94,6 +96,7 @@ unsafe fn forward_rows<L: Lanes, A: ActFn>(
     for (first, (zg, hg)) in groups.enumerate().map(|(g, zh)| (g * GROUP, zh)) {
         for (j, zr) in (first..).zip(zg.chunks_exact_mut(n)) {
             let bias = fp.bias[j];
+            // SAFETY: `full` <= n = zr.len(); L's CPU features are this function's precondition.
             let lanes = unsafe { L::add_and_sum(zr, full, bias) };
             let sum = zr[full..].iter_mut().fold(lanes, |s, v| {
                 *v += bias;
@@ -103,6 +106,7 @@ unsafe fn forward_rows<L: Lanes, A: ActFn>(
         }
         for (j, zr) in (first..).zip(zg.chunks_exact(n)) {
             let mu = mo[j];
+            // SAFETY: as for `add_and_sum` above.
             let squares = unsafe { L::squares_sum(zr, full, mu) };
             let v = zr[full..]
                 .iter()
@@ -113,6 +117,7 @@ unsafe fn forward_rows<L: Lanes, A: ActFn>(
         for (j, (zr, hr)) in (first..).zip(zg.chunks_exact(n).zip(hg.chunks_exact_mut(n))) {
             // (z - mean) * scale + beta: no cancellation when the variance is tiny.
             let (mu, a, c) = (mo[j], fp.gamma[j] * io[j], fp.beta[j]);
+            // SAFETY: `full` <= n, the length of both rows; L's CPU features as above.
             unsafe { L::activate(zr, hr, full, (mu, a, c), act) };
             for (hv, &zv) in hr[full..].iter_mut().zip(&zr[full..]) {
                 *hv = act.apply((zv - mu) * a + c);
@@ -150,6 +155,8 @@ unsafe fn backward_rows<L: Lanes, A: ActFn>(
         for ((j, (gr, zr)), s) in (first..).zip(rows).zip(&mut sums) {
             let (mu, is) = (mean[j], invstd[j]);
             let (a, c) = (fp.gamma[j] * is, fp.beta[j]);
+            // SAFETY: `full` <= n, the length of both rows; L's CPU features are this function's
+            // precondition.
             let (mut sdy, mut sdyx) = unsafe { L::through_activation(gr, zr, full, (mu, a, c), act) };
             for (gv, &zv) in gr[full..].iter_mut().zip(&zr[full..]) {
                 *gv *= act.grad_from_output(act.apply((zv - mu) * a + c));
@@ -167,6 +174,7 @@ unsafe fn backward_rows<L: Lanes, A: ActFn>(
             let k1 = (gm * isd) as f32;
             let k2 = (-gm * isd * isd * isd * sdyx / m) as f32;
             let k3 = (-gm * isd * sdy / m) as f32;
+            // SAFETY: as for `through_activation` above.
             let mut sdz = unsafe { L::input_grad(gr, zr, full, mu, (k1, k2, k3)) };
             for (gv, &zv) in gr[full..].iter_mut().zip(&zr[full..]) {
                 *gv = k1 * *gv + k2 * (zv - mu) + k3;
@@ -310,6 +318,10 @@ mod avx2 {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
     }
 
+    /// `super::forward` on the AVX2 lanes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA (`available()`).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn forward<A: ActFn>(
         z: &mut [f32],
@@ -320,9 +332,14 @@ mod avx2 {
         stats: (&mut [f32], &mut [f32], &mut [f32]),
         act: A,
     ) {
+        // SAFETY: this function is compiled with AVX2 and FMA, and callers check the CPU has them.
         unsafe { forward_rows::<Avx2, A>(z, h, n, fp, eps, stats, act) }
     }
 
+    /// `super::backward` on the AVX2 lanes.
+    ///
+    /// # Safety
+    /// As for `forward`.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn backward<A: ActFn>(
@@ -335,6 +352,7 @@ mod avx2 {
         act: A,
         grads: (&mut [f32], &mut [f32], &mut [f32]),
     ) {
+        // SAFETY: as for `forward`.
         unsafe { backward_rows::<Avx2, A>(g, z, n, fp, mean, invstd, act, grads) }
     }
 
@@ -342,8 +360,12 @@ mod avx2 {
     struct Avx2;
 
     /// `super::fold` of the four vectors.
+    ///
+    /// # Safety
+    /// The CPU must have AVX.
     #[inline(always)]
     unsafe fn fold(a: &[__m256; 4]) -> f64 {
+        // SAFETY: register-only intrinsics; AVX is this function's precondition.
         unsafe {
             let mut r = _mm256_setzero_ps();
             for &q in a {
@@ -358,36 +380,43 @@ mod avx2 {
         }
     }
 
-    // SAFETY (every pointer access below): offsets k + 8q + 8 <= full, and `full` is at most
-    // the rows' length, which the driver guarantees.
+    // Every method's body is one unsafe block: its loads and stores reach offsets k + 8q + 8 <=
+    // `full` of rows at least `full` long, and its intrinsics need AVX2 and FMA, both the trait's
+    // preconditions.
     impl Lanes for Avx2 {
         #[inline(always)]
         unsafe fn add_and_sum(zr: &mut [f32], full: usize, bias: f32) -> f64 {
-            let zp = zr.as_mut_ptr();
-            let b = _mm256_set1_ps(bias);
-            let mut acc = [_mm256_setzero_ps(); 4];
-            for k in (0..full).step_by(LANES) {
-                for (q, a) in acc.iter_mut().enumerate() {
-                    let p = unsafe { zp.add(k + 8 * q) };
-                    let v = _mm256_add_ps(unsafe { _mm256_loadu_ps(p) }, b);
-                    unsafe { _mm256_storeu_ps(p, v) };
-                    *a = _mm256_add_ps(*a, v);
+            // SAFETY: see the comment above this impl.
+            unsafe {
+                let zp = zr.as_mut_ptr();
+                let b = _mm256_set1_ps(bias);
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for k in (0..full).step_by(LANES) {
+                    for (q, a) in acc.iter_mut().enumerate() {
+                        let p = zp.add(k + 8 * q);
+                        let v = _mm256_add_ps(_mm256_loadu_ps(p), b);
+                        _mm256_storeu_ps(p, v);
+                        *a = _mm256_add_ps(*a, v);
+                    }
                 }
+                fold(&acc)
             }
-            unsafe { fold(&acc) }
         }
 
         #[inline(always)]
         unsafe fn squares_sum(zr: &[f32], full: usize, mu: f32) -> f64 {
-            let (zp, m) = (zr.as_ptr(), _mm256_set1_ps(mu));
-            let mut acc = [_mm256_setzero_ps(); 4];
-            for k in (0..full).step_by(LANES) {
-                for (q, a) in acc.iter_mut().enumerate() {
-                    let d = _mm256_sub_ps(unsafe { _mm256_loadu_ps(zp.add(k + 8 * q)) }, m);
-                    *a = _mm256_add_ps(*a, _mm256_mul_ps(d, d));
+            // SAFETY: see the comment above this impl.
+            unsafe {
+                let (zp, m) = (zr.as_ptr(), _mm256_set1_ps(mu));
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for k in (0..full).step_by(LANES) {
+                    for (q, a) in acc.iter_mut().enumerate() {
+                        let d = _mm256_sub_ps(_mm256_loadu_ps(zp.add(k + 8 * q)), m);
+                        *a = _mm256_add_ps(*a, _mm256_mul_ps(d, d));
+                    }
                 }
+                fold(&acc)
             }
-            unsafe { fold(&acc) }
         }
 
         #[inline(always)]
@@ -398,12 +427,15 @@ mod avx2 {
             (mu, a, c): (f32, f32, f32),
             act: A,
         ) {
-            let (m, av, cv) = (_mm256_set1_ps(mu), _mm256_set1_ps(a), _mm256_set1_ps(c));
-            let (zp, hp) = (zr.as_ptr(), hr.as_mut_ptr());
-            for k in (0..full).step_by(8) {
-                let zv = unsafe { _mm256_loadu_ps(zp.add(k)) };
-                let y = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(zv, m), av), cv);
-                unsafe { _mm256_storeu_ps(hp.add(k), act.apply8(y)) };
+            // SAFETY: see the comment above this impl (here k + 8 <= `full`).
+            unsafe {
+                let (m, av, cv) = (_mm256_set1_ps(mu), _mm256_set1_ps(a), _mm256_set1_ps(c));
+                let (zp, hp) = (zr.as_ptr(), hr.as_mut_ptr());
+                for k in (0..full).step_by(8) {
+                    let zv = _mm256_loadu_ps(zp.add(k));
+                    let y = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(zv, m), av), cv);
+                    _mm256_storeu_ps(hp.add(k), act.apply8(y));
+                }
             }
         }
 
@@ -415,22 +447,25 @@ mod avx2 {
             (mu, a, c): (f32, f32, f32),
             act: A,
         ) -> (f64, f64) {
-            let (gp, zp) = (gr.as_mut_ptr(), zr.as_ptr());
-            let (mv, av, cv) = (_mm256_set1_ps(mu), _mm256_set1_ps(a), _mm256_set1_ps(c));
-            let (mut s1, mut s2) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
-            for k in (0..full).step_by(LANES) {
-                for q in 0..4 {
-                    let (pg, pz) = unsafe { (gp.add(k + 8 * q), zp.add(k + 8 * q)) };
-                    let d = _mm256_sub_ps(unsafe { _mm256_loadu_ps(pz) }, mv);
-                    let y = unsafe { act.apply8(_mm256_add_ps(_mm256_mul_ps(d, av), cv)) };
-                    let dy = unsafe { act.grad_from_output8(y) };
-                    let gv = _mm256_mul_ps(unsafe { _mm256_loadu_ps(pg) }, dy);
-                    unsafe { _mm256_storeu_ps(pg, gv) };
-                    s1[q] = _mm256_add_ps(s1[q], gv);
-                    s2[q] = _mm256_add_ps(s2[q], _mm256_mul_ps(gv, d));
+            // SAFETY: see the comment above this impl.
+            unsafe {
+                let (gp, zp) = (gr.as_mut_ptr(), zr.as_ptr());
+                let (mv, av, cv) = (_mm256_set1_ps(mu), _mm256_set1_ps(a), _mm256_set1_ps(c));
+                let (mut s1, mut s2) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+                for k in (0..full).step_by(LANES) {
+                    for q in 0..4 {
+                        let (pg, pz) = (gp.add(k + 8 * q), zp.add(k + 8 * q));
+                        let d = _mm256_sub_ps(_mm256_loadu_ps(pz), mv);
+                        let y = act.apply8(_mm256_add_ps(_mm256_mul_ps(d, av), cv));
+                        let dy = act.grad_from_output8(y);
+                        let gv = _mm256_mul_ps(_mm256_loadu_ps(pg), dy);
+                        _mm256_storeu_ps(pg, gv);
+                        s1[q] = _mm256_add_ps(s1[q], gv);
+                        s2[q] = _mm256_add_ps(s2[q], _mm256_mul_ps(gv, d));
+                    }
                 }
+                (fold(&s1), fold(&s2))
             }
-            unsafe { (fold(&s1), fold(&s2)) }
         }
 
         #[inline(always)]
@@ -441,21 +476,25 @@ mod avx2 {
             mu: f32,
             (k1, k2, k3): (f32, f32, f32),
         ) -> f64 {
-            let (gp, zp) = (gr.as_mut_ptr(), zr.as_ptr());
-            let mv = _mm256_set1_ps(mu);
-            let (k1v, k2v, k3v) = (_mm256_set1_ps(k1), _mm256_set1_ps(k2), _mm256_set1_ps(k3));
-            let mut s3 = [_mm256_setzero_ps(); 4];
-            for k in (0..full).step_by(LANES) {
-                for (q, a3) in s3.iter_mut().enumerate() {
-                    let (pg, pz) = unsafe { (gp.add(k + 8 * q), zp.add(k + 8 * q)) };
-                    let d = _mm256_sub_ps(unsafe { _mm256_loadu_ps(pz) }, mv);
-                    let gv = unsafe { _mm256_loadu_ps(pg) };
-                    let dz = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(k1v, gv), _mm256_mul_ps(k2v, d)), k3v);
-                    unsafe { _mm256_storeu_ps(pg, dz) };
-                    *a3 = _mm256_add_ps(*a3, dz);
+            // SAFETY: see the comment above this impl.
+            unsafe {
+                let (gp, zp) = (gr.as_mut_ptr(), zr.as_ptr());
+                let mv = _mm256_set1_ps(mu);
+                let (k1v, k2v, k3v) = (_mm256_set1_ps(k1), _mm256_set1_ps(k2), _mm256_set1_ps(k3));
+                let mut s3 = [_mm256_setzero_ps(); 4];
+                for k in (0..full).step_by(LANES) {
+                    for (q, a3) in s3.iter_mut().enumerate() {
+                        let (pg, pz) = (gp.add(k + 8 * q), zp.add(k + 8 * q));
+                        let d = _mm256_sub_ps(_mm256_loadu_ps(pz), mv);
+                        let gv = _mm256_loadu_ps(pg);
+                        let dz =
+                            _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(k1v, gv), _mm256_mul_ps(k2v, d)), k3v);
+                        _mm256_storeu_ps(pg, dz);
+                        *a3 = _mm256_add_ps(*a3, dz);
+                    }
                 }
+                fold(&s3)
             }
-            unsafe { fold(&s3) }
         }
     }
 }

@@ -282,33 +282,40 @@ fn conv_t_dims(x: &Shape, w: &Shape, b: &Shape, stride: usize, pad: usize) -> Re
 /// A batch output of `n` images of `img` floats each, filled group by group: `fill` gets the
 /// group's image range, its thread count, the group's output slice and a scratch buffer of
 /// `per_image` floats per image, and must write every element of its slice (no zero-fill first).
-fn fill_by_image_groups(
+///
+/// # Safety
+/// The output slice `fill` gets is uninitialised: `fill` must write every element of it and
+/// read none before writing it (as for [`filled_vec`]).
+unsafe fn fill_by_image_groups(
     n: usize,
     img: usize,
     per_image: usize,
     fill: impl Fn(std::ops::Range<usize>, usize, &mut [f32], &mut [f32]) + Sync + Send,
 ) -> Vec<f32> {
     let (gsz, groups) = plan_groups(n, per_image, rayon::current_num_threads());
-    filled_vec(n * img, |yp| {
+    let fill_groups = |yp: SyncPtr| {
         run_groups(
             groups,
             || (),
             |_, gi, threads| {
                 let (n0, n1) = (gi * gsz, ((gi + 1) * gsz).min(n));
-                // SAFETY: each group writes only its own images' outputs.
+                // SAFETY: images n0..n1 <= n of the n * img buffer, this group's alone; `fill`
+                // writes them before reading (this function's contract).
                 let yg = unsafe { yp.slice(n0 * img, (n1 - n0) * img) };
                 with_scratch(per_image * (n1 - n0), |buf| fill(n0..n1, threads, yg, buf));
             },
             |_, _| (),
         );
-    })
+    };
+    // SAFETY: the groups cover images 0..n (groups * gsz >= n), and `fill` writes every element
+    // of each group's slice (this function's contract).
+    unsafe { filled_vec(n * img, fill_groups) }
 }
 
 fn conv2d_forward(x: &[f32], w: &[f32], b: &[f32], d: &ConvDims) -> Vec<f32> {
     let ConvDims { n, g, o } = *d;
     let (k, p) = (g.k(), g.p());
-    // Every output is written by `scatter_pixels`.
-    fill_by_image_groups(n, o * p, k * p + o * p, |imgs, threads, yg, buf| {
+    let fill = |imgs: std::ops::Range<usize>, threads: usize, yg: &mut [f32], buf: &mut [f32]| {
         let ld = imgs.len() * p;
         let (rows, out) = buf.split_at_mut(k * ld);
         for (j, i) in imgs.enumerate() {
@@ -327,7 +334,10 @@ fn conv2d_forward(x: &[f32], w: &[f32], b: &[f32], d: &ConvDims) -> Vec<f32> {
             threads,
         );
         scatter_pixels(out, o, p, Some(b), yg);
-    })
+    };
+    // SAFETY: `scatter_pixels` writes every element of `yg` (the transpose of the group's
+    // [pixels, o] product, every pixel of every channel of every image) before adding the bias.
+    unsafe { fill_by_image_groups(n, o * p, k * p + o * p, fill) }
 }
 
 /// Gradients of conv2d: (dx if wanted, dw, db).
@@ -371,7 +381,7 @@ fn conv2d_backward(
                 if want_dx {
                     // The im2row matrix is no longer needed: reuse it for the row gradients.
                     matmul(rows, k, Mat::rows(dyg, ld, o), Mat::rows(w, o, k), false, threads);
-                    // SAFETY: each group writes only its own images' gradients.
+                    // SAFETY: images n0..n1 <= n of dx (n * g.img() zeros), this group's alone.
                     let dxg = unsafe { dxp.slice(n0 * g.img(), (n1 - n0) * g.img()) };
                     for i in 0..n1 - n0 {
                         row2im(
@@ -480,8 +490,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize) -> 
 fn conv_t_forward(x: &[f32], w: &[f32], b: &[f32], n: usize, ci: usize, g: &Geom) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
     let plane = g.h * g.w;
-    // Every output is set to its bias before `row2im` adds to it.
-    fill_by_image_groups(n, g.img(), k * p + ci * p, |imgs, threads, yg, buf| {
+    let fill = |imgs: std::ops::Range<usize>, threads: usize, yg: &mut [f32], buf: &mut [f32]| {
         let ld = imgs.len() * p;
         let (rows, xg) = buf.split_at_mut(k * ld);
         gather_pixels(&x[imgs.start * ci * p..imgs.end * ci * p], ci, p, xg, None);
@@ -499,7 +508,10 @@ fn conv_t_forward(x: &[f32], w: &[f32], b: &[f32], n: usize, ci: usize, g: &Geom
             }
             row2im(&rows[j * p * k..(j + 1) * p * k], g, img);
         }
-    })
+    };
+    // SAFETY: every output is set to its bias (each image's co planes of h * w = g.img()
+    // floats) before `row2im` adds to it.
+    unsafe { fill_by_image_groups(n, g.img(), k * p + ci * p, fill) }
 }
 
 fn conv_t_backward(
@@ -552,7 +564,8 @@ fn conv_t_backward(
                         false,
                         threads,
                     );
-                    // SAFETY: each group writes only its own images' gradients.
+                    // SAFETY: images n0..n1 <= n of dx (capacity n * ci * p), this group's alone;
+                    // `scatter_pixels` writes all of it before reading (see `conv2d_forward`).
                     let dxg = unsafe { dxp.slice(n0 * ci * p, (n1 - n0) * ci * p) };
                     scatter_pixels(xg, ci, p, None, dxg);
                 }
@@ -561,7 +574,8 @@ fn conv_t_backward(
         merge_grads,
     );
     if want_dx {
-        // SAFETY: the groups wrote all n * ci * p gradients (their images' pixels, every channel).
+        // SAFETY: the capacity is n * ci * p, and the groups, covering images 0..n, wrote all
+        // n * ci * p gradients (their images' pixels, every channel).
         unsafe { dx.set_len(n * ci * p) };
     }
     (want_dx.then_some(dx), dw, db)

@@ -78,6 +78,7 @@ pub(crate) unsafe fn weight_grad_rows(
     i: usize,
     r: &Range<usize>,
 ) {
+    // SAFETY: rows r of dW, ours by the contract; g and x are slices (bounds-checked by Mat).
     unsafe {
         matmul_raw(
             dw.at(r.start * i),
@@ -149,30 +150,33 @@ fn block_forward<A: ActFn>(
         SyncPtr(var.as_mut_ptr()),
         SyncPtr(invstd.as_mut_ptr()),
     );
-    let mut h = Vec::new();
-    let z = filled_vec(o * n, |zp| {
-        h = filled_vec(n * o, |hp| {
-            for_ranges(&thread_ranges(o), |_, r| {
-                let len = r.len();
-                // SAFETY: this task alone writes rows r of z, columns r of h, entries r of the stats.
-                let zr = unsafe { zp.slice(r.start * n, len * n) };
-                feature_major_product(zr, w, x, n, i, &r);
-                let stats = unsafe {
-                    (
-                        mp.slice(r.start, len),
-                        vp.slice(r.start, len),
-                        ip.slice(r.start, len),
-                    )
-                };
-                let fp = FeatureParams::of(p, o, &r);
-                with_scratch(len * n, |hr| {
-                    bn_rows::forward(zr, hr, n, &fp, eps, stats, act);
-                    // SAFETY: columns r of the [n, o] output, written by this task alone.
-                    unsafe { transpose_raw(hr.as_ptr(), n, len, n, hp.at(r.start), o) };
-                });
+    let fill = |zp: SyncPtr, hp: SyncPtr| {
+        for_ranges(&thread_ranges(o), |_, r| {
+            let len = r.len();
+            // SAFETY: rows r of z [o, n], this task's alone; `feature_major_product` writes all
+            // of them before anything reads them.
+            let zr = unsafe { zp.slice(r.start * n, len * n) };
+            feature_major_product(zr, w, x, n, i, &r);
+            // SAFETY: entries r of the three [o] statistics (zeros), this task's alone.
+            let stats = unsafe {
+                (
+                    mp.slice(r.start, len),
+                    vp.slice(r.start, len),
+                    ip.slice(r.start, len),
+                )
+            };
+            let fp = FeatureParams::of(p, o, &r);
+            with_scratch(len * n, |hr| {
+                bn_rows::forward(zr, hr, n, &fp, eps, stats, act);
+                // SAFETY: columns r of the [n, o] output, written by this task alone.
+                unsafe { transpose_raw(hr.as_ptr(), n, len, n, hp.at(r.start), o) };
             });
         });
-    });
+    };
+    let mut h = Vec::new();
+    // SAFETY: the ranges cover 0..o; each task writes its rows r of z (all n columns) and its
+    // columns r of h (all n rows) and reads only what it wrote.
+    let z = unsafe { filled_vec(o * n, |zp| h = filled_vec(n * o, |hp| fill(zp, hp))) };
     (h, Saved { z, mean, var, invstd })
 }
 
@@ -195,46 +199,51 @@ fn block_backward<A: ActFn>(
     let (z, mean, invstd) = (&saved.z, &saved.mean, &saved.invstd);
     let mut dp = vec![0f32; 3 * o];
     let dpp = SyncPtr(dp.as_mut_ptr());
-    let mut dz = Vec::new();
-    let dw = filled_vec(o * i, |dwp| {
-        dz = filled_vec(o * n, |dzp| {
-            for_ranges(&thread_ranges(o), |_, r| {
-                let len = r.len();
-                // SAFETY (all raw accesses below): this task alone writes rows r of dz and dW and
-                // entries r of the three packed gradients; dh is [n, o].
-                let g = unsafe { dzp.slice(r.start * n, len * n) };
-                unsafe { transpose_raw(dh.as_ptr().add(r.start), o, n, len, g.as_mut_ptr(), n) };
-                let dps = unsafe {
-                    (
-                        dpp.slice(r.start, len),
-                        dpp.slice(o + r.start, len),
-                        dpp.slice(2 * o + r.start, len),
-                    )
-                };
-                let fp = FeatureParams::of(p, o, &r);
-                let zr = &z[r.start * n..r.end * n];
-                let (mr, ir) = (&mean[r.clone()], &invstd[r.clone()]);
-                bn_rows::backward(g, zr, n, &fp, mr, ir, act, dps);
-                unsafe { weight_grad_rows(dwp, g, x, n, i, &r) };
-            });
+    let fill = |dwp: SyncPtr, dzp: SyncPtr| {
+        for_ranges(&thread_ranges(o), |_, r| {
+            let len = r.len();
+            // SAFETY: rows r of dz [o, n], this task's alone, all written by the transpose below
+            // before anything reads them.
+            let g = unsafe { dzp.slice(r.start * n, len * n) };
+            // SAFETY: dh is [n, o], so its columns r are in bounds; g holds len x n floats.
+            unsafe { transpose_raw(dh.as_ptr().add(r.start), o, n, len, g.as_mut_ptr(), n) };
+            // SAFETY: entries r of the three packed [o] gradients (zeros), this task's alone.
+            let dps = unsafe {
+                (
+                    dpp.slice(r.start, len),
+                    dpp.slice(o + r.start, len),
+                    dpp.slice(2 * o + r.start, len),
+                )
+            };
+            let fp = FeatureParams::of(p, o, &r);
+            let zr = &z[r.start * n..r.end * n];
+            let (mr, ir) = (&mean[r.clone()], &invstd[r.clone()]);
+            bn_rows::backward(g, zr, n, &fp, mr, ir, act, dps);
+            // SAFETY: rows r of dW [o, i], written by this task alone.
+            unsafe { weight_grad_rows(dwp, g, x, n, i, &r) };
         });
-    });
-    let dx = want_dx.then(|| {
-        filled_vec(n * i, |dxp| {
-            for_ranges(&thread_ranges(i), |_, c| {
-                // dx[:, c] = dz^T W[:, c]
-                let wv = Mat {
-                    data: &w[c.start..],
-                    rows: o,
-                    cols: c.len(),
-                    rs: i,
-                    cs: 1,
-                };
-                // SAFETY: this task alone writes columns c of dx.
-                unsafe { matmul_raw(dxp.at(c.start), i, 1, Mat::rows(&dz, o, n).t(), wv, false) };
-            });
-        })
-    });
+    };
+    let mut dz = Vec::new();
+    // SAFETY: the ranges cover 0..o; each task writes all of its rows r of dz (the transpose)
+    // and of dW (`weight_grad_rows` overwrites) before reading them.
+    let dw = unsafe { filled_vec(o * i, |dwp| dz = filled_vec(o * n, |dzp| fill(dwp, dzp))) };
+    let fill_dx = |dxp: SyncPtr| {
+        for_ranges(&thread_ranges(i), |_, c| {
+            // dx[:, c] = dz^T W[:, c]
+            let wv = Mat {
+                data: &w[c.start..],
+                rows: o,
+                cols: c.len(),
+                rs: i,
+                cs: 1,
+            };
+            // SAFETY: this task alone writes columns c of dx.
+            unsafe { matmul_raw(dxp.at(c.start), i, 1, Mat::rows(&dz, o, n).t(), wv, false) };
+        });
+    };
+    // SAFETY: the ranges cover 0..i and each task writes its columns c of all n rows of dx
+    // (`matmul_raw` without accumulation overwrites).
+    let dx = want_dx.then(|| unsafe { filled_vec(n * i, fill_dx) });
     (dx, dw, dp)
 }
 fn lock(saved: &Mutex<Saved>) -> Result<std::sync::MutexGuard<'_, Saved>> {

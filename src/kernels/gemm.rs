@@ -88,6 +88,7 @@ pub(crate) fn matmul_strided(
 /// Every destination element addressed must be valid for writes and touched by no one else during
 /// the call, and must not overlap `a` or `b`.
 pub(crate) unsafe fn matmul_raw(dst: *mut f32, rs: usize, cs: usize, a: Mat, b: Mat, accumulate: bool) {
+    // SAFETY: the same contract, passed on.
     unsafe { gemm_into(dst, rs, cs, a, b, accumulate, Parallelism::None) }
 }
 
@@ -107,11 +108,16 @@ unsafe fn gemm_into(dst: *mut f32, rs: usize, cs: usize, a: Mat, b: Mat, accumul
     if k == 0 {
         if !accumulate {
             for r in 0..m {
+                // SAFETY: element (r, j) of the destination, valid and ours by the contract.
                 (0..n).for_each(|j| unsafe { *dst.add(r * rs + j * cs) = 0.0 });
             }
         }
         return;
     }
+    // SAFETY: a and b were bounds-checked for their strides above and are read-only; the
+    // destination elements are valid, unaliased and ours (the contract). The gemm crate reads
+    // and writes exactly the m x n x k elements described by these sizes and strides, and
+    // reads dst only when `accumulate` is set.
     unsafe {
         gemm::gemm(
             m,

@@ -24,7 +24,7 @@ struct LinearOp;
 
 /// y = x W^T + b, [n, o].
 fn linear_forward(x: &[f32], w: &[f32], b: &[f32], n: usize, i: usize, o: usize) -> Vec<f32> {
-    filled_vec(n * o, |yp| {
+    let fill = |yp: SyncPtr| {
         for_ranges(&thread_ranges(o), |_, r| {
             let len = r.len();
             // y^T = W x^T feature-major in scratch, plus the bias, then transposed into this
@@ -38,7 +38,10 @@ fn linear_forward(x: &[f32], w: &[f32], b: &[f32], n: usize, i: usize, o: usize)
                 unsafe { transpose_raw(yt.as_ptr(), n, len, n, yp.at(r.start), o) };
             });
         })
-    })
+    };
+    // SAFETY: the ranges cover 0..o and each task writes its columns r of all n rows (the
+    // transpose of its [len, n] block), reading none of the output.
+    unsafe { filled_vec(n * o, fill) }
 }
 
 /// (dx if wanted, dW, db) for y = x W^T + b: all three products split over the pool at once
@@ -65,7 +68,7 @@ fn linear_backward(
     let dbp = SyncPtr(db.as_mut_ptr());
     let mut dx_buf: Vec<f32> = Vec::with_capacity(if want_dx { n * i } else { 0 });
     let dxp = SyncPtr(dx_buf.as_mut_ptr());
-    let dw = filled_vec(o * i, |dwp| {
+    let fill_dw = |dwp: SyncPtr| {
         for_ranges(&task_ranges, |t, _| {
             let (is_dw, r) = tasks[t].clone();
             let len = r.len();
@@ -78,6 +81,7 @@ fn linear_backward(
                     unsafe { transpose_raw(dy.as_ptr().add(r.start), o, n, len, dyt.as_mut_ptr(), n) };
                     // SAFETY: this task alone writes rows r of dW and entries r of db.
                     unsafe { weight_grad_rows(dwp, dyt, x, n, i, &r) };
+                    // SAFETY: as above; db is initialised (zeros).
                     let dbr = unsafe { dbp.slice(r.start, len) };
                     for (d, row) in dbr.iter_mut().zip(dyt.chunks_exact(n)) {
                         *d = sum(row) as f32;
@@ -96,9 +100,13 @@ fn linear_backward(
                 unsafe { matmul_raw(dxp.at(r.start), i, 1, Mat::rows(dy, n, o), wv, false) };
             }
         });
-    });
+    };
+    // SAFETY: the dW tasks' ranges cover 0..o and each writes all i columns of its rows r
+    // (`weight_grad_rows` overwrites), without reading dW.
+    let dw = unsafe { filled_vec(o * i, fill_dw) };
     let dx = want_dx.then(|| {
-        // SAFETY: the dx tasks wrote every column of every row.
+        // SAFETY: the capacity is n * i, and the dx tasks' ranges cover 0..i, each writing its
+        // columns of all n rows (`matmul_raw` without accumulation overwrites).
         unsafe { dx_buf.set_len(n * i) };
         dx_buf
     });

@@ -1,7 +1,7 @@
 //! Fused, numerically stable binary cross-entropy with logits, summed over all elements:
 //! sum(max(l, 0) - l * x + ln(1 + exp(-|l|))), with gradient sigmoid(l) - x. One pass forward,
 //! one pass backward, multi-threaded, instead of six single-threaded candle ops each way.
-use super::util::{f32_data, filled_vec, with_f32};
+use super::util::{f32_data, filled_vec, with_f32, SyncPtr};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -55,8 +55,10 @@ impl CustomOp2 for BceWithLogitsSum {
         let scale = g.to_vec0::<f32>()?;
         let dl = with_f32(l, |ls| {
             with_f32(x, |xs| {
-                filled_vec(ls.len(), |op| {
-                    // SAFETY: `out` is this closure's alone; every element is written below.
+                let fill = |op: SyncPtr| {
+                    // The forward pass checked the shapes; the writes below depend on it.
+                    assert_eq!(xs.len(), ls.len(), "bce_with_logits: logits and targets differ");
+                    // SAFETY: the whole buffer, this closure's alone; each element is written, not read.
                     let out = unsafe { op.slice(0, ls.len()) };
                     out.par_chunks_mut(CHUNK)
                         .zip(ls.par_chunks(CHUNK))
@@ -66,7 +68,10 @@ impl CustomOp2 for BceWithLogitsSum {
                                 o[i] = scale * (1.0 / (1.0 + (-lc[i]).exp()) - xc[i]);
                             }
                         });
-                })
+                };
+                // SAFETY: `fill` writes every element: the chunks of `out` cover it, and logits
+                // and targets are as long as `out` (asserted), so the zip leaves no chunk out.
+                unsafe { filled_vec(ls.len(), fill) }
             })
         })??;
         // The targets are data in this project; their gradient (-l) is not needed.

@@ -42,7 +42,8 @@ fn pool(threads: usize) -> rayon::ThreadPool {
 }
 
 /// (n, c, h, w, o, k, stride, pad)
-const CONV_CASES: &[(usize, usize, usize, usize, usize, usize, usize, usize)] = &[
+type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
+const CONV_CASES: &[ConvCase] = &[
     (1, 1, 5, 7, 2, 3, 1, 0),
     (1, 1, 6, 6, 1, 3, 1, 1),
     (3, 2, 8, 6, 4, 4, 2, 1),
@@ -426,6 +427,7 @@ fn dense_step_floor() {
                 } else {
                     Mat::rows(dz, n, o)
                 };
+                // SAFETY: dx holds 512 x n >= n x i floats, and nothing else touches it.
                 unsafe { matmul_raw(dx.as_mut_ptr(), i, 1, dz, wv, false) };
             }
         }

@@ -53,6 +53,7 @@ pub(crate) unsafe fn transpose_raw(
             return;
         }
     }
+    // SAFETY: the caller's contract.
     unsafe { transpose_scalar(src, src_ld, 0..rows, 0..cols, dst, dst_ld) };
 }
 
@@ -71,6 +72,7 @@ unsafe fn transpose_scalar(
         for c0 in cols.clone().step_by(T) {
             for r in r0..(r0 + T).min(rows.end) {
                 for c in c0..(c0 + T).min(cols.end) {
+                    // SAFETY: r < rows and c < cols: in bounds by the caller's contract.
                     unsafe { *dst.add(c * dst_ld + r) = *src.add(r * src_ld + c) };
                 }
             }
@@ -128,6 +130,7 @@ unsafe fn transpose_avx(s: *const f32, src_ld: usize, rows: usize, cols: usize, 
         }
     }
     // The ragged right and bottom edges.
+    // SAFETY: sub-ranges of the caller's rows and columns.
     unsafe {
         transpose_scalar(s, src_ld, 0..rows, c8..cols, d, dst_ld);
         transpose_scalar(s, src_ld, r8..rows, 0..c8, d, dst_ld);

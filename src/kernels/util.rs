@@ -44,10 +44,16 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
     })
 }
 
-/// A raw pointer that may cross threads; users write disjoint ranges only.
+/// A raw pointer that may cross threads, so that the tasks of one parallel loop can each write
+/// their own disjoint range of one output buffer.
 #[derive(Clone, Copy)]
 pub(crate) struct SyncPtr(pub *mut f32);
+// SAFETY: a SyncPtr is only an address: its safe methods never dereference it, and every access
+// through it is an `unsafe` call (`slice`, or a raw write through `at`) whose caller vouches that
+// the range is in bounds, alive, and touched by no other thread meanwhile. Moving or sharing the
+// address between threads therefore adds no way to race.
 unsafe impl Send for SyncPtr {}
+// SAFETY: as for Send.
 unsafe impl Sync for SyncPtr {}
 
 impl SyncPtr {
@@ -56,9 +62,14 @@ impl SyncPtr {
         self.0.wrapping_add(k)
     }
 
+    /// The `len` floats from `start` as a slice.
+    ///
     /// # Safety
-    /// The range must be in bounds and written by no one else while the slice lives.
+    /// The range must be in bounds of one live allocation and accessed by no one else while the
+    /// slice lives. Its elements may still be uninitialised (a [`filled_vec`] buffer) only if
+    /// the slice's user writes each one before reading it.
     pub unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
+        // SAFETY: the caller's contract above.
         unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
     }
 }
@@ -70,7 +81,7 @@ pub(crate) fn plan_groups(n: usize, per_item: usize, threads: usize) -> (usize, 
     const TARGET_FLOATS: usize = 1 << 18;
     let mut size = (TARGET_FLOATS / per_item.max(1)).clamp(1, n.max(1));
     let mut groups = n.div_ceil(size);
-    if groups % threads != 0 && n >= threads {
+    if !groups.is_multiple_of(threads) && n >= threads {
         groups = groups.next_multiple_of(threads).min(n);
         size = n.div_ceil(groups);
         groups = n.div_ceil(size);
@@ -267,10 +278,19 @@ pub fn init_process() {
 
 /// A `Vec<f32>` of length `len` filled by `fill`, which receives a pointer to `len` writable,
 /// uninitialised floats and must write every one of them (no zero-fill beforehand).
-pub(crate) fn filled_vec(len: usize, fill: impl FnOnce(SyncPtr)) -> Vec<f32> {
+///
+/// The kernels' outputs are built this way because zero-filling them first would be a pass over
+/// memory that the kernel then overwrites anyway (the training loop reuses its freed heap, so
+/// the zeros would not come free from fresh pages).
+///
+/// # Safety
+/// When `fill` returns, it must have written all `len` elements, and it must not read an element
+/// before writing it. (If `fill` panics, the buffer is freed unread.)
+pub(crate) unsafe fn filled_vec(len: usize, fill: impl FnOnce(SyncPtr)) -> Vec<f32> {
     let mut v: Vec<f32> = Vec::with_capacity(len);
     fill(SyncPtr(v.as_mut_ptr()));
-    // SAFETY: `fill` wrote all `len` elements (contract above); f32 has no invalid bit patterns.
+    // SAFETY: the capacity is `len`, and `fill` initialised all `len` elements (the caller's
+    // contract).
     unsafe { v.set_len(len) };
     v
 }

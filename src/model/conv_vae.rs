@@ -29,7 +29,7 @@ impl ConvGeometry {
     ) -> std::result::Result<Self, String> {
         let m = 1usize << cfg.downsizings;
         let round_up = |s: usize| s.div_ceil(m) * m;
-        if cfg.size_rule == SizeRule::Strict && (height % m != 0 || width % m != 0) {
+        if cfg.size_rule == SizeRule::Strict && (!height.is_multiple_of(m) || !width.is_multiple_of(m)) {
             return Err(format!(
                 "image size {height}x{width} is not divisible by 2^{} = {m} (model.conv.downsizings = {}); \
                  use a size that is a multiple of {m}, fewer downsizings, or model.conv.size_rule = \"pad\"",
