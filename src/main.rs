@@ -1,5 +1,5 @@
 fn main() {
-    norbvae::kernels::init_process();
+    norbvae::process::init_process();
     // The command runs on a worker of rayon's global pool rather than beside it, so that the
     // kernels' parallel regions start on the pool directly (no hand-over to a worker and back)
     // and training steps can keep the other workers awake (kernels::awake).

@@ -3,7 +3,7 @@
 use norbvae::cli::common::DataArgs;
 use norbvae::data::{ImageSet, Splits};
 use norbvae::model::{Mode, ParamStore, Vae};
-use norbvae::train::optim::{Adam, AdamParams};
+use norbvae::train::optim::{Adam, AdamHyper};
 use norbvae::train::{self, CheckpointKind, TrainConfig};
 use norbvae::util::SeededRng;
 use std::path::{Path, PathBuf};
@@ -190,7 +190,7 @@ fn tiny_model_overfits_a_handful_of_images() {
     let vars = store.trainable().into_iter().map(|(_, v)| v).collect();
     let mut opt = Adam::new(
         vars,
-        AdamParams {
+        AdamHyper {
             lr: 3e-3,
             ..Default::default()
         },
@@ -218,19 +218,19 @@ fn resume_after_a_stop_matches_an_uninterrupted_run() {
     let base = TrainConfig::from_toml_str(TINY_CONV, &["model.conv.downsizings=2".into()]).unwrap();
     let mut full = base.clone();
     full.train.max_epochs = 4;
-    let a = train::train(&full, &splits, &tmp.path().join("a"), false).unwrap();
+    let a = train::train(&full.check().unwrap(), &splits, &tmp.path().join("a"), false).unwrap();
 
     let mut short = base.clone();
     short.train.max_epochs = 2;
     let b_dir = tmp.path().join("b");
-    let b1 = train::train(&short, &splits, &b_dir, false).unwrap();
+    let b1 = train::train(&short.check().unwrap(), &splits, &b_dir, false).unwrap();
     assert_eq!(b1.epochs_run, 2);
     // Training into an existing run without --resume is refused.
-    let err = train::train(&short, &splits, &b_dir, false)
+    let err = train::train(&short.check().unwrap(), &splits, &b_dir, false)
         .unwrap_err()
         .to_string();
     assert!(err.contains("--resume"), "{err}");
-    let b = train::train(&full, &splits, &b_dir, true).unwrap();
+    let b = train::train(&full.check().unwrap(), &splits, &b_dir, true).unwrap();
     assert_eq!(b.epochs_run, 4);
     assert_eq!(a.metrics, b.metrics);
     let last = |d: &Path| std::fs::read(d.join("checkpoints/last.safetensors")).unwrap();
@@ -271,7 +271,7 @@ fn early_stopping_stops_a_real_run_for_patience() {
         ],
     )
     .unwrap();
-    let s = train::train(&cfg, &splits, tmp.path(), false).unwrap();
+    let s = train::train(&cfg.check().unwrap(), &splits, tmp.path(), false).unwrap();
     assert_eq!(s.stopped_because, train::StopReason::Patience);
     assert_eq!((s.epochs_run, s.best_epoch), (3, 1));
     let m: serde_json::Value =
@@ -287,7 +287,7 @@ fn bad_configs_give_clear_errors() {
             Err(e) => format!("{e:#}"),
             Ok(c) => match c.check() {
                 Err(e) => e.to_string(),
-                Ok(()) => panic!("config accepted: {text} {set:?}"),
+                Ok(_) => panic!("config accepted: {text} {set:?}"),
             },
         }
     };
@@ -329,7 +329,7 @@ fn bad_configs_give_clear_errors() {
     let c = TrainConfig::from_toml_str(TINY_CONV, &["model.conv.size_rule=\"strict\"".into()]).unwrap();
     let e = format!(
         "{:#}",
-        train::train(&c, &splits, &tmp.path().join("s"), false).unwrap_err()
+        train::train(&c.check().unwrap(), &splits, &tmp.path().join("s"), false).unwrap_err()
     );
     assert!(e.contains("20x20") && e.contains("not divisible"), "{e}");
     // Loading a directory that was never trained.
@@ -356,7 +356,7 @@ fn odd_sizes_pad_and_crop() {
         )
         .unwrap();
         let dir = tmp.path().join(format!("s{side}"));
-        train::train(&cfg, &splits, &dir, false).unwrap();
+        train::train(&cfg.check().unwrap(), &splits, &dir, false).unwrap();
         let run = train::load_run(&dir, CheckpointKind::Last).unwrap();
         let x = run.model_input(&splits.test.head(2)).unwrap();
         let (mu, _) = run.encode(&x).unwrap();
@@ -372,13 +372,13 @@ fn divergence_stops_with_the_reason_and_keeps_the_last_good_checkpoint() {
     let cfg = TrainConfig::from_toml_str(TINY_CONV, &["model.conv.downsizings=2".into()]).unwrap();
     let mut one = cfg.clone();
     one.train.max_epochs = 1;
-    train::train(&one, &splits, tmp.path(), false).unwrap();
+    train::train(&one.check().unwrap(), &splits, tmp.path(), false).unwrap();
     let good = std::fs::read(tmp.path().join("checkpoints/best.safetensors")).unwrap();
     // An absurd learning rate sends the weights to infinity in the resumed epoch 2.
     let mut wild = cfg.clone();
     wild.train.max_epochs = 3;
     wild.train.lr = 1e30;
-    let s = train::train(&wild, &splits, tmp.path(), true).unwrap();
+    let s = train::train(&wild.check().unwrap(), &splits, tmp.path(), true).unwrap();
     assert_eq!(s.stopped_because, train::StopReason::Diverged);
     assert_eq!((s.epochs_run, s.best_epoch), (1, 1));
     assert!(s.metrics["test"].neg_elbo.is_finite());

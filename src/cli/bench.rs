@@ -219,7 +219,7 @@ fn spawn_worker(args: &Args, threads: usize, w: Workload) -> Result<BenchLine> {
         .args(args.cpu_time.then_some("--cpu-time"))
         .env("RAYON_NUM_THREADS", threads.to_string())
         // candle's own pool only runs small element-wise ops here; its spinning workers would
-        // compete with the kernels' rayon threads for the cores (see kernels::init_process).
+        // compete with the kernels' rayon threads for the cores (see process::init_process).
         .env("CANDLE_NUM_THREADS", "1")
         .output()
         .with_context(|| format!("running {}", exe.display()))?;

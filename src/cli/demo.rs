@@ -1,7 +1,6 @@
-//! `norbvae demo`: the README's main command. A small synthetic NORB at 32x32, PCA, short runs of
-//! every preset, eval, and the report, in minutes on a laptop.
-use crate::data::DataOptions;
-use crate::report::reproduce::{demo_data, reproduce, ReproduceOptions};
+//! `norbvae demo`: the README's main command ([`crate::pipeline::demo`]). A small synthetic NORB at
+//! 32x32, PCA, short runs of every preset, eval, and the report, in minutes on a laptop.
+use crate::pipeline::{demo, DemoOptions};
 use anyhow::Result;
 use std::path::PathBuf;
 
@@ -21,31 +20,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let data_dir = args.out.join("data");
-    demo_data(&data_dir, args.size, args.seed)?;
-    let data = DataOptions {
-        spec: format!("norb:{}", data_dir.display()),
-        image_size: None,
-        val_fraction: 0.1,
+    let report = demo(&DemoOptions {
+        out: args.out,
+        size: args.size,
+        epochs: args.epochs,
         seed: args.seed,
-        ..Default::default()
-    };
-    let mut opts = ReproduceOptions::new(data, args.out.join("runs"));
-    opts.title = format!("norbvae demo: synthetic NORB at {0}x{0}", args.size);
-    opts.pca_components = vec![10, 20, 50, 100, 128, 200, 500];
-    opts.train_overrides = vec![
-        format!("train.max_epochs={}", args.epochs),
-        format!("seed={}", args.seed),
-    ];
-    // 32 pixels halve five times to 1x1; the preset's sixth halving would only pad the input.
-    let downs = (args.size as f64).log2().floor() as usize;
-    opts.conv_overrides = vec![format!("model.conv.downsizings={}", downs.clamp(1, 6))];
-    opts.eval.iwae_samples = 20;
-    opts.eval.likelihood_images = Some(100);
-    opts.eval.quality_samples = 400;
-    opts.eval.sampler.two_stage.steps = 600;
-    opts.eval.sampler.two_stage.width = 128;
-    let report = reproduce(&opts)?;
+    })?;
     println!("\nreport: {}", report.display());
     Ok(())
 }

@@ -72,35 +72,34 @@ pub fn run(args: Args) -> Result<()> {
         opts.cache_dir = c;
     }
     let out = evaluate_run(&args.run_dir, &opts)?;
-    let get = |k: &str| out.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+    let e = &out.eval;
+    let f = |v: Option<f64>| v.unwrap_or(f64::NAN);
+    let n = |v: Option<usize>| v.map_or(f64::NAN, |v| v as f64);
     println!("{} split of {}:", args.split.name(), args.run_dir.display());
     println!(
         "  pixel space, first {} images, K={}: -ELBO {:.2} nats/image, -IWAE {:.2} nats/image ({:.4} bits/dim)",
-        get("likelihood_images"),
+        n(e.likelihood_images),
         args.iwae_samples,
-        get("iwae_neg_elbo"),
-        get("iwae"),
-        get("iwae_bits_per_dim")
+        f(e.iwae_neg_elbo),
+        f(e.iwae),
+        f(e.iwae_bits_per_dim)
     );
     println!(
         "  MSE {:.5}  PSNR {:.2} dB  SSIM {:.4}  active units {}/{}",
-        get("mse"),
-        get("psnr"),
-        get("ssim"),
-        get("active_units"),
-        get("latent_dim")
+        out.mse,
+        out.psnr,
+        f(e.ssim),
+        n(e.active_units),
+        n(e.latent_dim)
     );
-    if let Some(s) = out.get("samples").and_then(|v| v.as_object()) {
-        for (name, q) in s {
-            let f = |k: &str| q.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
-            println!(
-                "  samples {name:>9}: FD {:.2}  confidence {:.3}  class entropy {:.3} of {:.3}",
-                f("fd"),
-                f("confidence"),
-                f("class_entropy"),
-                f("max_class_entropy")
-            );
-        }
+    for (name, q) in e.samples.iter().flatten() {
+        println!(
+            "  samples {name:>9}: FD {:.2}  confidence {:.3}  class entropy {:.3} of {:.3}",
+            f(q.fd),
+            f(q.confidence),
+            f(q.class_entropy),
+            f(q.max_class_entropy)
+        );
     }
     println!("results added to {}", args.run_dir.join("metrics.json").display());
     Ok(())

@@ -1,19 +1,9 @@
-//! `norbvae pca`: fit the PCA baseline on the training split for the largest k (or load a saved
-//! model), then evaluate every requested k on train/val/test: MSE, PSNR, PPCA likelihood,
-//! reconstruction grids, and the explained-variance curve.
+//! `norbvae pca`: parses the options of [`crate::pca::run_baseline`] and prints its results.
 use crate::cli::common::DataArgs;
-use crate::data::{self, DataOptions, ImageSet, Split};
-use crate::pca::{self, PcaModel, PcaParams, PcaSolver, SplitMetrics};
-use crate::util::RunDir;
-use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use crate::data::DataOptions;
+use crate::pca::{BaselineOptions, PcaSolver};
+use anyhow::Result;
 use std::path::PathBuf;
-use std::time::Instant;
-
-/// Images shown per reconstruction grid (original beside reconstruction), pairs per row.
-const GRID_IMAGES: usize = 16;
-const GRID_COLS: usize = 4;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -47,189 +37,19 @@ pub struct Args {
     pub model: Option<PathBuf>,
 }
 
-/// The resolved configuration saved as `config.toml`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PcaRunConfig {
-    pub kind: String,
-    pub components: Vec<usize>,
-    pub whiten: bool,
-    pub model: Option<PathBuf>,
-    pub fit: PcaParams,
-    pub data: DataOptions,
-}
-
 pub fn run(args: Args) -> Result<()> {
-    let mut components = args.components.clone();
-    components.sort_unstable();
-    components.dedup();
-    if components.is_empty() || components[0] == 0 {
-        bail!("--components: give positive numbers of components, e.g. 100,500");
-    }
-    let kmax = *components.last().unwrap_or(&1);
-    let fit = PcaParams {
-        n_components: kmax,
+    let opts = BaselineOptions {
+        data: args.data.apply(DataOptions::default()),
+        components: args.components,
+        out: args.out,
+        whiten: args.whiten,
         solver: args.solver,
         power_iters: args.power_iters,
         oversample: args.oversample,
         seed: args.seed,
+        model: args.model,
     };
-    let valid = fit.check().context("--components/--power-iters")?;
-    let opts = args.data.apply(DataOptions::default());
-    let config = PcaRunConfig {
-        kind: "pca".into(),
-        components: components.clone(),
-        whiten: args.whiten,
-        model: args.model.clone(),
-        fit,
-        data: opts.clone(),
-    };
-
-    let splits = data::load(&opts)?;
-    let train = &splits.train;
-    let d = train.dim();
-    if train.n == 0 {
-        bail!(
-            "{}: the training split is empty; PCA needs training images",
-            splits.name
-        );
-    }
-    let shape = format!("{}x{}x{}", train.channels, train.height, train.width);
-    let max = train.n.min(d);
-    if args.model.is_none() && kmax > max {
-        bail!(
-            "--components: {kmax} components requested, but at most min(n_samples = {}, n_pixels = {d} \
-             ({shape})) = {max} exist",
-            train.n
-        );
-    }
-    // A saved model is checked against the data before anything is written.
-    let loaded = match &args.model {
-        Some(path) => {
-            let model = PcaModel::load(path)?;
-            model
-                .check_image_size(d, &shape)
-                .with_context(|| format!("--model {}", path.display()))?;
-            if kmax > model.k() {
-                bail!(
-                    "--components: {kmax} requested but the model {} has {}",
-                    path.display(),
-                    model.k()
-                );
-            }
-            Some(model)
-        }
-        None => None,
-    };
-    let run = RunDir::create(&args.out)?;
-    run.write_toml("config.toml", &config)?;
-
-    let t = Instant::now();
-    let (model, solver_used) = match loaded {
-        Some(model) => (model, "loaded".to_string()),
-        None => {
-            let solver = match args.solver {
-                PcaSolver::Auto => pca::choose_solver(train.n, d, kmax, &valid),
-                s => s,
-            };
-            eprintln!(
-                "fitting PCA ({solver:?}) with {kmax} components on {} x {d} ({shape}) images",
-                train.n
-            );
-            let model = pca::fit_pca(&train.images, train.n, d, &valid)
-                .with_context(|| format!("fitting PCA on the training split of {}", splits.name))?;
-            model.save(&run.path("pca.safetensors"))?;
-            let name = clap::ValueEnum::to_possible_value(&solver)
-                .map(|v| v.get_name().to_string())
-                .unwrap_or_else(|| format!("{solver:?}"));
-            (model, name)
-        }
-    };
-    let fit_seconds = t.elapsed().as_secs_f64();
-
-    let cumulative: Vec<f64> = (1..=model.k())
-        .map(|k| model.explained_variance_ratio(k))
-        .collect();
-    pca::plot::explained_variance_png(&run.path("explained_variance.png"), &cumulative, &components)?;
-
-    let present: Vec<Split> = Split::ALL.into_iter().filter(|&s| splits.get(s).n > 0).collect();
-    for s in Split::ALL.iter().filter(|s| !present.contains(s)) {
-        eprintln!(
-            "note: the {} split is empty; it is left out of metrics.json",
-            s.name()
-        );
-    }
-    let bar = pca::progress_bar((components.len() * present.len()) as u64, "evaluating");
-    let mut per_k = Map::new();
-    for &k in &components {
-        let mut entry = Map::new();
-        for &split in &present {
-            let set = splits.get(split);
-            let m = pca::evaluate(&model, &set.images, set.n, k)
-                .with_context(|| format!("evaluating k = {k} on the {} split", split.name()))?;
-            entry.insert(split.name().into(), metrics_json(&m));
-            save_grid(&run, &model, set, k, split)?;
-            bar.inc(1);
-        }
-        entry.insert(
-            "explained_variance_ratio".into(),
-            json!(model.explained_variance_ratio(k)),
-        );
-        per_k.insert(k.to_string(), Value::Object(entry));
-    }
-    bar.finish_and_clear();
-    let metrics = json!({
-        "kind": "pca",
-        "components": components,
-        "metrics": per_k,
-        "fit": {
-            "solver": solver_used,
-            "seconds": fit_seconds,
-            "n_train": train.n,
-            "image_shape": [train.channels, train.height, train.width],
-            "total_variance": model.total_variance,
-        },
-    });
-    run.write_json("metrics.json", &metrics)?;
-    for &k in &components {
-        let line: Vec<String> = present
-            .iter()
-            .filter_map(|s| {
-                metrics["metrics"][k.to_string()][s.name()]["mse"]
-                    .as_f64()
-                    .map(|m| (s, m))
-            })
-            .map(|(s, m)| format!("{} mse {m:.5}", s.name()))
-            .collect();
-        println!(
-            "k = {k:>5}: explained {:.4}, {}",
-            model.explained_variance_ratio(k),
-            line.join(", ")
-        );
-    }
-    println!("wrote {}", run.root().display());
+    let metrics = crate::pca::run_baseline(&opts)?;
+    println!("{}", crate::pca::summary_text(&metrics, &opts.out));
     Ok(())
-}
-
-fn metrics_json(m: &SplitMetrics) -> Value {
-    json!({"mse": m.mse, "psnr": m.psnr, "ppca_nll": m.ppca_nll, "ppca_bits_per_dim": m.ppca_bits_per_dim})
-}
-
-/// `recon_k<k>_<split>.png`: the split's first images beside their k-component reconstructions.
-fn save_grid(run: &RunDir, model: &PcaModel, set: &ImageSet, k: usize, split: Split) -> Result<()> {
-    let n = set.n.min(GRID_IMAGES);
-    let head = &set.images[..n * set.dim()];
-    let coefs = model.try_transform(head, n, k, false)?;
-    let mut recon = model.try_inverse_transform(&coefs, n, k, false)?;
-    recon.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
-    let path = run.path(&format!("recon_k{k}_{}.png", split.name()));
-    data::grid::save_recon_grid(
-        &path,
-        head,
-        &recon,
-        n,
-        set.channels,
-        set.height,
-        set.width,
-        GRID_COLS,
-    )
 }

@@ -1,7 +1,7 @@
 //! `norbvae reproduce`: PCA, the log's VAE presets and variants, eval, answers and the report.
 use crate::cli::common::DataArgs;
 use crate::data::DataOptions;
-use crate::report::reproduce::{reproduce, ReproduceOptions, PRESETS};
+use crate::pipeline::{reproduce, ReproduceOptions, PRESETS};
 use anyhow::{bail, Result};
 use std::path::PathBuf;
 

@@ -41,32 +41,10 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut cfg = TrainConfig::load(&config_path, &args.set)?;
     cfg.data = args.data.apply(cfg.data);
-    cfg.check()
+    let cfg = cfg
+        .check()
         .with_context(|| format!("config {}", config_path.display()))?;
-    let splits = crate::data::load(&cfg.data)?;
-    eprintln!(
-        "data {}: {} train / {} val / {} test images of {}x{}x{}",
-        splits.name,
-        splits.train.n,
-        splits.val.n,
-        splits.test.n,
-        splits.train.channels,
-        splits.train.height,
-        splits.train.width
-    );
-    let summary = train::train(&cfg, &splits, &out, args.resume)?;
-    println!(
-        "trained {} epochs (best {}), stopped because: {}",
-        summary.epochs_run,
-        summary.best_epoch,
-        summary.stopped_because.name()
-    );
-    for (split, m) in &summary.metrics {
-        println!(
-            "{split:>5}: neg-ELBO {:.2} nats (rec {:.2}, KL {:.2}), MSE {:.5}, PSNR {:.2} dB",
-            m.neg_elbo, m.rec, m.kl, m.mse, m.psnr
-        );
-    }
-    println!("results in {}", out.display());
+    let summary = train::train_from_config(&cfg, &out, args.resume)?;
+    println!("{}", train::summary_text(&summary, &out));
     Ok(())
 }

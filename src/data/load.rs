@@ -214,17 +214,6 @@ fn fill_sets(
     Ok(())
 }
 
-fn progress_bar(n: usize, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(n as u64);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images ({per_sec}, eta {eta})")
-    {
-        bar.set_style(style);
-    }
-    bar.set_message(what.to_string());
-    bar
-}
-
 /// Keep exactly `limit` samples (BothSamples may have one too many after rounding up records).
 fn truncate(set: &mut ImageSet, limit: Option<usize>) {
     if let Some(l) = limit {
@@ -304,7 +293,7 @@ fn load_norb(dir: &Path, opts: &DataOptions, pixels: bool) -> anyhow::Result<Spl
 
     let resize = AreaResize::new(side, side, oh, ow);
     let stream_into = |mut stream: DatStream, kept: &[&[usize]], sets: &mut [&mut ImageSet], what: &str| {
-        let bar = progress_bar(stream.n(), what);
+        let bar = crate::util::progress::bar(stream.n() as u64, what, "images");
         let n = stream.n();
         let len = stream.pair_len();
         fill_sets(

@@ -1,7 +1,7 @@
 //! Data: file formats (smallNORB, IDX), the synthetic NORB renderer, preprocessing, splits,
 //! and image grids. Every later stage reads images through [`load`] as an [`ImageSet`] per split.
 //!
-//! Planned submodules (each owns one job):
+//! Submodules (each owns one job):
 //! - `norb`: smallNORB `.mat` / `.mat.gz` reader and writer
 //! - `idx`: MNIST / Fashion-MNIST IDX reader
 //! - `synth`: the synthetic NORB renderer

@@ -10,7 +10,7 @@
 use super::frechet::{frechet_distance, GaussianStats};
 use crate::data::{DataOptions, ImageSet, Splits};
 use crate::model::ops;
-use crate::train::optim::{Adam, AdamParams};
+use crate::train::optim::{Adam, AdamHyper};
 use crate::util::SeededRng;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
@@ -413,7 +413,7 @@ pub fn train(
     let vars: Vec<Var> = clf.vars.iter().map(|(_, v)| v.clone()).collect();
     let mut opt = Adam::new(
         vars,
-        AdamParams {
+        AdamHyper {
             lr: params.lr,
             ..Default::default()
         },
@@ -422,14 +422,7 @@ pub fn train(
     let epochs = params.epochs.max(params.min_steps.div_ceil(per_epoch));
     let steps = epochs * per_epoch;
     let bar = if show_progress {
-        let b = indicatif::ProgressBar::new(steps as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "classifier {bar:30} {pos}/{len} batches {per_sec} ETA {eta} loss {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
+        crate::util::progress::bar(steps as u64, "classifier", "batches")
     } else {
         indicatif::ProgressBar::hidden()
     };
@@ -449,7 +442,7 @@ pub fn train(
             let (_, logits) = clf.forward(&x)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             opt.step(&loss.backward()?)?;
-            bar.set_message(format!("{:.3}", loss.to_scalar::<f32>()?));
+            bar.set_message(format!("loss {:.3}", loss.to_scalar::<f32>()?));
             bar.inc(1);
         }
     }

@@ -8,13 +8,14 @@ use super::image_metrics::recon_quality;
 use super::latent::{decode_to_pixels, posterior, LatentSampler, SamplerKind, SamplerOptions};
 use super::likelihood::bounds;
 use super::pictures;
-use super::units::bits_per_dim;
 use crate::data::{Split, Splits};
+use crate::format::{ClassifierInfo, RunMetrics, SampleScores, SplitEval, VaeSplitMetrics};
 use crate::model::{LikelihoodKind, ModelKind};
 use crate::train::{load_run, CheckpointKind, LoadedRun};
+use crate::util::units::bits_per_dim;
 use crate::util::{RunDir, SeededRng};
-use anyhow::{bail, Context, Result};
-use serde_json::{json, Map, Value};
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -60,7 +61,7 @@ impl Default for EvalOptions {
 }
 
 /// Bits per dimension of a pixel-space negative log-likelihood under the shared dequantization
-/// convention of `eval::units`; None for Bernoulli, which is not a density on grey levels (as in
+/// convention of `util::units`; None for Bernoulli, which is not a density on grey levels (as in
 /// the trainer's metrics).
 pub fn continuous_bits_per_dim(kind: LikelihoodKind, nll: f64, d: usize) -> Option<f64> {
     (kind != LikelihoodKind::Bernoulli).then(|| bits_per_dim(nll, d))
@@ -72,24 +73,32 @@ fn step(show: bool, started: std::time::Instant, msg: &str) {
     }
 }
 
-/// Evaluate `run_dir` and merge the results into its metrics.json. Returns the split's new entries.
-pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
+/// Evaluate `run_dir` and merge the results into its metrics.json. Returns the split's metrics
+/// as merged.
+pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetrics> {
     let t0 = std::time::Instant::now();
     let rd = RunDir::open(run_dir)?;
     let metrics_path = rd.path("metrics.json");
-    let mut metrics: Value = match std::fs::read_to_string(&metrics_path) {
-        Ok(t) => serde_json::from_str(&t).with_context(|| format!("parsing {}", metrics_path.display()))?,
-        Err(_) => bail!(
+    if !metrics_path.is_file() {
+        bail!(
             "{} has no metrics.json: evaluate a finished training run",
             run_dir.display()
-        ),
-    };
-    if metrics.get("kind").and_then(Value::as_str) != Some("vae") {
-        bail!(
-            "{}: `norbvae eval` evaluates VAE runs (metrics.json \"kind\" is not \"vae\")",
-            metrics_path.display()
         );
     }
+    let mut metrics = match RunMetrics::read(&metrics_path)? {
+        RunMetrics::Vae(m) => m,
+        RunMetrics::Pca(_) => bail!(
+            "{}: `norbvae eval` evaluates VAE runs (metrics.json \"kind\" is not \"vae\")",
+            metrics_path.display()
+        ),
+    };
+    let Some(trained) = metrics.split(opts.split.name()).cloned() else {
+        bail!(
+            "{}: no {} split to evaluate (the trainer recorded none)",
+            metrics_path.display(),
+            opts.split.name()
+        );
+    };
     let run = load_run(run_dir, opts.checkpoint)?;
     step(
         opts.show_progress,
@@ -107,7 +116,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
         );
     }
     let mut rng = SeededRng::derived(opts.seed, "eval");
-    let mut out = Map::new();
+    let mut out = SplitEval::default();
 
     // Likelihood bounds.
     let lik_set = match opts.likelihood_images {
@@ -128,16 +137,14 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
     let kind = run.config.likelihood.kind;
     // The trainer's single-sample `neg_elbo` over the whole split stays as it is; these bounds come
     // from K samples on the first `likelihood_images` images, always in pixel space.
-    out.insert("iwae_neg_elbo".into(), json!(b.neg_elbo));
-    out.insert("iwae".into(), json!(b.neg_iwae));
-    if let Some(bpd) = continuous_bits_per_dim(kind, b.neg_iwae, d_pixels) {
-        out.insert("iwae_bits_per_dim".into(), json!(bpd));
-    }
-    out.insert("iwae_samples".into(), json!(b.samples));
-    out.insert("likelihood_images".into(), json!(b.images));
-    out.insert("likelihood_space".into(), json!("pixels"));
+    out.iwae_neg_elbo = Some(b.neg_elbo);
+    out.iwae = Some(b.neg_iwae);
+    out.iwae_bits_per_dim = continuous_bits_per_dim(kind, b.neg_iwae, d_pixels);
+    out.iwae_samples = Some(b.samples);
+    out.likelihood_images = Some(b.images);
+    out.likelihood_space = Some("pixels".into());
     if run.config.model.kind == ModelKind::PcaDense {
-        out.insert("pca_tail_nll".into(), json!(b.pixel_offset));
+        out.pca_tail_nll = Some(b.pixel_offset);
     }
 
     // Reconstructions of the decoder mean at the posterior mean, and active units.
@@ -149,11 +156,9 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
     let post = posterior(&run, set)?;
     let recon = decode_to_pixels(&run, &post.mu, set.n)?;
     let q = recon_quality(&set.images, &recon, set.n, set.channels, set.height, set.width)?;
-    out.insert("mse".into(), json!(q.mse));
-    out.insert("psnr".into(), json!(q.psnr));
-    out.insert("ssim".into(), json!(q.ssim));
-    out.insert("active_units".into(), json!(post.active_units()));
-    out.insert("latent_dim".into(), json!(post.latent));
+    out.ssim = Some(q.ssim);
+    out.active_units = Some(post.active_units());
+    out.latent_dim = Some(post.latent);
 
     if opts.pictures {
         step(
@@ -167,9 +172,8 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
     }
 
     // Samplers and sample quality.
-    let mut eval_info = Map::new();
-    let mut sample_scores = Map::new();
-    let mut sampler_info = Map::new();
+    let mut sample_scores = BTreeMap::new();
+    let mut sampler_info = BTreeMap::new();
     let scorer = if opts.sample_quality {
         step(
             opts.show_progress,
@@ -205,56 +209,77 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<Value> {
             )?;
         }
         let mut entry = match &scorer {
-            Some((clf, reference)) => serde_json::to_value(clf.sample_quality(reference, &px, n)?)?,
-            None => json!({}),
+            Some((clf, reference)) => {
+                let q = clf.sample_quality(reference, &px, n)?;
+                SampleScores {
+                    fd: Some(q.fd),
+                    confidence: Some(q.confidence),
+                    mean_entropy: Some(q.mean_entropy),
+                    class_entropy: Some(q.class_entropy),
+                    max_class_entropy: Some(q.max_class_entropy),
+                    n_samples: Some(q.n_samples),
+                    latent_fd: None,
+                }
+            }
+            None => SampleScores::default(),
         };
-        let latent_fd = frechet_distance(&GaussianStats::from_rows(&z, n, post.latent)?, &q_stats)?;
-        if let Some(obj) = entry.as_object_mut() {
-            obj.insert("latent_fd".into(), json!(latent_fd));
-        }
-        sample_scores.insert(kind.name().into(), entry);
+        entry.latent_fd = Some(frechet_distance(
+            &GaussianStats::from_rows(&z, n, post.latent)?,
+            &q_stats,
+        )?);
+        sample_scores.insert(kind.name().to_string(), entry);
     }
-    if let Some((clf, reference)) = &scorer {
-        eval_info.insert(
-            "classifier".into(),
-            json!({
-                "test_accuracy": clf.info.test_accuracy,
-                "train_images": clf.info.train_images,
-                "fd_train_vs_test": clf_floor(clf, reference, &splits, opts)?,
-            }),
-        );
-    }
+    let classifier = match &scorer {
+        Some((clf, reference)) => Some(ClassifierInfo {
+            test_accuracy: clf.info.test_accuracy,
+            train_images: clf.info.train_images,
+            fd_train_vs_test: clf_floor(clf, reference, &splits, opts)?,
+        }),
+        None => None,
+    };
     if !sample_scores.is_empty() {
-        out.insert("samples".into(), Value::Object(sample_scores));
+        out.samples = Some(sample_scores);
     }
-    eval_info.insert("checkpoint".into(), json!(opts.checkpoint.name()));
-    eval_info.insert("seed".into(), json!(opts.seed));
-    eval_info.insert("samplers".into(), Value::Object(sampler_info));
 
-    // Merge and write atomically.
-    let root = metrics
-        .as_object_mut()
-        .context("metrics.json is not a JSON object")?;
-    let m = root.entry("metrics").or_insert_with(|| json!({}));
-    let split_entry = m
-        .as_object_mut()
-        .context("metrics.json: \"metrics\" is not an object")?
-        .entry(opts.split.name())
-        .or_insert_with(|| json!({}));
-    if let Some(obj) = split_entry.as_object_mut() {
-        for (k, v) in &out {
-            obj.insert(k.clone(), v.clone());
-        }
+    // Merge: this evaluation's fields replace the split's old ones (its MSE and PSNR those of
+    // the trainer); a classifier from an earlier evaluation is kept when this one used none.
+    let merged = VaeSplitMetrics {
+        mse: q.mse,
+        psnr: q.psnr,
+        eval: merge_split_eval(trained.eval, out),
+        ..trained
+    };
+    metrics
+        .metrics
+        .insert(opts.split.name().to_string(), merged.clone());
+    let info = metrics.eval.get_or_insert_with(Default::default);
+    if classifier.is_some() {
+        info.classifier = classifier;
     }
-    let ev = root.entry("eval").or_insert_with(|| json!({}));
-    if let Some(obj) = ev.as_object_mut() {
-        for (k, v) in eval_info {
-            obj.insert(k, v);
-        }
-    }
-    rd.write_json("metrics.json", &metrics)?;
+    info.checkpoint = Some(opts.checkpoint.name().to_string());
+    info.seed = Some(opts.seed);
+    info.samplers = Some(sampler_info);
+    metrics.format_version = crate::format::FORMAT_VERSION;
+    rd.write_json("metrics.json", &RunMetrics::Vae(metrics))?;
     step(opts.show_progress, t0, "done");
-    Ok(Value::Object(out))
+    Ok(merged)
+}
+
+/// An earlier evaluation's fields, with every field this one computed replacing its value.
+fn merge_split_eval(old: SplitEval, new: SplitEval) -> SplitEval {
+    SplitEval {
+        iwae_neg_elbo: new.iwae_neg_elbo.or(old.iwae_neg_elbo),
+        iwae: new.iwae.or(old.iwae),
+        iwae_bits_per_dim: new.iwae_bits_per_dim.or(old.iwae_bits_per_dim),
+        iwae_samples: new.iwae_samples.or(old.iwae_samples),
+        likelihood_images: new.likelihood_images.or(old.likelihood_images),
+        likelihood_space: new.likelihood_space.or(old.likelihood_space),
+        pca_tail_nll: new.pca_tail_nll.or(old.pca_tail_nll),
+        ssim: new.ssim.or(old.ssim),
+        active_units: new.active_units.or(old.active_units),
+        latent_dim: new.latent_dim.or(old.latent_dim),
+        samples: new.samples.or(old.samples),
+    }
 }
 
 type Scorer = (classifier::Classifier, super::frechet::GaussianStats);

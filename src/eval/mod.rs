@@ -11,7 +11,6 @@ pub mod latent;
 pub mod likelihood;
 pub mod pictures;
 pub mod two_stage;
-pub mod units;
 
 pub use evaluate::{evaluate_run, EvalOptions};
 pub use latent::{LatentSampler, SamplerKind, SamplerOptions};

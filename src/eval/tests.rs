@@ -32,7 +32,7 @@ fn tiny_run(root: &Path) -> std::path::PathBuf {
     cfg.train.grid_images = 8;
     let splits = crate::data::load(&cfg.data).unwrap();
     let run = root.join("run");
-    crate::train::train(&cfg, &splits, &run, false).unwrap();
+    crate::train::train(&cfg.check().unwrap(), &splits, &run, false).unwrap();
     run
 }
 
@@ -55,7 +55,7 @@ fn eval_adds_bounds_quality_and_samples_iwae_never_worse_than_elbo() {
     opts.classifier.min_steps = 0;
     opts.sampler.two_stage.steps = 100;
     opts.sampler.gmm_components = 3;
-    let out = evaluate_run(&run, &opts).unwrap();
+    let out = serde_json::to_value(evaluate_run(&run, &opts).unwrap()).unwrap();
     let f = |k: &str| out[k].as_f64().unwrap();
     // The importance-weighted bound is at least as tight as the ELBO from the same samples.
     assert!(f("iwae") <= f("iwae_neg_elbo") && f("iwae").is_finite(), "{out}");
@@ -133,7 +133,7 @@ fn pca_vae_bounds_are_in_pixel_space() {
     cfg.train.grid_images = 8;
     let splits = crate::data::load(&cfg.data).unwrap();
     let run = tmp.path().join("run");
-    crate::train::train(&cfg, &splits, &run, false).unwrap();
+    crate::train::train(&cfg.check().unwrap(), &splits, &run, false).unwrap();
     let before: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
     let opts = EvalOptions {
@@ -145,7 +145,7 @@ fn pca_vae_bounds_are_in_pixel_space() {
         show_progress: false,
         ..Default::default()
     };
-    let out = evaluate_run(&run, &opts).unwrap();
+    let out = serde_json::to_value(evaluate_run(&run, &opts).unwrap()).unwrap();
     let f = |k: &str| out[k].as_f64().unwrap();
     let trainer = |k: &str| before["metrics"]["test"][k].as_f64().unwrap();
     let (pixels, model_space) = (trainer("neg_elbo_pixels"), trainer("neg_elbo"));
@@ -164,6 +164,6 @@ fn pca_vae_bounds_are_in_pixel_space() {
     );
     assert!(f("iwae") <= f("iwae_neg_elbo"));
     // Gaussian bounds are densities: bits/dim on the pixel count (256), dequantised.
-    let bpd = crate::eval::units::bits_per_dim(f("iwae"), 256);
+    let bpd = crate::util::units::bits_per_dim(f("iwae"), 256);
     assert!((f("iwae_bits_per_dim") - bpd).abs() < 1e-9);
 }

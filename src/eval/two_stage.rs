@@ -11,7 +11,7 @@
 //! thousand steps, so that is what this stage uses.
 use crate::model::{DenseConfig, InputShape, LikelihoodConfig, LikelihoodKind, Mode, ModelConfig, ModelKind};
 use crate::model::{KlConfig, ParamStore, Vae};
-use crate::train::optim::{Adam, AdamParams};
+use crate::train::optim::{Adam, AdamHyper};
 use crate::util::SeededRng;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
@@ -82,7 +82,7 @@ pub fn fit(z: &[f32], n: usize, l: usize, params: &TwoStageParams) -> Result<Two
     let vars = store.trainable().into_iter().map(|(_, v)| v).collect();
     let mut opt = Adam::new(
         vars,
-        AdamParams {
+        AdamHyper {
             lr: params.lr,
             ..Default::default()
         },

@@ -29,6 +29,14 @@ impl Drop for AwakeWorkers {
     }
 }
 
+/// Runs `step` (a training step: forward, loss, backward and update) with the other workers of
+/// the current rayon pool kept awake, so that its many short parallel regions start without
+/// waking them ([`keep_workers_awake`]).
+pub fn with_workers_awake<T>(step: impl FnOnce() -> T) -> T {
+    let _awake = keep_workers_awake();
+    step()
+}
+
 /// Parks every other worker of the current rayon pool in a job-running spin loop until the
 /// returned guard is dropped. Does nothing (returns `None`) with one thread or off the pool.
 pub fn keep_workers_awake() -> Option<AwakeWorkers> {

@@ -27,11 +27,11 @@ pub mod peak;
 mod taps;
 mod transpose;
 mod util;
-pub use util::{init_process, process_cpu_ns, profile_report};
+pub use util::{process_cpu_ns, profile_report};
 pub mod workloads;
 
 pub use adam::{adam_update, adam_update_all, backward_with_adam, AdamHyper, FusedAdam};
-pub use awake::keep_workers_awake;
+pub use awake::{keep_workers_awake, with_workers_awake};
 pub use batchnorm::{batch_norm_train, Activation};
 pub use conv::{conv2d, conv_transpose2d};
 pub use dense::dense_bn_act_train;

@@ -694,7 +694,7 @@ fn candle_backward_sums_every_use_of_a_tensor() {
 /// uses w1 twice (a kernel and a penalty), so its gradient has two contributions to sum first.
 #[test]
 fn adam_during_backward_matches_backward_then_step() {
-    use crate::train::optim::{Adam, AdamParams};
+    use crate::train::optim::{Adam, AdamHyper};
     let mut rng = SeededRng::new(41);
     let x = rand_t(&mut rng, &[9, 600]);
     let target = rand_t(&mut rng, &[9, 3]);
@@ -717,7 +717,7 @@ fn adam_during_backward_matches_backward_then_step() {
         beta2: 0.99,
         eps: 1e-8,
     };
-    let params = AdamParams {
+    let params = AdamHyper {
         lr: 0.05,
         beta1: 0.9,
         beta2: 0.99,

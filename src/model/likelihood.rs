@@ -4,7 +4,7 @@
 //!
 //! Dequantization convention (shared with the PCA's PPCA likelihood): pixels are u8/255 in [0,1];
 //! continuous densities are evaluated at those values and reported in nats per image. Bits per
-//! dimension come from `crate::eval::units::bits_per_dim`, which adds the discretisation term once.
+//! dimension come from `crate::util::units::bits_per_dim`, which adds the discretisation term once.
 //! The Bernoulli likelihood is a probability mass on binarised pixels used on grey values (the
 //! usual "BCE" loss); its numbers are not densities and do not compare with the Gaussian ones.
 use super::config::{LikelihoodConfig, LikelihoodKind, OutputActivation};

@@ -1,6 +1,6 @@
 //! The layer operations every model goes through: convolution, transposed convolution, dense
 //! layers and batch norm (alone or fused with a dense layer). They are written with candle's own ops; the kernels module may replace their insides with
-//! faster CPU kernels, so the signatures are the contract (see CONTRACTS.md) and models must not
+//! faster CPU kernels, so the signatures are the contract (the kernels must keep them) and models must not
 //! call candle's conv / norm ops directly.
 //!
 //! On CPU with f32 tensors they dispatch to the project kernels (`crate::kernels`: im2row + GEMM

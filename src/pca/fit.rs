@@ -17,7 +17,8 @@ use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 use rayon::prelude::*;
 
 use super::params::{PcaSolver, ValidPcaParams};
-use super::{progress_bar, PcaError, PcaModel};
+use super::{PcaError, PcaModel};
+use crate::util::progress;
 use crate::util::SeededRng;
 
 /// Rows per block when accumulating Gram matrices in f64.
@@ -268,9 +269,9 @@ pub fn exact_eigenvalues(x: &[f32], n: usize, d: usize) -> Result<Vec<f64>, PcaE
         return Err(PcaError::TooFewSamples(n));
     }
     let (mean, _) = mean_and_total_variance(x, n, d);
-    let bar = progress_bar(n.div_ceil(GRAM_BLOCK) as u64 + 1, "exact covariance");
+    let bar = progress::bar(n.div_ceil(GRAM_BLOCK) as u64 + 1, "exact covariance", "steps");
     let cov = covariance_lower::<f64>(x, n, d, &mean, &bar);
-    bar.set_message("eigenvalues");
+    bar.set_prefix("eigenvalues");
     let mut s = cov
         .self_adjoint_eigenvalues(Side::Lower)
         .map_err(|e| PcaError::Numerical(format!("covariance eigenvalues: {e:?}")))?;
@@ -303,14 +304,14 @@ fn covariance(
     k: usize,
     mean: &[f64],
 ) -> Result<(Vec<f32>, Vec<f32>), PcaError> {
-    let bar = progress_bar(n.div_ceil(GRAM_BLOCK) as u64 + 1, "covariance");
+    let bar = progress::bar(n.div_ceil(GRAM_BLOCK) as u64 + 1, "covariance", "steps");
     let (mut components, ev) = if exact_fits(n, d, 8) {
         let cov = covariance_lower::<f64>(x, n, d, mean, &bar);
-        bar.set_message(format!("eigendecomposition {d}x{d}"));
+        bar.set_prefix(format!("eigendecomposition {d}x{d}"));
         top_eigenpairs(cov, k)?
     } else {
         let cov = covariance_lower::<f32>(x, n, d, mean, &bar);
-        bar.set_message(format!("eigendecomposition {d}x{d}"));
+        bar.set_prefix(format!("eigendecomposition {d}x{d}"));
         top_eigenpairs(cov, k)?
     };
     bar.inc(1);
@@ -408,9 +409,10 @@ fn covariance_randomized(
 ) -> Result<(Vec<f32>, Vec<f32>), PcaError> {
     let l = (k + params.oversample_for(k)).min(n.min(d));
     let q = params.power_iters_for(PcaSolver::CovarianceRandomized);
-    let bar = progress_bar(
+    let bar = progress::bar(
         n.div_ceil(GRAM_BLOCK) as u64 + q as u64 + 3,
         "covariance + subspace iteration",
+        "steps",
     );
     let mut c = covariance_lower::<f32>(x, n, d, mean, &bar);
     mirror_lower(&mut c);
@@ -471,7 +473,7 @@ fn randomized(
     let l = (k + params.oversample_for(k)).min(n.min(d));
     let q = params.power_iters_for(PcaSolver::Randomized);
     let mean: Vec<f32> = mean64.iter().map(|&m| m as f32).collect();
-    let bar = progress_bar(2 * (q as u64 + 1) + 2, "randomized PCA");
+    let bar = progress::bar(2 * (q as u64 + 1) + 2, "randomized PCA", "steps");
     let mut z = gaussian_start(params, d, l);
     for _ in 0..=q {
         let y = apply_x(x, n, d, &mean, z.as_ref());

@@ -1,27 +1,15 @@
 //! Reconstruction and likelihood metrics of a PCA on one split.
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
-use serde::{Deserialize, Serialize};
 
 use super::model::centre_rows;
 use super::ppca::Ppca;
 use super::{PcaError, PcaModel};
-use crate::eval::units;
+use crate::util::units;
 
 const CHUNK_ROWS: usize = 2048;
 
-/// Metrics of a k-component PCA on one split (`metrics.json`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SplitMetrics {
-    /// Mean squared reconstruction error over images and pixels (pixels in [0, 1]).
-    pub mse: f64,
-    /// 10 log10(1 / mse).
-    pub psnr: f64,
-    /// Mean PPCA negative log-likelihood, nats per image (None when PPCA is degenerate at this k).
-    pub ppca_nll: Option<f64>,
-    /// The same in bits per dimension ([`units::bits_per_dim`]).
-    pub ppca_bits_per_dim: Option<f64>,
-}
+use crate::format::PcaSplitMetrics;
 
 /// What the metrics need from one image: squared residual after reconstruction and the
 /// Mahalanobis term sum_j c_j^2 / var_j of its coefficients.
@@ -88,7 +76,7 @@ pub(crate) fn per_image_stats(
 }
 
 /// MSE, PSNR and PPCA likelihood of the first `k` components on `n` images.
-pub fn evaluate(model: &PcaModel, x: &[f32], n: usize, k: usize) -> Result<SplitMetrics, PcaError> {
+pub fn evaluate(model: &PcaModel, x: &[f32], n: usize, k: usize) -> Result<PcaSplitMetrics, PcaError> {
     let d = model.dim();
     let ppca = Ppca::new(model, k).ok();
     let stats = per_image_stats(model, x, n, k, ppca.as_ref().map(|p| &p.variances[..]))?;
@@ -100,7 +88,7 @@ pub fn evaluate(model: &PcaModel, x: &[f32], n: usize, k: usize) -> Result<Split
             .sum::<f64>()
             / n as f64
     });
-    Ok(SplitMetrics {
+    Ok(PcaSplitMetrics {
         mse,
         psnr: units::psnr(mse),
         ppca_nll,

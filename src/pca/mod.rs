@@ -1,6 +1,7 @@
 //! The PCA baseline: fitting (exact covariance eigendecomposition or randomized subspace
 //! iteration, chosen by shape), the fitted model with projection and reconstruction, its
 //! probabilistic-PCA likelihood, and reconstruction metrics.
+pub mod baseline;
 pub mod fit;
 pub mod metrics;
 pub mod model;
@@ -8,8 +9,9 @@ pub mod params;
 pub mod plot;
 pub mod ppca;
 
+pub use baseline::{run_baseline, summary_text, BaselineOptions, PcaRunConfig};
 pub use fit::{choose_solver, exact_eigenvalues, fit_pca, solver_costs};
-pub use metrics::{evaluate, SplitMetrics};
+pub use metrics::evaluate;
 pub use model::PcaModel;
 pub use params::{PcaParams, PcaParamsError, PcaSolver, ValidPcaParams};
 
@@ -50,22 +52,6 @@ pub enum PcaError {
     Numerical(String),
     #[error(transparent)]
     Params(#[from] PcaParamsError),
-}
-
-/// A progress bar with rate and ETA (hidden when stderr is not a terminal). It redraws twice a
-/// second, so the elapsed time keeps moving through long single steps (an eigendecomposition).
-pub(crate) fn progress_bar(len: u64, msg: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg:>24} [{bar:30}] {pos}/{len} {per_sec} elapsed {elapsed} ETA {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_message(msg.to_string());
-    bar.enable_steady_tick(std::time::Duration::from_millis(500));
-    bar
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! Variances follow the model's 1/(n-1) convention (as scikit-learn's `PCA.score`). A kept
 //! eigenvalue below sigma^2 (possible only through solver error) is raised to sigma^2.
 //!
-//! Units: nats per image for pixels in [0, 1]; bits/dim through [`crate::eval::units::bits_per_dim`]
+//! Units: nats per image for pixels in [0, 1]; bits/dim through [`crate::util::units::bits_per_dim`]
 //! (documents the dequantization convention shared with the VAEs).
 use super::metrics::per_image_stats;
 use super::{PcaError, PcaModel};

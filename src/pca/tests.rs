@@ -334,7 +334,7 @@ fn ppca_nll_equals_direct_gaussian_log_density() {
     assert!(
         rel(
             met.ppca_bits_per_dim.unwrap(),
-            crate::eval::units::bits_per_dim(mean_nll, d)
+            crate::util::units::bits_per_dim(mean_nll, d)
         ) < 1e-12
     );
 }

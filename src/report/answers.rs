@@ -6,20 +6,14 @@ fn find<'a>(runs: &'a [RunInfo], name: &str) -> Option<&'a RunInfo> {
     runs.iter().find(|r| r.name == name)
 }
 
-fn t(run: &RunInfo, key: &str) -> Option<f64> {
-    run.metric(&["metrics", "test", key])
-}
-
 /// Test -ELBO of the pixels (PCA-VAEs: with PPCA's density of the discarded directions), so
 /// every run is on one axis.
 fn test_nll(run: &RunInfo) -> Option<f64> {
-    t(run, "neg_elbo_pixels").or_else(|| t(run, "neg_elbo"))
+    run.test().map(|m| m.neg_elbo_pixels_or_model())
 }
 
 fn fd(run: &RunInfo, sampler: &str) -> Option<f64> {
-    run.metrics
-        .pointer(&format!("/metrics/test/samples/{sampler}/fd"))
-        .and_then(|v| v.as_f64())
+    run.test()?.eval.samples.as_ref()?.get(sampler)?.fd
 }
 
 /// PCA test MSE at k (the closest k available at or above it), with that k.
@@ -31,7 +25,7 @@ fn pca_mse_at(runs: &[RunInfo], k: usize) -> Option<(usize, f64)> {
         .copied()
         .find(|&c| c >= k)
         .or_else(|| ks.last().copied())?;
-    Some((kk, pca.metric(&["metrics", &kk.to_string(), "test", "mse"])?))
+    Some((kk, pca.pca_test(kk)?.mse))
 }
 
 fn pct(a: f64, b: f64) -> String {
@@ -46,11 +40,11 @@ pub fn answers(runs: &[RunInfo]) -> Vec<(String, String)> {
     // 1. Capacity.
     let mut a = Vec::new();
     for r in &vaes {
-        let (Some(l), Some(mse)) = (r.latent_dim(), t(r, "mse")) else {
+        let (Some(l), Some(mse)) = (r.latent_dim(), r.test().map(|m| m.mse)) else {
             continue;
         };
-        let train = r.metric(&["metrics", "train", "neg_elbo"]);
-        let test = t(r, "neg_elbo");
+        let train = r.split("train").map(|m| m.neg_elbo);
+        let test = r.test().map(|m| m.neg_elbo);
         let gap = match (train, test) {
             (Some(a), Some(b)) => format!(", train/test -ELBO {a:.1}/{b:.1} nats"),
             _ => String::new(),
@@ -62,25 +56,28 @@ pub fn answers(runs: &[RunInfo]) -> Vec<(String, String)> {
             ),
             None => String::new(),
         };
-        let kl = t(r, "kl")
+        let kl = r
+            .test()
+            .map(|m| m.kl)
             .map(|k| format!(", KL {k:.1} nats ({:.2} per latent)", k / l as f64))
             .unwrap_or_default();
         a.push(format!(
             "{}: latent {l}, active units {}{kl}, test MSE {mse:.5}{vs}{gap}",
             r.name,
-            t(r, "active_units")
+            r.test()
+                .and_then(|m| m.eval.active_units)
+                .map(|v| v as f64)
                 .map(|v| format!("{v:.0}"))
                 .unwrap_or("–".into())
         ));
     }
     if !a.is_empty() {
-        let underfit =
-            vaes.iter().filter(
-                |r| match (r.metric(&["metrics", "train", "neg_elbo"]), t(r, "neg_elbo")) {
-                    (Some(tr), Some(te)) => (te - tr) < 0.02 * tr.abs(),
-                    _ => false,
-                },
-            );
+        let underfit = vaes.iter().filter(|r| {
+            match (r.split("train").map(|m| m.neg_elbo), r.test().map(|m| m.neg_elbo)) {
+                (Some(tr), Some(te)) => (te - tr) < 0.02 * tr.abs(),
+                _ => false,
+            }
+        });
         let n_under = underfit.count();
         a.push(format!(
             "{n_under} of {} VAEs show a train/test gap under 2%: they underfit, so more capacity (or longer training) can still help them; where the VAE is worse than PCA at the same code size, the decoder, not the code size, is the bottleneck.",
@@ -93,10 +90,10 @@ pub fn answers(runs: &[RunInfo]) -> Vec<(String, String)> {
     // 2. Longer training, stopping condition.
     let mut a = Vec::new();
     for r in &vaes {
-        let stopped = r.metric_str(&["stopped_because"]).unwrap_or_else(|| "?".into());
-        let epochs = r.metric(&["epochs_run"]).unwrap_or(f64::NAN);
-        let best = r.metric(&["best_epoch"]).unwrap_or(f64::NAN);
-        let val = r.epoch_series(&["val_loss", "val.loss"]);
+        let stopped = r.stopped_because().unwrap_or("?");
+        let epochs = r.vae().map_or(f64::NAN, |m| m.epochs_run as f64);
+        let best = r.vae().map_or(f64::NAN, |m| m.best_epoch as f64);
+        let val = r.val_losses();
         let trend = if val.len() >= 4 {
             let k = val.len();
             let recent = (val[k - 1].1 - val[k - 4].1) / 3.0;
@@ -104,7 +101,7 @@ pub fn answers(runs: &[RunInfo]) -> Vec<(String, String)> {
         } else {
             String::new()
         };
-        let verdict = match stopped.as_str() {
+        let verdict = match stopped {
             "patience" => "stopping condition met (early stopping)",
             "max_epochs" if best >= epochs => "NOT converged: the best epoch is the last one, train longer",
             "max_epochs" => "hit the epoch cap, but the best epoch came earlier",
@@ -125,7 +122,7 @@ pub fn answers(runs: &[RunInfo]) -> Vec<(String, String)> {
 
     // 3. tanh output on the PCA-VAE.
     if let (Some(plain), Some(tanh)) = (find(runs, "pca-vae"), find(runs, "pca-vae-tanh")) {
-        if let (Some(a_mse), Some(b_mse)) = (t(plain, "mse"), t(tanh, "mse")) {
+        if let (Some(a_mse), Some(b_mse)) = (plain.test().map(|m| m.mse), tanh.test().map(|m| m.mse)) {
             out.push((
                 "tanh output?".to_string(),
                 format!(
@@ -146,15 +143,16 @@ pub fn answers(runs: &[RunInfo]) -> Vec<(String, String)> {
     for (fitted, sigma) in pairs {
         if let (Some(f), Some(s)) = (find(runs, fitted), find(runs, sigma)) {
             let floor = f
-                .metric(&["metrics", "test", "on_floor"])
+                .test()
+                .and_then(|m| m.on_floor)
                 .map(|v| format!(", {:.1}% of outputs on the variance floor", 100.0 * v))
                 .unwrap_or_default();
             a.push(format!(
                 "{fitted}: test -ELBO {} nats, MSE {}{floor}; {sigma} (one shared, analytically optimal variance): -ELBO {} nats, MSE {}",
                 fmt(test_nll(f), 1),
-                fmt(t(f, "mse"), 5),
+                fmt(f.test().map(|m| m.mse), 5),
                 fmt(test_nll(s), 1),
-                fmt(t(s, "mse"), 5)
+                fmt(s.test().map(|m| m.mse), 5)
             ));
         }
     }
@@ -168,11 +166,11 @@ pub fn answers(runs: &[RunInfo]) -> Vec<(String, String)> {
         let ppca: Vec<(usize, f64)> = pca
             .pca_components()
             .into_iter()
-            .filter_map(|k| Some((k, pca.metric(&["metrics", &k.to_string(), "test", "ppca_nll"])?)))
+            .filter_map(|k| Some((k, pca.pca_test(k)?.ppca_nll?)))
             .collect();
         let mut a = Vec::new();
         for r in &vaes {
-            let Some(iwae) = t(r, "iwae_bits_per_dim").and(t(r, "iwae")) else {
+            let Some(iwae) = r.test().and_then(|m| m.eval.iwae_bits_per_dim.and(m.eval.iwae)) else {
                 continue;
             };
             let beaten: Vec<usize> = ppca
@@ -210,9 +208,8 @@ pub fn answers(runs: &[RunInfo]) -> Vec<(String, String)> {
                 .map(|g| format!(", two-stage VAE {g:.2} ({})", pct(g, p)))
                 .unwrap_or_default();
             let lat = |name: &str| {
-                r.metrics
-                    .pointer(&format!("/metrics/test/samples/{name}/latent_fd"))
-                    .and_then(|v| v.as_f64())
+                r.test()
+                    .and_then(|m| m.eval.samples.as_ref()?.get(name)?.latent_fd)
             };
             let codes = match (lat("prior"), lat("gmm"), lat("two_stage")) {
                 (Some(p), g, t) => format!(
@@ -231,10 +228,8 @@ pub fn answers(runs: &[RunInfo]) -> Vec<(String, String)> {
     if !a.is_empty() {
         let floor = runs
             .iter()
-            .find_map(|r| r.metric(&["eval", "classifier", "fd_train_vs_test"]));
-        let acc = runs
-            .iter()
-            .find_map(|r| r.metric(&["eval", "classifier", "test_accuracy"]));
+            .find_map(|r| r.classifier().map(|c| c.fd_train_vs_test));
+        let acc = runs.iter().find_map(|r| r.classifier().map(|c| c.test_accuracy));
         if let (Some(f), Some(acc)) = (floor, acc) {
             a.push(format!(
                 "real training images score {f:.2} (classifier test accuracy {:.1}%)",

@@ -2,6 +2,7 @@
 //! base64 PNG data URIs), so it can be mailed or opened offline.
 use super::runs::{RunInfo, RunKind};
 use super::svg::{escape, Chart, Series, PALETTE};
+use crate::format::VaeSplitMetrics;
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -81,20 +82,12 @@ fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
 
 /// Sample-quality cell: Frechet distance per sampler found in the split's `samples` object.
 fn sample_score(run: &RunInfo, split: &str) -> String {
-    let Some(samples) = run
-        .metrics
-        .pointer(&format!("/metrics/{split}/samples"))
-        .and_then(|v| v.as_object())
-    else {
+    let Some(samples) = run.split(split).and_then(|m| m.eval.samples.as_ref()) else {
         return "–".into();
     };
     let mut parts = Vec::new();
     for name in ["prior", "gmm", "two_stage"] {
-        if let Some(fd) = samples
-            .get(name)
-            .and_then(|s| s.get("fd"))
-            .and_then(|v| v.as_f64())
-        {
+        if let Some(fd) = samples.get(name).and_then(|s| s.fd) {
             parts.push(format!(
                 "{} {:.2}",
                 if name == "two_stage" { "2-stage" } else { name },
@@ -166,11 +159,11 @@ fn table(runs: &[RunInfo]) -> String {
     for run in runs {
         match run.kind {
             RunKind::Vae => {
-                let t = |k: &str| run.metric(&["metrics", "test", k]);
-                let epochs = match (run.metric(&["epochs_run"]), run.metric(&["best_epoch"])) {
-                    (Some(e), Some(b)) => format!("{e} ({b})"),
-                    (Some(e), None) => format!("{e}"),
-                    _ => "–".into(),
+                let test = run.test();
+                let t = |f: fn(&VaeSplitMetrics) -> Option<f64>| test.and_then(f);
+                let epochs = match run.vae() {
+                    Some(m) => format!("{} ({})", m.epochs_run, m.best_epoch),
+                    None => "–".into(),
                 };
                 let _ = write!(
                     s,
@@ -183,21 +176,20 @@ fn table(runs: &[RunInfo]) -> String {
                         .unwrap_or_else(|| "–".into()),
                     fmt_count(run.n_params),
                     epochs,
-                    escape(&run.metric_str(&["stopped_because"]).unwrap_or_else(|| "–".into())),
-                    fmt(t("neg_elbo_pixels").or_else(|| t("neg_elbo")), 1),
-                    fmt(t("bits_per_dim"), 3),
-                    fmt(t("iwae"), 1),
-                    fmt(t("mse"), 5),
-                    fmt(t("psnr"), 2),
-                    fmt(t("ssim"), 3),
-                    fmt(t("active_units"), 0),
+                    escape(run.stopped_because().unwrap_or("–")),
+                    fmt(t(|m| Some(m.neg_elbo_pixels_or_model())), 1),
+                    fmt(t(|m| m.bits_per_dim), 3),
+                    fmt(t(|m| m.eval.iwae), 1),
+                    fmt(t(|m| Some(m.mse)), 5),
+                    fmt(t(|m| Some(m.psnr)), 2),
+                    fmt(t(|m| m.eval.ssim), 3),
+                    fmt(t(|m| m.eval.active_units.map(|u| u as f64)), 0),
                     escape(&sample_score(run, "test")),
                 );
             }
             RunKind::Pca => {
                 for k in run.pca_components() {
-                    let ks = k.to_string();
-                    let t = |m: &str| run.metric(&["metrics", &ks, "test", m]);
+                    let test = run.pca_test(k);
                     let _ = write!(
                         s,
                         r#"<tr class="pca"><td class="l">{} k={}</td><td class="l">PCA</td><td class="l">Gaussian (PPCA)</td><td>{}</td><td>{}</td><td>–</td><td class="l">closed form</td><td>{}</td><td>{}</td><td>exact</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="l">–</td></tr>"#,
@@ -205,11 +197,12 @@ fn table(runs: &[RunInfo]) -> String {
                         k,
                         k,
                         fmt_count(run.pca_dim().map(|d| (k as u64 + 1) * d as u64)),
-                        fmt(t("ppca_nll"), 1),
-                        fmt(t("ppca_bits_per_dim"), 3),
-                        fmt(t("mse"), 5),
-                        fmt(t("psnr"), 2),
-                        fmt(t("ssim"), 3),
+                        fmt(test.and_then(|m| m.ppca_nll), 1),
+                        fmt(test.and_then(|m| m.ppca_bits_per_dim), 3),
+                        fmt(test.map(|m| m.mse), 5),
+                        fmt(test.map(|m| m.psnr), 2),
+                        // PCA has no SSIM in its metrics.
+                        fmt(None, 3),
                         "–"
                     );
                 }
@@ -242,10 +235,7 @@ fn pca_curve(runs: &[RunInfo]) -> Option<String> {
         let pts: Vec<(f64, f64)> = run
             .pca_components()
             .into_iter()
-            .filter_map(|k| {
-                run.metric(&["metrics", &k.to_string(), "test", "mse"])
-                    .map(|m| (k as f64, m))
-            })
+            .filter_map(|k| run.pca_test(k).map(|m| (k as f64, m.mse)))
             .collect();
         let mut s = Series::line(
             &format!("PCA ({})", run.name),
@@ -257,7 +247,7 @@ fn pca_curve(runs: &[RunInfo]) -> Option<String> {
     }
     let vaes: Vec<&RunInfo> = runs.iter().filter(|r| r.kind == RunKind::Vae).collect();
     for (i, run) in vaes.iter().enumerate() {
-        if let (Some(l), Some(m)) = (run.latent_dim(), run.metric(&["metrics", "test", "mse"])) {
+        if let (Some(l), Some(m)) = (run.latent_dim(), run.test().map(|m| m.mse)) {
             // Named by its label beside the point, not in the legend.
             let mut s = Series::line("", vec![(l as f64, m)], PALETTE[i % PALETTE.len()]);
             s.line = false;
@@ -281,14 +271,8 @@ fn pca_curve(runs: &[RunInfo]) -> Option<String> {
 }
 
 fn loss_chart(run: &RunInfo) -> Option<String> {
-    let train = run.epoch_series(&[
-        "train_loss",
-        "train.loss",
-        "train.neg_elbo",
-        "train_neg_elbo",
-        "loss",
-    ]);
-    let val = run.epoch_series(&["val_loss", "val.loss", "val.neg_elbo", "val_neg_elbo"]);
+    let train = run.train_losses();
+    let val = run.val_losses();
     if train.is_empty() && val.is_empty() {
         return None;
     }
@@ -296,7 +280,7 @@ fn loss_chart(run: &RunInfo) -> Option<String> {
     if !val.is_empty() {
         series.push(Series::line("validation", val, PALETTE[1]));
     }
-    if let Some(best) = run.metric(&["best_epoch"]) {
+    if let Some(best) = run.vae().map(|m| m.best_epoch as f64) {
         let v = series
             .last()
             .and_then(|s| s.points.iter().find(|p| p.0 == best).copied());
@@ -331,7 +315,7 @@ fn run_card(run: &RunInfo) -> Result<String> {
     if let Some(b) = run.config_str("kl.beta") {
         meta.push(format!("KL weight {b}"));
     }
-    if let Some(st) = run.metric_str(&["stopped_because"]) {
+    if let Some(st) = run.stopped_because() {
         meta.push(format!("stopped: {st}"));
     }
     if let Some(d) = run.config_str("data.spec") {
@@ -397,12 +381,10 @@ pub fn render(runs: &[RunInfo], opts: &ReportOptions) -> Result<String> {
     if let Some(sub) = &opts.subtitle {
         let _ = write!(s, r#"<p class="sub">{}</p>"#, escape(sub));
     }
-    let accuracy = runs
-        .iter()
-        .find_map(|r| r.metric(&["eval", "classifier", "test_accuracy"]));
+    let accuracy = runs.iter().find_map(|r| r.classifier().map(|c| c.test_accuracy));
     let real_fd = runs
         .iter()
-        .find_map(|r| r.metric(&["eval", "classifier", "fd_train_vs_test"]));
+        .find_map(|r| r.classifier().map(|c| c.fd_train_vs_test));
     let _ = write!(
         s,
         r#"<div class="note">{} runs. Losses are negative log-likelihoods in nats per image (lower is better); PCA rows give the exact probabilistic-PCA likelihood. Sample FD is the Frechet distance between the features of real test images and of generated samples under a small classifier trained on this dataset's labels{}{}.</div>"#,

@@ -1,7 +1,7 @@
-//! The experiment report: every run side by side in one self-contained HTML page.
+//! The experiment report: every run side by side in one self-contained HTML page, and written
+//! answers to the experiment log's questions.
 pub mod answers;
 pub mod html;
-pub mod reproduce;
 pub mod runs;
 pub mod svg;
 

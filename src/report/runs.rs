@@ -1,6 +1,7 @@
-//! Reading run directories (VAE and PCA layouts of CONTRACTS.md) into what the report shows.
-//! Everything beyond `metrics.json` is optional: a run missing a picture or a curve still gets
-//! its row, with a dash where the number would be.
+//! Reading run directories (the VAE and PCA layouts of [`crate::format`]) into what the report
+//! shows. Everything beyond `metrics.json` is optional: a run missing a picture or a curve still
+//! gets its row, with a dash where the number would be.
+use crate::format::{ClassifierInfo, EpochLosses, PcaMetrics, RunMetrics, VaeMetrics, VaeSplitMetrics};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -11,11 +12,11 @@ pub struct RunInfo {
     pub dir: PathBuf,
     pub name: String,
     pub kind: RunKind,
-    pub metrics: Value,
+    pub metrics: RunMetrics,
     /// The resolved config (config.toml), as a generic tree.
     pub config: Option<toml::Value>,
-    /// metrics.jsonl, one object per epoch.
-    pub epochs: Vec<Value>,
+    /// metrics.jsonl, one entry per epoch.
+    pub epochs: Vec<EpochLosses>,
     /// PNG pictures in the directory, sorted by name.
     pub images: Vec<PathBuf>,
     /// Trainable parameters, counted from the best checkpoint's header (VAE runs).
@@ -59,21 +60,10 @@ pub fn discover_runs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 impl RunInfo {
     pub fn load(dir: &Path) -> Result<Self> {
-        let metrics_path = dir.join("metrics.json");
-        let text = std::fs::read_to_string(&metrics_path)
-            .with_context(|| format!("reading {}", metrics_path.display()))?;
-        let metrics: Value =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", metrics_path.display()))?;
-        let kind = match metrics.get("kind").and_then(Value::as_str) {
-            Some("vae") => RunKind::Vae,
-            Some("pca") => RunKind::Pca,
-            other => bail!(
-                "{}: \"kind\" must be \"vae\" or \"pca\", found {}",
-                metrics_path.display(),
-                other
-                    .map(|s| format!("\"{s}\""))
-                    .unwrap_or_else(|| "nothing".into())
-            ),
+        let metrics = RunMetrics::read(&dir.join("metrics.json"))?;
+        let kind = match metrics {
+            RunMetrics::Vae(_) => RunKind::Vae,
+            RunMetrics::Pca(_) => RunKind::Pca,
         };
         let config = std::fs::read_to_string(dir.join("config.toml"))
             .ok()
@@ -94,7 +84,7 @@ impl RunInfo {
             .collect();
         images.sort();
         let n_params = count_checkpoint_params(&dir.join("checkpoints").join("best.safetensors"))
-            .or_else(|| metrics.get("n_params").and_then(Value::as_u64));
+            .or_else(|| metrics.vae().and_then(|m| m.num_parameters).map(|n| n as u64));
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -111,25 +101,37 @@ impl RunInfo {
         })
     }
 
-    /// A number in metrics.json by path, e.g. `["metrics", "test", "mse"]`.
-    pub fn metric(&self, path: &[&str]) -> Option<f64> {
-        let mut v = &self.metrics;
-        for p in path {
-            v = v.get(*p)?;
-        }
-        v.as_f64()
+    pub fn vae(&self) -> Option<&VaeMetrics> {
+        self.metrics.vae()
     }
 
-    pub fn metric_str(&self, path: &[&str]) -> Option<String> {
-        let mut v = &self.metrics;
-        for p in path {
-            v = v.get(*p)?;
-        }
-        match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
+    pub fn pca(&self) -> Option<&PcaMetrics> {
+        self.metrics.pca()
+    }
+
+    /// A VAE run's metrics on one split ("train", "val", "test").
+    pub fn split(&self, name: &str) -> Option<&VaeSplitMetrics> {
+        self.vae()?.split(name)
+    }
+
+    /// A VAE run's test metrics.
+    pub fn test(&self) -> Option<&VaeSplitMetrics> {
+        self.split("test")
+    }
+
+    /// The sample-quality classifier a VAE run was evaluated with.
+    pub fn classifier(&self) -> Option<&ClassifierInfo> {
+        self.vae()?.eval.as_ref()?.classifier.as_ref()
+    }
+
+    /// Why training stopped, e.g. "patience".
+    pub fn stopped_because(&self) -> Option<&'static str> {
+        Some(self.vae()?.stopped_because.name())
+    }
+
+    /// A PCA run's test metric at k.
+    pub fn pca_test(&self, k: usize) -> Option<&crate::format::PcaSplitMetrics> {
+        self.pca()?.at(k)?.test.as_ref()
     }
 
     /// A value in config.toml by dotted path, as display text.
@@ -177,38 +179,29 @@ impl RunInfo {
 
     /// PCA component counts with metrics, ascending.
     pub fn pca_components(&self) -> Vec<usize> {
-        let mut ks: Vec<usize> = self
-            .metrics
-            .get("metrics")
-            .and_then(Value::as_object)
-            .map(|m| m.keys().filter_map(|k| k.parse().ok()).collect())
-            .unwrap_or_default();
-        ks.sort_unstable();
-        ks
+        self.pca().map(PcaMetrics::ks).unwrap_or_default()
     }
 
-    /// The series of one per-epoch quantity, trying each candidate key (dotted paths into nested
-    /// objects) in turn. Returns (epoch, value) pairs.
-    pub fn epoch_series(&self, candidates: &[&str]) -> Vec<(f64, f64)> {
-        for key in candidates {
-            let pts: Vec<(f64, f64)> = self
-                .epochs
-                .iter()
-                .enumerate()
-                .filter_map(|(i, e)| {
-                    let mut v = e;
-                    for p in key.split('.') {
-                        v = v.get(p)?;
-                    }
-                    let x = e.get("epoch").and_then(Value::as_f64).unwrap_or(i as f64 + 1.0);
-                    v.as_f64().filter(|y| y.is_finite()).map(|y| (x, y))
-                })
-                .collect();
-            if !pts.is_empty() {
-                return pts;
-            }
-        }
-        Vec::new()
+    /// (epoch, loss) of each epoch with a finite value of `loss`.
+    fn epoch_series(&self, loss: impl Fn(&EpochLosses) -> Option<f64>) -> Vec<(f64, f64)> {
+        self.epochs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let x = e.epoch.unwrap_or(i as f64 + 1.0);
+                loss(e).filter(|y| y.is_finite()).map(|y| (x, y))
+            })
+            .collect()
+    }
+
+    /// The training loss per epoch.
+    pub fn train_losses(&self) -> Vec<(f64, f64)> {
+        self.epoch_series(|e| e.train_loss)
+    }
+
+    /// The validation loss per epoch.
+    pub fn val_losses(&self) -> Vec<(f64, f64)> {
+        self.epoch_series(|e| e.val_loss)
     }
 }
 

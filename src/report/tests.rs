@@ -1,4 +1,4 @@
-//! The report against run directories written by hand in the layouts of CONTRACTS.md.
+//! The report against run directories written by hand in the layouts of `crate::format`.
 use super::*;
 use serde_json::json;
 
@@ -304,4 +304,22 @@ fn answers_quote_the_numbers_of_the_runs() {
     );
     assert!(get("Why do samples")
         .contains("sample FD from the prior 31.50, GMM on the posterior means 12.25 (-61%)"));
+}
+
+/// Run directories written before the run format had versions (see `crate::format`'s tests).
+fn fixture_v0() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/run-v0")
+}
+
+#[test]
+fn version_0_runs_go_into_a_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("report.html");
+    let runs = build_report(&[fixture_v0()], &out, &Default::default()).unwrap();
+    assert_eq!(runs.len(), 2);
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        html.contains(">vae</td>") && html.contains(">pca k="),
+        "rows missing"
+    );
 }

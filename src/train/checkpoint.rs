@@ -1,8 +1,9 @@
 //! Checkpoints: `checkpoints/{best,last}.safetensors` (model tensors, buffers included),
 //! `{best,last}.optim.safetensors` (Adam moments) and `{best,last}.json` (epoch, counters, RNG
-//! states, history). The JSON is written last, so a checkpoint is complete when its JSON exists.
+//! states, history: [`crate::format::TrainState`]). The JSON is written last, so a checkpoint is
+//! complete when its JSON exists.
 use super::optim::Adam;
-use super::trainer::TrainState;
+use crate::format::{StopReason, TrainState, FORMAT_VERSION};
 use crate::model::params::{safetensors_bytes, ParamStore};
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -56,7 +57,21 @@ pub fn save(
     let p = paths(run_dir, kind);
     store.save(&p.params)?;
     crate::util::write_atomic(&p.optim, &safetensors_bytes(&opt.state_tensors())?)?;
-    crate::util::write_atomic(&p.state, serde_json::to_string_pretty(state)?.as_bytes())
+    write_state(&p.state, state)
+}
+
+fn write_state(path: &Path, state: &TrainState) -> Result<()> {
+    let mut state = state.clone();
+    state.format_version = FORMAT_VERSION;
+    crate::util::write_atomic(path, crate::format::to_json(&state)?.as_bytes())
+}
+
+/// Record why training stopped in a saved checkpoint's state, leaving the rest as it was.
+pub fn mark_stopped(run_dir: &Path, kind: CheckpointKind, why: StopReason) -> Result<()> {
+    let p = paths(run_dir, kind);
+    let mut saved: TrainState = crate::format::read_json(&p.state)?;
+    saved.stopped_because = Some(why);
+    write_state(&p.state, &saved)
 }
 
 /// Load model tensors (and, when `opt` is given, the optimizer state); returns the saved state.
@@ -76,10 +91,7 @@ pub fn load(
             p.state.display()
         );
     }
-    let state: TrainState = serde_json::from_str(
-        &std::fs::read_to_string(&p.state).with_context(|| format!("reading {}", p.state.display()))?,
-    )
-    .with_context(|| format!("parsing {}", p.state.display()))?;
+    let state: TrainState = crate::format::read_json(&p.state)?;
     store.load(&p.params)?;
     if let Some(opt) = opt {
         let t = candle_core::safetensors::load(&p.optim, device)

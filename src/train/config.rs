@@ -5,7 +5,7 @@ use crate::data::DataOptions;
 use crate::model::{KlConfig, LikelihoodConfig};
 use crate::model::{LikelihoodKind, ModelConfig, ModelKind, SizeRule};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -69,13 +69,66 @@ impl Default for TrainOptions {
     }
 }
 
-/// A config that does not make sense; the message names the key and what is wrong.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+/// A config that does not make sense; each variant names the key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// A value outside its allowed range.
+    #[error("{key} must be {rule} (got {got})")]
+    OutOfRange {
+        key: &'static str,
+        rule: &'static str,
+        got: String,
+    },
+    /// A value that contradicts another key (or the data).
+    #[error("{key}: {msg}")]
+    Conflict { key: &'static str, msg: String },
+    /// A file the config points at is not there.
+    #[error("{key}: {} does not exist ({hint})", path.display())]
+    MissingFile {
+        key: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+    },
+}
 
-fn bad(msg: impl Into<String>) -> ConfigError {
-    ConfigError(msg.into())
+impl ConfigError {
+    /// The config key at fault, e.g. `train.lr`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            ConfigError::OutOfRange { key, .. }
+            | ConfigError::Conflict { key, .. }
+            | ConfigError::MissingFile { key, .. } => key,
+        }
+    }
+}
+
+fn out_of_range(key: &'static str, rule: &'static str, got: impl std::fmt::Display) -> ConfigError {
+    ConfigError::OutOfRange {
+        key,
+        rule,
+        got: got.to_string(),
+    }
+}
+
+/// A [`TrainConfig`] that passed [`TrainConfig::check`]: what training takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidTrainConfig(TrainConfig);
+
+impl ValidTrainConfig {
+    pub fn config(&self) -> &TrainConfig {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> TrainConfig {
+        self.0
+    }
+}
+
+impl std::ops::Deref for ValidTrainConfig {
+    type Target = TrainConfig;
+    fn deref(&self) -> &TrainConfig {
+        &self.0
+    }
 }
 
 impl TrainConfig {
@@ -98,111 +151,133 @@ impl TrainConfig {
         Ok(cfg)
     }
 
-    /// Validate everything that can be checked without the data.
-    pub fn check(&self) -> Result<(), ConfigError> {
+    /// Validate everything that can be checked without the data, once: training takes the
+    /// [`ValidTrainConfig`] this returns.
+    pub fn check(&self) -> Result<ValidTrainConfig, ConfigError> {
         let m = &self.model;
         let t = &self.train;
         let l = &self.likelihood;
         if m.latent_dim == 0 {
-            return Err(bad("model.latent_dim must be at least 1 (got 0)"));
+            return Err(out_of_range("model.latent_dim", "at least 1", m.latent_dim));
         }
         if t.batch_size < 2 {
-            return Err(bad(format!(
-                "train.batch_size must be at least 2 (got {})",
-                t.batch_size
-            )));
+            return Err(out_of_range("train.batch_size", "at least 2", t.batch_size));
         }
         if t.max_epochs == 0 {
-            return Err(bad("train.max_epochs must be at least 1"));
+            return Err(out_of_range("train.max_epochs", "at least 1", t.max_epochs));
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
-            return Err(bad(format!("train.lr must be positive (got {})", t.lr)));
+            return Err(out_of_range("train.lr", "positive", t.lr));
         }
-        for (name, b) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
+        for (key, b) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
             if !(0.0..1.0).contains(&b) {
-                return Err(bad(format!("{name} must be in [0, 1) (got {b})")));
+                return Err(out_of_range(key, "in [0, 1)", b));
             }
         }
         if t.eps <= 0.0 {
-            return Err(bad("train.eps must be positive"));
+            return Err(out_of_range("train.eps", "positive", t.eps));
         }
         if t.patience == 0 {
-            return Err(bad("train.patience must be at least 1"));
+            return Err(out_of_range("train.patience", "at least 1", t.patience));
         }
         if t.min_delta < 0.0 {
-            return Err(bad("train.min_delta must not be negative"));
+            return Err(out_of_range("train.min_delta", "not negative", t.min_delta));
         }
-        if t.max_steps_per_epoch == Some(0) {
-            return Err(bad("train.max_steps_per_epoch must be at least 1 when set"));
-        }
-        if self.kl.beta < 0.0 || self.kl.warmup_epochs < 0.0 || self.kl.free_bits < 0.0 {
-            return Err(bad(
-                "kl.beta, kl.warmup_epochs and kl.free_bits must not be negative",
+        if let Some(steps @ 0) = t.max_steps_per_epoch {
+            return Err(out_of_range(
+                "train.max_steps_per_epoch",
+                "at least 1 when set",
+                steps,
             ));
+        }
+        for (key, v) in [
+            ("kl.beta", self.kl.beta),
+            ("kl.warmup_epochs", self.kl.warmup_epochs),
+            ("kl.free_bits", self.kl.free_bits),
+        ] {
+            if v < 0.0 {
+                return Err(out_of_range(key, "not negative", v));
+            }
         }
         if l.kind == LikelihoodKind::GaussianFixed && !(l.variance > 0.0 && l.variance.is_finite()) {
-            return Err(bad(format!(
-                "likelihood.variance must be positive (got {})",
-                l.variance
-            )));
+            return Err(out_of_range("likelihood.variance", "positive", l.variance));
         }
-        if !l.logvar_floor.is_finite() || !l.min_log_sigma.is_finite() {
-            return Err(bad(
-                "likelihood.logvar_floor and likelihood.min_log_sigma must be finite",
-            ));
+        for (key, v) in [
+            ("likelihood.logvar_floor", l.logvar_floor),
+            ("likelihood.min_log_sigma", l.min_log_sigma),
+        ] {
+            if !v.is_finite() {
+                return Err(out_of_range(key, "finite", v));
+            }
         }
         match m.kind {
             ModelKind::Conv => {
                 let c = &m.conv;
                 if c.downsizings == 0 || c.downsizings > 10 {
-                    return Err(bad(format!(
-                        "model.conv.downsizings must be 1..=10 (got {})",
-                        c.downsizings
-                    )));
+                    return Err(out_of_range("model.conv.downsizings", "1..=10", c.downsizings));
                 }
-                if c.first_filters == 0 || c.max_filters < c.first_filters {
-                    return Err(bad(
-                        "model.conv.first_filters must be at least 1 and model.conv.max_filters at least first_filters",
+                if c.first_filters == 0 {
+                    return Err(out_of_range(
+                        "model.conv.first_filters",
+                        "at least 1",
+                        c.first_filters,
+                    ));
+                }
+                if c.max_filters < c.first_filters {
+                    return Err(out_of_range(
+                        "model.conv.max_filters",
+                        "at least model.conv.first_filters",
+                        c.max_filters,
                     ));
                 }
                 if c.intermediate == 0 {
-                    return Err(bad("model.conv.intermediate must be at least 1"));
+                    return Err(out_of_range(
+                        "model.conv.intermediate",
+                        "at least 1",
+                        c.intermediate,
+                    ));
                 }
                 if let Some(s) = self.data.image_size {
                     let mult = 1usize << c.downsizings;
                     if c.size_rule == SizeRule::Strict && s % mult != 0 {
-                        return Err(bad(format!(
-                            "data.image_size {s} is not divisible by 2^{} = {mult} (model.conv.downsizings = {}) \
-                             and model.conv.size_rule is \"strict\"",
-                            c.downsizings, c.downsizings
-                        )));
+                        return Err(ConfigError::Conflict {
+                            key: "data.image_size",
+                            msg: format!(
+                                "{s} is not divisible by 2^{} = {mult} (model.conv.downsizings = {}) \
+                                 and model.conv.size_rule is \"strict\"",
+                                c.downsizings, c.downsizings
+                            ),
+                        });
                     }
                 }
             }
             ModelKind::PcaDense => {
                 let d = &m.dense;
                 if d.components == 0 {
-                    return Err(bad("model.dense.components must be at least 1"));
+                    return Err(out_of_range("model.dense.components", "at least 1", d.components));
                 }
                 if d.hidden_layers > 0 && d.width == 0 {
-                    return Err(bad("model.dense.width must be at least 1"));
+                    return Err(out_of_range("model.dense.width", "at least 1", d.width));
                 }
                 if l.kind == LikelihoodKind::Bernoulli {
-                    return Err(bad(
-                        "likelihood.kind \"bernoulli\" needs values in [0,1]; PCA coefficients are not: use a gaussian_* likelihood",
-                    ));
+                    return Err(ConfigError::Conflict {
+                        key: "likelihood.kind",
+                        msg: "\"bernoulli\" needs values in [0,1]; PCA coefficients are not: use a gaussian_* likelihood"
+                            .into(),
+                    });
                 }
                 if let Some(p) = &d.pca_model {
                     if !p.is_file() {
-                        return Err(bad(format!(
-                            "model.dense.pca_model: {} does not exist (write one with `norbvae pca`, or remove the key to fit one)",
-                            p.display()
-                        )));
+                        return Err(ConfigError::MissingFile {
+                            key: "model.dense.pca_model",
+                            path: p.clone(),
+                            hint: "write one with `norbvae pca`, or remove the key to fit one",
+                        });
                     }
                 }
             }
         }
-        Ok(())
+        Ok(ValidTrainConfig(self.clone()))
     }
 }
 

@@ -1,14 +1,10 @@
 //! Early stopping on the validation loss: stop after `patience` epochs without an improvement of
 //! at least `min_delta` over the best value so far. Epochs inside the KL warm-up never count
 //! against patience (the objective is still changing under them).
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct EarlyStopping {
-    pub best_val: Option<f64>,
-    pub best_epoch: Option<usize>,
-    pub epochs_since_improvement: usize,
-}
+//!
+//! The state it keeps is saved in every checkpoint, so its type lives with the checkpoint's
+//! ([`crate::format::EarlyStopping`]); the rule is here.
+pub use crate::format::EarlyStopping;
 
 /// What one epoch's validation loss means for the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -240,7 +240,7 @@ pub fn build(
 /// The input map of a saved run.
 pub fn load(
     cfg: &crate::train::TrainConfig,
-    meta: &crate::train::run::ModelMeta,
+    meta: &crate::format::ModelMeta,
     run: &RunDir,
 ) -> anyhow::Result<InputMap> {
     let (channels, height, width) = meta.image_shape;

@@ -1,44 +1,17 @@
 //! Per-split evaluation of a model: negative ELBO and its two terms (nats per image), and the
 //! reconstruction error of the decoder mean at the posterior mean, in pixel space.
 use super::input::ModelData;
-use super::trainer::Session;
+use super::session::Session;
 use crate::data::ImageSet;
+use crate::format::{SplitEval, VaeSplitMetrics};
 use crate::model::{kl, Mode};
 use crate::util::SeededRng;
 use anyhow::Result;
 use candle_core::Tensor;
-use serde::{Deserialize, Serialize};
 
-/// Images per evaluation batch. Kept at training-batch size: at 256, the conv VAE's larger
-/// buffers (64x64 images) passed the allocator's 32 MB mmap threshold and were mapped and unmapped
-/// at every call; a 1-epoch run's final evaluation took 29 s, 15 s of it in the kernel zeroing
-/// pages (6.2M page faults), against 18 s and 0.3M at 64.
+/// Images per evaluation batch. Kept at training-batch size, so that the conv VAE's buffers stay
+/// below the allocator's mmap threshold (figures in bench/TRAINING_SPEED.md).
 const EVAL_BATCH: usize = 64;
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct SplitMetrics {
-    /// rec + kl, nats per image (one posterior sample per image).
-    pub neg_elbo: f64,
-    /// -log p(x|z), nats per image (in model space: pixels, or PCA coefficients).
-    pub rec: f64,
-    /// KL(q(z|x) || p(z)), nats per image.
-    pub kl: f64,
-    /// Negative ELBO of the pixels, nats per image: equals `neg_elbo` for image models; for the
-    /// PCA-coefficient VAE it adds PPCA's density of the discarded directions (see
-    /// `InputMap::pixel_nll_offset`), so it compares with the conv VAEs and with PCA.
-    pub neg_elbo_pixels: f64,
-    /// `neg_elbo_pixels` in bits per dimension (`eval::units::bits_per_dim`); continuous
-    /// likelihoods only (Bernoulli is not a density on grey levels).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub bits_per_dim: Option<f64>,
-    /// Mean squared error of the decoder mean at z = mu, pixels in [0,1].
-    pub mse: f64,
-    /// 10 log10(1 / mse).
-    pub psnr: f64,
-    /// Learned variances: fraction of decoder outputs sitting on the log-variance floor.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub on_floor: Option<f64>,
-}
 
 pub struct LikelihoodTerms {
     pub neg_elbo: f64,
@@ -99,7 +72,7 @@ pub fn reconstruct(s: &Session, data: &ModelData) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-pub fn evaluate_split(s: &Session, set: &ImageSet, rng: SeededRng) -> Result<SplitMetrics> {
+pub fn evaluate_split(s: &Session, set: &ImageSet, rng: SeededRng) -> Result<VaeSplitMetrics> {
     let data = s.input.to_model(set)?;
     let t = likelihood_terms(s, &data, rng)?;
     let recon = reconstruct(s, &data)?;
@@ -112,14 +85,15 @@ pub fn evaluate_split(s: &Session, set: &ImageSet, rng: SeededRng) -> Result<Spl
     let offset = s.input.pixel_nll_offset(set)?;
     let neg_elbo_pixels = t.neg_elbo + offset.iter().sum::<f64>() / set.n.max(1) as f64;
     let continuous = !matches!(s.vae.likelihood, crate::model::Likelihood::Bernoulli(_));
-    Ok(SplitMetrics {
+    Ok(VaeSplitMetrics {
         neg_elbo: t.neg_elbo,
-        neg_elbo_pixels,
-        bits_per_dim: continuous.then(|| crate::eval::units::bits_per_dim(neg_elbo_pixels, set.dim())),
+        neg_elbo_pixels: Some(neg_elbo_pixels),
+        bits_per_dim: continuous.then(|| crate::util::units::bits_per_dim(neg_elbo_pixels, set.dim())),
         rec: t.rec,
         kl: t.kl,
         mse,
-        psnr: crate::eval::units::psnr(mse),
+        psnr: crate::util::units::psnr(mse),
         on_floor: t.on_floor,
+        eval: SplitEval::default(),
     })
 }

@@ -1,6 +1,5 @@
-//! Adam (Kingma & Ba), the optimiser of every run. Written with candle ops; the kernels module may
-//! make `step` a fused in-place kernel with the same signature (see CONTRACTS.md). candle-nn only
-//! has AdamW, and its state cannot be saved, which exact `--resume` needs.
+//! Adam (Kingma & Ba), the optimiser of every run. candle-nn only has AdamW, and its state cannot
+//! be saved, which exact `--resume` needs.
 //!
 //! When every variable is an f32 CPU tensor the moments live in plain buffers and each step is
 //! the fused in-place kernel `crate::kernels::adam_update_all` (one multi-threaded pass over all
@@ -8,27 +7,10 @@
 use crate::kernels;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Result, Tensor, Var};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct AdamParams {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-}
-
-impl Default for AdamParams {
-    fn default() -> Self {
-        Self {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        }
-    }
-}
+/// Adam's hyper-parameters: the kernels' type, shared by both update paths.
+pub use crate::kernels::AdamHyper;
 
 pub struct Adam {
     vars: Vec<Var>,
@@ -37,13 +19,13 @@ pub struct Adam {
     v: Vec<Tensor>,
     /// Moments as plain buffers for the fused CPU kernel.
     cpu: Option<CpuMoments>,
-    params: AdamParams,
+    params: AdamHyper,
     /// Steps taken so far (for bias correction).
     t: u64,
 }
 
 impl Adam {
-    pub fn new(vars: Vec<Var>, params: AdamParams) -> Result<Self> {
+    pub fn new(vars: Vec<Var>, params: AdamHyper) -> Result<Self> {
         if vars
             .iter()
             .all(|v| v.device().is_cpu() && v.dtype() == DType::F32)
@@ -74,7 +56,7 @@ impl Adam {
         })
     }
 
-    pub fn params(&self) -> &AdamParams {
+    pub fn params(&self) -> &AdamHyper {
         &self.params
     }
 
@@ -86,14 +68,8 @@ impl Adam {
         self.t
     }
 
-    fn hyper(&self) -> kernels::AdamHyper {
-        let p = &self.params;
-        kernels::AdamHyper {
-            lr: p.lr,
-            beta1: p.beta1,
-            beta2: p.beta2,
-            eps: p.eps,
-        }
+    fn hyper(&self) -> AdamHyper {
+        self.params
     }
 
     /// The backward pass of `loss` and one update: the same as `step(&loss.backward()?)`.
@@ -125,7 +101,7 @@ impl Adam {
                 .collect();
             return kernels::adam_update_all(&mut items, self.t, &hyper);
         }
-        let AdamParams {
+        let AdamHyper {
             lr,
             beta1,
             beta2,

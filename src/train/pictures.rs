@@ -1,7 +1,7 @@
 //! The run's pictures: reconstructions (original beside decoder mean at the posterior mean) for
 //! each split, and decoder means of samples from the prior.
 use super::metrics::reconstruct;
-use super::trainer::Session;
+use super::session::Session;
 use crate::data::grid::{save_grid, save_recon_grid};
 use crate::data::Splits;
 use crate::model::Mode;

@@ -1,7 +1,7 @@
 //! The loss-curve PNG: training loss (blue) and validation loss (orange) per epoch, the best
 //! epoch marked by a green vertical line, y-axis range written at its ends and the epoch count at
 //! the right end of the x-axis (a tiny built-in digit font keeps this dependency-free).
-use super::trainer::EpochRecord;
+use crate::format::EpochRecord;
 use anyhow::Result;
 use image::{Rgb, RgbImage};
 use std::path::Path;

@@ -2,31 +2,13 @@
 use super::checkpoint::{self, CheckpointKind};
 use super::config::TrainConfig;
 use super::input::to_tensor;
-use super::trainer::{default_device, Session};
+use super::session::{default_device, Session};
 use crate::data::ImageSet;
+use crate::format::ModelMeta;
 use crate::model::Mode;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::{Device, Tensor};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// `model.json` in a run directory: what the model was built for, beyond the config.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ModelMeta {
-    /// (channels, height, width) of the images.
-    pub image_shape: (usize, usize, usize),
-    /// Trainable scalars.
-    pub num_parameters: usize,
-}
-
-impl ModelMeta {
-    pub fn new(s: &Session) -> Self {
-        Self {
-            image_shape: s.input.image_shape(),
-            num_parameters: s.store.num_trainable(),
-        }
-    }
-}
 
 pub struct LoadedRun {
     pub config: TrainConfig,
@@ -42,10 +24,7 @@ pub fn load_run(run_dir: &Path, which: CheckpointKind) -> Result<LoadedRun> {
     let cfg_path = run.path("config.toml");
     let config = TrainConfig::load(&cfg_path, &[])?;
     let meta_path = run.path("model.json");
-    let meta: ModelMeta = serde_json::from_str(
-        &std::fs::read_to_string(&meta_path).with_context(|| format!("reading {}", meta_path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", meta_path.display()))?;
+    let meta: ModelMeta = crate::format::read_json(&meta_path)?;
     if !checkpoint::exists(run_dir, which) {
         anyhow::bail!(
             "{} has no {} checkpoint (checkpoints/{}.safetensors and .json): was it trained?",

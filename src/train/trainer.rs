@@ -2,154 +2,20 @@
 //! early stopping with patience / min-delta (and the reason recorded), best / last checkpoints,
 //! exact resume, and divergence detection that keeps the last good checkpoint.
 use super::checkpoint::{self, CheckpointKind};
-use super::config::TrainConfig;
-use super::early_stop::EarlyStopping;
-use super::input::{InputMap, ModelData};
-use super::metrics::{self, SplitMetrics};
-use super::optim::{Adam, AdamParams};
+use super::config::ValidTrainConfig;
+use super::input::ModelData;
+use super::metrics;
+use super::optim::Adam;
+use super::session::{default_device, Session};
 use crate::data::{Split, Splits};
-use crate::model::{kl, Mode, ParamStore, Vae};
+use crate::format::{EpochRecord, StopReason, TrainState, VaeMetrics};
+use crate::kernels::AdamHyper;
+use crate::model::{kl, Mode};
 use crate::util::{RunDir, SeededRng};
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
-use serde::{Deserialize, Serialize};
+use candle_core::Tensor;
 use std::path::Path;
 use std::time::Instant;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// The validation loss did not improve by min_delta for `patience` epochs.
-    Patience,
-    /// `max_epochs` reached.
-    MaxEpochs,
-    /// The loss became NaN or infinite; the last good checkpoint is kept.
-    Diverged,
-}
-
-impl StopReason {
-    pub fn name(self) -> &'static str {
-        match self {
-            StopReason::Patience => "patience",
-            StopReason::MaxEpochs => "max_epochs",
-            StopReason::Diverged => "diverged",
-        }
-    }
-}
-
-/// One line of metrics.jsonl.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// 1-based.
-    pub epoch: usize,
-    /// The minimised objective (beta, warm-up and free bits applied), nats per image.
-    pub train_loss: f64,
-    pub train_rec: f64,
-    pub train_kl: f64,
-    /// Validation loss as monitored: rec + beta * kl (full beta, no free bits), nats per image.
-    pub val_loss: f64,
-    pub val_neg_elbo: f64,
-    pub val_rec: f64,
-    pub val_kl: f64,
-    /// KL weight at the end of the epoch.
-    pub beta: f64,
-    pub seconds: f64,
-    pub train_images_per_second: f64,
-    /// Learned variances: fraction of validation outputs on the log-variance floor.
-    pub val_on_floor: Option<f64>,
-}
-
-/// Everything needed to continue a run exactly where it stopped.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainState {
-    pub epochs_done: usize,
-    pub steps: u64,
-    pub early_stopping: EarlyStopping,
-    pub shuffle_rng: SeededRng,
-    pub noise_rng: SeededRng,
-    pub history: Vec<EpochRecord>,
-    pub stopped_because: Option<StopReason>,
-}
-
-impl TrainState {
-    fn new(seed: u64) -> Self {
-        Self {
-            epochs_done: 0,
-            steps: 0,
-            early_stopping: EarlyStopping::default(),
-            shuffle_rng: SeededRng::derived(seed, "shuffle"),
-            noise_rng: SeededRng::derived(seed, "noise"),
-            history: Vec::new(),
-            stopped_because: None,
-        }
-    }
-}
-
-/// What a finished `train` call reports.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainSummary {
-    pub kind: String,
-    pub epochs_run: usize,
-    pub best_epoch: usize,
-    pub stopped_because: StopReason,
-    pub metrics: std::collections::BTreeMap<String, SplitMetrics>,
-    pub num_parameters: usize,
-    pub latent_dim: usize,
-    pub likelihood: String,
-    /// Mean training throughput over the epochs of this invocation.
-    pub train_images_per_second: f64,
-}
-
-pub fn default_device() -> Device {
-    #[cfg(feature = "cuda")]
-    {
-        if let Ok(d) = Device::new_cuda(0) {
-            return d;
-        }
-    }
-    Device::Cpu
-}
-
-/// A model with its parameters and input mapping: what training and loading a run share.
-pub struct Session {
-    pub config: TrainConfig,
-    pub device: Device,
-    pub store: ParamStore,
-    pub vae: Vae,
-    pub input: InputMap,
-}
-
-impl Session {
-    pub fn new(config: TrainConfig, input: InputMap, device: Device) -> Result<Self> {
-        let store = ParamStore::new(config.seed, &device);
-        let vae = Vae::new(
-            &config.model,
-            &config.likelihood,
-            input.shape(),
-            store.var_builder(),
-        )?;
-        Ok(Self {
-            config,
-            device,
-            store,
-            vae,
-            input,
-        })
-    }
-}
-
-fn progress_bar(len: u64, epoch: usize, max: usize) -> indicatif::ProgressBar {
-    let pb = indicatif::ProgressBar::new(len);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
-        )
-        .expect("static progress template")
-        .progress_chars("=> "),
-    );
-    pb.set_prefix(format!("{epoch}/{max}"));
-    pb
-}
 
 /// Batches of one epoch: a seeded shuffle, full batches only (batch norm needs more than one
 /// item; a trailing partial batch is dropped), capped at `max_steps`.
@@ -169,8 +35,7 @@ fn epoch_batches(n: usize, batch: usize, max_steps: Option<usize>, rng: &mut See
 }
 
 /// Train (or resume) a run. `run_dir` receives config, checkpoints, metrics and pictures.
-pub fn train(cfg: &TrainConfig, splits: &Splits, run_dir: &Path, resume: bool) -> Result<TrainSummary> {
-    cfg.check()?;
+pub fn train(cfg: &ValidTrainConfig, splits: &Splits, run_dir: &Path, resume: bool) -> Result<VaeMetrics> {
     let run = RunDir::create(run_dir)?;
     if !resume && checkpoint::exists(run_dir, CheckpointKind::Last) {
         anyhow::bail!(
@@ -186,18 +51,18 @@ pub fn train(cfg: &TrainConfig, splits: &Splits, run_dir: &Path, resume: bool) -
     }
     let device = default_device();
     let input = super::input::build(cfg, splits, &run)?;
-    let session = Session::new(cfg.clone(), input, device.clone())?;
-    run.write_toml("config.toml", cfg)?;
-    run.write_json("model.json", &super::run::ModelMeta::new(&session))?;
+    let session = Session::new(cfg.config().clone(), input, device.clone())?;
+    run.write_toml("config.toml", cfg.config())?;
+    run.write_json("model.json", &session.model_meta())?;
 
-    let opt_params = AdamParams {
+    let hyper = AdamHyper {
         lr: cfg.train.lr,
         beta1: cfg.train.beta1,
         beta2: cfg.train.beta2,
         eps: cfg.train.eps,
     };
     let trainable: Vec<_> = session.store.trainable().into_iter().map(|(_, v)| v).collect();
-    let mut opt = Adam::new(trainable, opt_params)?;
+    let mut opt = Adam::new(trainable, hyper)?;
     let mut state = if resume {
         let mut s = checkpoint::load(
             run_dir,
@@ -269,10 +134,7 @@ pub fn train(cfg: &TrainConfig, splits: &Splits, run_dir: &Path, resume: bool) -
     if stop == StopReason::Diverged {
         // Record the reason in the last good checkpoint's state (its RNG states and counters stay
         // those of that checkpoint, so a resume starts cleanly from it).
-        let p = checkpoint::paths(run_dir, CheckpointKind::Last);
-        let mut saved: TrainState = serde_json::from_str(&std::fs::read_to_string(&p.state)?)?;
-        saved.stopped_because = Some(StopReason::Diverged);
-        crate::util::write_atomic(&p.state, serde_json::to_string_pretty(&saved)?.as_bytes())?;
+        checkpoint::mark_stopped(run_dir, CheckpointKind::Last, StopReason::Diverged)?;
     }
     finish(&session, splits, &run, &state, stop, mean(&speed))
 }
@@ -299,6 +161,90 @@ fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?)
 }
 
+/// Sums over an epoch's steps, per image.
+#[derive(Default)]
+struct EpochSums {
+    loss: f64,
+    rec: f64,
+    kl: f64,
+    items: usize,
+    /// Seconds inside training steps (throughput leaves out the progress display).
+    step_seconds: f64,
+}
+
+impl EpochSums {
+    fn add(&mut self, step: &StepResult, images: usize, seconds: f64) {
+        self.loss += step.loss * images as f64;
+        self.rec += step.rec;
+        self.kl += step.kl;
+        self.items += images;
+        self.step_seconds += seconds;
+    }
+
+    fn means(&self) -> (f64, f64, f64) {
+        let n = self.items.max(1) as f64;
+        (self.loss / n, self.rec / n, self.kl / n)
+    }
+}
+
+/// One step's loss (per image) and its two terms (summed over the batch).
+struct StepResult {
+    loss: f64,
+    rec: f64,
+    kl: f64,
+}
+
+/// What one step did: updated the parameters, or found a non-finite loss (no update made).
+enum StepOutcome {
+    Done(StepResult),
+    NonFinite(f64),
+}
+
+/// One optimisation step on the batch `idx`: the loss at KL weight `beta`, then Adam's update.
+/// The other workers stay awake through it (`kernels::with_workers_awake`).
+fn train_step(
+    s: &Session,
+    opt: &mut Adam,
+    state: &mut TrainState,
+    data: &ModelData,
+    idx: &[usize],
+    beta: f64,
+) -> Result<StepOutcome> {
+    let b = idx.len();
+    let latent = s.vae.latent_dim;
+    let x = data.batch(idx, s.input.shape(), &s.device)?;
+    let eps = Tensor::from_vec(state.noise_rng.normal_vec(b * latent), (b, latent), &s.device)?;
+    let parts = crate::kernels::with_workers_awake(|| -> Result<_> {
+        let parts = s.vae.loss(&x, &eps, &s.config.kl, beta, Mode::Train)?;
+        let loss = scalar(&parts.loss)?;
+        if !loss.is_finite() {
+            return Ok(Err(loss));
+        }
+        opt.backward_step(&parts.loss)?;
+        Ok(Ok((parts, loss)))
+    })?;
+    let (parts, loss) = match parts {
+        Ok(p) => p,
+        Err(loss) => return Ok(StepOutcome::NonFinite(loss)),
+    };
+    state.steps += 1;
+    Ok(StepOutcome::Done(StepResult {
+        loss,
+        rec: scalar(&parts.rec.sum_all()?)?,
+        kl: scalar(&parts.kl.sum_all()?)?,
+    }))
+}
+
+/// A parameter that went non-finite without the loss showing it yet.
+fn non_finite_parameter(s: &Session) -> Result<Option<String>> {
+    for (name, v) in s.store.trainable() {
+        if !scalar(&v.as_tensor().abs()?.max_all()?)?.is_finite() {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
+}
+
 fn run_epoch(
     s: &Session,
     opt: &mut Adam,
@@ -314,54 +260,35 @@ fn run_epoch(
         cfg.train.max_steps_per_epoch,
         &mut state.shuffle_rng,
     );
-    let pb = progress_bar(batches.len() as u64, epoch, cfg.train.max_epochs);
-    let shape = s.input.shape();
-    let latent = s.vae.latent_dim;
-    let (mut sum_loss, mut sum_rec, mut sum_kl, mut items) = (0.0, 0.0, 0.0, 0usize);
+    let pb = crate::util::progress::bar(
+        batches.len() as u64,
+        &format!("epoch {epoch}/{}", cfg.train.max_epochs),
+        "batches",
+    );
+    let mut sums = EpochSums::default();
     let mut beta = kl::beta_at(&cfg.kl, (epoch - 1) as f64);
     let n_batches = batches.len();
-    let mut train_secs = 0.0;
     for (i, idx) in batches.iter().enumerate() {
-        let ts = Instant::now();
-        let b = idx.len();
-        let x = data.train.batch(idx, shape, &s.device)?;
-        let eps = Tensor::from_vec(state.noise_rng.normal_vec(b * latent), (b, latent), &s.device)?;
+        let started = Instant::now();
         beta = kl::beta_at(&cfg.kl, (epoch - 1) as f64 + (i + 1) as f64 / n_batches as f64);
-        let awake = crate::kernels::keep_workers_awake();
-        let parts = s.vae.loss(&x, &eps, &cfg.kl, beta, Mode::Train)?;
-        let loss = scalar(&parts.loss)?;
-        if !loss.is_finite() {
-            pb.finish_and_clear();
-            return Ok(EpochOutcome::Diverged(format!(
-                "loss is {loss} at step {}",
-                i + 1
-            )));
-        }
-        opt.backward_step(&parts.loss)?;
-        drop(awake);
-        state.steps += 1;
-        let rec = scalar(&parts.rec.sum_all()?)?;
-        let klv = scalar(&parts.kl.sum_all()?)?;
-        train_secs += ts.elapsed().as_secs_f64();
-        sum_loss += loss * b as f64;
-        sum_rec += rec;
-        sum_kl += klv;
-        items += b;
-        pb.set_message(format!(
-            "loss {:.1} rec {:.1} kl {:.2}",
-            sum_loss / items as f64,
-            sum_rec / items as f64,
-            sum_kl / items as f64
-        ));
+        let step = match train_step(s, opt, state, &data.train, idx, beta)? {
+            StepOutcome::Done(step) => step,
+            StepOutcome::NonFinite(loss) => {
+                pb.finish_and_clear();
+                return Ok(EpochOutcome::Diverged(format!(
+                    "loss is {loss} at step {}",
+                    i + 1
+                )));
+            }
+        };
+        sums.add(&step, idx.len(), started.elapsed().as_secs_f64());
+        let (loss, rec, klv) = sums.means();
+        pb.set_message(format!("loss {loss:.1} rec {rec:.1} kl {klv:.2}"));
         pb.inc(1);
     }
     pb.finish_and_clear();
-    // Parameters that went non-finite without the loss showing it yet.
-    for (name, v) in s.store.trainable() {
-        let ok = scalar(&v.as_tensor().abs()?.max_all()?)?.is_finite();
-        if !ok {
-            return Ok(EpochOutcome::Diverged(format!("parameter {name} is not finite")));
-        }
+    if let Some(name) = non_finite_parameter(s)? {
+        return Ok(EpochOutcome::Diverged(format!("parameter {name} is not finite")));
     }
     let val = if data.val.n > 0 { &data.val } else { &data.train };
     let vm = metrics::likelihood_terms(s, val, SeededRng::derived(cfg.seed, "val-noise"))?;
@@ -371,19 +298,19 @@ fn run_epoch(
             vm.neg_elbo
         )));
     }
-    let n = items.max(1) as f64;
+    let (train_loss, train_rec, train_kl) = sums.means();
     let rec = EpochRecord {
         epoch,
-        train_loss: sum_loss / n,
-        train_rec: sum_rec / n,
-        train_kl: sum_kl / n,
+        train_loss,
+        train_rec,
+        train_kl,
         val_loss: vm.rec + cfg.kl.beta * vm.kl,
         val_neg_elbo: vm.neg_elbo,
         val_rec: vm.rec,
         val_kl: vm.kl,
         beta,
         seconds: t0.elapsed().as_secs_f64(),
-        train_images_per_second: items as f64 / train_secs.max(1e-9),
+        train_images_per_second: sums.items as f64 / sums.step_seconds.max(1e-9),
         val_on_floor: vm.on_floor,
     };
     eprintln!(
@@ -411,7 +338,7 @@ fn finish(
     state: &TrainState,
     stop: StopReason,
     speed: f64,
-) -> Result<TrainSummary> {
+) -> Result<VaeMetrics> {
     let best = checkpoint::load(run.root(), CheckpointKind::Best, &s.store, None, &s.device)?;
     let mut out = std::collections::BTreeMap::new();
     for split in Split::ALL {
@@ -423,17 +350,16 @@ fn finish(
         out.insert(split.name().to_string(), m);
     }
     super::pictures::write_all(s, splits, run)?;
-    let summary = TrainSummary {
-        kind: "vae".into(),
-        epochs_run: state.epochs_done,
-        best_epoch: best.early_stopping.best_epoch.unwrap_or(best.epochs_done),
-        stopped_because: stop,
-        metrics: out,
-        num_parameters: s.store.num_trainable(),
-        latent_dim: s.vae.latent_dim,
-        likelihood: format!("{:?}", s.config.likelihood.kind),
-        train_images_per_second: speed,
-    };
-    run.write_json("metrics.json", &summary)?;
+    let mut summary = VaeMetrics::new(
+        state.epochs_done,
+        best.early_stopping.best_epoch.unwrap_or(best.epochs_done),
+        stop,
+        out,
+    );
+    summary.num_parameters = Some(s.store.num_trainable());
+    summary.latent_dim = Some(s.vae.latent_dim);
+    summary.likelihood = Some(format!("{:?}", s.config.likelihood.kind));
+    summary.train_images_per_second = Some(speed);
+    run.write_json("metrics.json", &crate::format::RunMetrics::Vae(summary.clone()))?;
     Ok(summary)
 }

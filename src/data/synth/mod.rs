@@ -339,14 +339,7 @@ pub fn generate(p: &ValidSynthParams, out_dir: &Path) -> Result<()> {
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let total = (p.count(NorbPart::Training) + p.count(NorbPart::Testing)) as u64;
     let bar = if p.params().progress {
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "rendering {bar:40} {pos}/{len} pairs  {per_sec}  eta {eta}",
-            )
-            .expect("valid template"),
-        );
-        bar
+        crate::util::progress::bar(total, "rendering", "pairs")
     } else {
         indicatif::ProgressBar::hidden()
     };

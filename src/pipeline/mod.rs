@@ -1,17 +1,18 @@
-//! `norbvae reproduce` and `norbvae demo`: the experiment log end to end. PCA at the log's
-//! component counts (plus the VAEs' latent sizes, so every VAE has a PCA point to compare with),
-//! the log's four VAE presets, the sigma-VAE variants and a tanh-output PCA-VAE, `eval` of every
-//! VAE, written answers to the log's questions, and the report.
+//! The experiment pipeline (`norbvae reproduce`, `norbvae demo`, and the sweeps to come): PCA at
+//! the log's component counts (plus the VAEs' latent sizes, so every VAE has a PCA point to compare
+//! with), the log's four VAE presets, the sigma-VAE variants and a tanh-output PCA-VAE, `eval` of
+//! every VAE, written answers to the log's questions, and the report.
 //!
-//! Steps run through the same commands a user types (`pca`, `train`), so a reproduction is
-//! exactly the documented workflow. A run directory that already has results is reused, so an
-//! interrupted reproduction continues where it stopped.
-use super::{answers, build_report, ReportOptions};
-use crate::cli::{Cli, Command};
+//! Each step calls the library workflow behind its command ([`crate::pca::run_baseline`],
+//! [`crate::train::train_from_config`], [`crate::eval::evaluate_run`]) with typed options, so a
+//! reproduction runs exactly the documented workflow. A run directory that already has results is
+//! reused, so an interrupted reproduction continues where it stopped.
 use crate::data::DataOptions;
 use crate::eval::{evaluate_run, EvalOptions};
-use anyhow::{bail, Context, Result};
-use clap::Parser;
+use crate::pca::BaselineOptions;
+use crate::report::{answers, build_report, ReportOptions, RunInfo};
+use crate::train::TrainConfig;
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -79,41 +80,6 @@ impl ReproduceOptions {
             eval: EvalOptions::default(),
             title: "norbvae: the experiment log, reproduced".into(),
         }
-    }
-}
-
-fn data_flags(d: &DataOptions) -> Vec<String> {
-    use clap::ValueEnum;
-    let mut f = vec!["--data".to_string(), d.spec.clone()];
-    if let Some(v) = d.camera.to_possible_value() {
-        f.extend(["--camera".into(), v.get_name().to_string()]);
-    }
-    if let Some(s) = d.image_size {
-        f.extend(["--image-size".into(), s.to_string()]);
-    }
-    f.extend(["--val-fraction".into(), d.val_fraction.to_string()]);
-    if let Some(v) = &d.val_instances {
-        f.extend([
-            "--val-instances".into(),
-            v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","),
-        ]);
-    }
-    if let Some(l) = d.limit {
-        f.extend(["--limit".into(), l.to_string()]);
-    }
-    f.extend(["--data-seed".into(), d.seed.to_string()]);
-    f
-}
-
-/// Run one `norbvae` command line in this process.
-fn run_command(args: &[String]) -> Result<()> {
-    let mut full = vec!["norbvae".to_string()];
-    full.extend(args.iter().cloned());
-    let cli = Cli::try_parse_from(&full).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))?;
-    match cli.command {
-        Command::Pca(a) => crate::cli::pca::run(a),
-        Command::Train(a) => crate::cli::train::run(a),
-        other => bail!("reproduce cannot run {other:?}"),
     }
 }
 
@@ -187,14 +153,10 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
     if pca_dir.join("metrics.json").is_file() && pca_dir.join("pca.safetensors").is_file() {
         eprintln!("  reusing {}", pca_dir.display());
     } else {
-        let mut args = vec!["pca".to_string()];
-        args.extend(data_flags(&data));
-        args.extend([
-            "--components".into(),
-            ks.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(","),
-        ]);
-        args.extend(["--out".into(), pca_dir.display().to_string()]);
-        if let Err(e) = run_command(&args) {
+        let pca_opts = BaselineOptions::new(data.clone(), ks.clone(), pca_dir.clone());
+        if let Err(e) = crate::pca::run_baseline(&pca_opts)
+            .map(|m| println!("{}", crate::pca::summary_text(&m, &pca_dir)))
+        {
             // The PCA-VAEs fit their own PCA when there is no saved model; the report says what failed.
             eprintln!("  PCA failed: {e:#}");
             failures.push(format!("pca: {e:#}"));
@@ -214,13 +176,6 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
         } else {
             let cfg_path = configs.join(format!("{name}.toml"));
             crate::util::write_atomic(&cfg_path, text.as_bytes())?;
-            let mut args = vec![
-                "train".to_string(),
-                "--config".into(),
-                cfg_path.display().to_string(),
-            ];
-            args.extend(["--out".into(), run_dir.display().to_string()]);
-            args.extend(data_flags(&data));
             let mut sets: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
             if name.starts_with("pca-vae") {
                 let comps = 500.min(kmax);
@@ -232,10 +187,7 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
                 sets.extend(opts.conv_overrides.iter().cloned());
             }
             sets.extend(opts.train_overrides.iter().cloned());
-            for s in sets {
-                args.extend(["--set".into(), s]);
-            }
-            if let Err(e) = run_command(&args) {
+            if let Err(e) = train_preset(&cfg_path, &sets, &data, &run_dir) {
                 eprintln!("  {name} failed: {e:#}");
                 failures.push(format!("{name}: training failed: {e:#}"));
                 step += 1;
@@ -244,10 +196,8 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
         }
         progress(step, total, &format!("evaluating {name}"), started);
         step += 1;
-        let has_eval = std::fs::read_to_string(run_dir.join("metrics.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .is_some_and(|m| m.get("eval").is_some());
+        let has_eval = crate::format::read_json::<crate::format::RunMetrics>(&run_dir.join("metrics.json"))
+            .is_ok_and(|m| matches!(m, crate::format::RunMetrics::Vae(v) if v.eval.is_some()));
         if has_eval {
             eprintln!("  reusing the evaluation in {}", run_dir.display());
         } else if let Err(e) = evaluate_run(&run_dir, &opts.eval) {
@@ -268,10 +218,7 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
             .map(|p| opts.out.join(p.0))
             .filter(|d| d.join("metrics.json").is_file()),
     );
-    let runs: Vec<super::RunInfo> = dirs
-        .iter()
-        .map(|d| super::RunInfo::load(d))
-        .collect::<Result<_>>()?;
+    let runs: Vec<RunInfo> = dirs.iter().map(|d| RunInfo::load(d)).collect::<Result<_>>()?;
     let mut qa = answers::answers(&runs);
     for f in &failures {
         qa.push(("Runs that did not finish".into(), f.clone()));
@@ -309,4 +256,72 @@ pub fn demo_data(dir: &Path, side: usize, seed: u64) -> Result<()> {
         dir.display()
     );
     crate::data::synth::write_small(dir, side, seed)
+}
+
+/// `norbvae train --config CONFIG --out RUN_DIR [data options] --set ...` as a library call:
+/// the config with its overrides, the data options over the config's `[data]`, checked once.
+fn train_preset(config: &Path, sets: &[String], data: &DataOptions, out: &Path) -> Result<()> {
+    let mut cfg = TrainConfig::load(config, sets)?;
+    cfg.data = override_data(cfg.data, data);
+    let cfg = cfg
+        .check()
+        .with_context(|| format!("config {}", config.display()))?;
+    let summary = crate::train::train_from_config(&cfg, out, false)?;
+    println!("{}", crate::train::summary_text(&summary, out));
+    Ok(())
+}
+
+/// `data`'s options over a config's: every option `reproduce` decides replaces the config's;
+/// the optional ones it leaves unset (validation instances, limit, size) keep the config's.
+fn override_data(config: DataOptions, data: &DataOptions) -> DataOptions {
+    DataOptions {
+        spec: data.spec.clone(),
+        camera: data.camera,
+        image_size: data.image_size.or(config.image_size),
+        val_fraction: data.val_fraction,
+        val_instances: data.val_instances.clone().or(config.val_instances),
+        limit: data.limit.or(config.limit),
+        seed: data.seed,
+    }
+}
+
+/// `norbvae demo`: a small synthetic NORB, PCA, short runs of every preset, eval and the report.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Output directory (data, runs and report.html).
+    pub out: PathBuf,
+    /// Image side of the synthetic NORB.
+    pub size: usize,
+    /// Epochs per VAE.
+    pub epochs: usize,
+    pub seed: u64,
+}
+
+/// The README's main command: the whole pipeline in minutes. Returns the report's path.
+pub fn demo(args: &DemoOptions) -> Result<PathBuf> {
+    let data_dir = args.out.join("data");
+    demo_data(&data_dir, args.size, args.seed)?;
+    let data = DataOptions {
+        spec: format!("norb:{}", data_dir.display()),
+        image_size: None,
+        val_fraction: 0.1,
+        seed: args.seed,
+        ..Default::default()
+    };
+    let mut opts = ReproduceOptions::new(data, args.out.join("runs"));
+    opts.title = format!("norbvae demo: synthetic NORB at {0}x{0}", args.size);
+    opts.pca_components = vec![10, 20, 50, 100, 128, 200, 500];
+    opts.train_overrides = vec![
+        format!("train.max_epochs={}", args.epochs),
+        format!("seed={}", args.seed),
+    ];
+    // 32 pixels halve five times to 1x1; the preset's sixth halving would only pad the input.
+    let downs = (args.size as f64).log2().floor() as usize;
+    opts.conv_overrides = vec![format!("model.conv.downsizings={}", downs.clamp(1, 6))];
+    opts.eval.iwae_samples = 20;
+    opts.eval.likelihood_images = Some(100);
+    opts.eval.quality_samples = 400;
+    opts.eval.sampler.two_stage.steps = 600;
+    opts.eval.sampler.two_stage.width = 128;
+    reproduce(&opts)
 }

@@ -1,0 +1,50 @@
+//! A model with its parameters and input mapping: what training and a loaded run share.
+use super::config::TrainConfig;
+use super::input::InputMap;
+use crate::format::ModelMeta;
+use crate::model::{ParamStore, Vae};
+use anyhow::Result;
+use candle_core::Device;
+
+/// The device every stage runs on: the first CUDA device when built with `cuda`, else the CPU.
+pub fn default_device() -> Device {
+    #[cfg(feature = "cuda")]
+    {
+        if let Ok(d) = Device::new_cuda(0) {
+            return d;
+        }
+    }
+    Device::Cpu
+}
+
+pub struct Session {
+    pub config: TrainConfig,
+    pub device: Device,
+    pub store: ParamStore,
+    pub vae: Vae,
+    pub input: InputMap,
+}
+
+impl Session {
+    pub fn new(config: TrainConfig, input: InputMap, device: Device) -> Result<Self> {
+        let store = ParamStore::new(config.seed, &device);
+        let vae = Vae::new(
+            &config.model,
+            &config.likelihood,
+            input.shape(),
+            store.var_builder(),
+        )?;
+        Ok(Self {
+            config,
+            device,
+            store,
+            vae,
+            input,
+        })
+    }
+
+    /// `model.json` of this model.
+    pub fn model_meta(&self) -> ModelMeta {
+        ModelMeta::new(self.input.image_shape(), self.store.num_trainable())
+    }
+}
