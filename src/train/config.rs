@@ -100,6 +100,7 @@ impl TrainConfig {
 
     /// Validate everything that can be checked without the data.
     pub fn check(&self) -> Result<(), ConfigError> {
+        crate::util::finite::check_finite(self).map_err(|e| bad(e.to_string()))?;
         let m = &self.model;
         let t = &self.train;
         let l = &self.likelihood;
