@@ -1,5 +1,5 @@
 fn main() {
-    norbvae::util::stdout::exit_quietly_on_closed_stdout();
+    norbvae::util::stdout::discard_output_once_stdout_closes();
     norbvae::kernels::init_process();
     // The command runs on a worker of rayon's global pool rather than beside it, so that the
     // kernels' parallel regions start on the pool directly (no hand-over to a worker and back)
@@ -7,9 +7,10 @@ fn main() {
     // Errors are printed as one line with their context chain; exit code 1.
     if let Err(err) = rayon::scope(|_| norbvae::cli::run()) {
         if norbvae::util::stdout::is_closed_stdout(&err) {
-            std::process::exit(0);
+            eprintln!("error: {}", norbvae::util::stdout::CLOSED_MESSAGE);
+        } else {
+            eprintln!("error: {err:#}");
         }
-        eprintln!("error: {err:#}");
         std::process::exit(1);
     }
 }

@@ -109,6 +109,28 @@ fn every_command_with_a_closed_stdout_exits_cleanly() {
         &p("vae"),
     ]);
     assert!(Path::new(&p("vae/metrics.json")).is_file());
+    // The reader goes away while the command runs (the watcher's path, not the start-up check).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_norbvae"))
+        .args([
+            "train",
+            "--config",
+            &p("tiny.toml"),
+            "--data",
+            &spec,
+            "--out",
+            &p("vae2"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{err}");
+    assert!(Path::new(&p("vae2/metrics.json")).is_file());
+
     check(&[
         "eval",
         &p("vae"),

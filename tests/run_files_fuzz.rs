@@ -2,7 +2,7 @@
 //! `ParamStore::load`) and a checkpoint unit's manifest (`util::atomic_dir::load_unit`), truncated,
 //! bit-flipped, garbage or with bytes appended. No input may panic; each gives a clean error
 //! naming the file or loads a model of the right shapes.
-//! Default: 400 cases per reader; set PROPTEST_CASES for a longer run.
+//! Default: 256 cases per reader; set PROPTEST_CASES for a longer run.
 use norbvae::model::{InputShape, ParamStore, Vae};
 use norbvae::train::TrainConfig;
 use norbvae::util::atomic_dir::{load_unit, UnitWriter};
@@ -12,7 +12,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(400)
+        .unwrap_or(256)
 }
 
 /// A tiny conv VAE's parameter store and the bytes of its saved weights.

@@ -1,31 +1,49 @@
-//! A closed stdout (`norbvae ... | head -c0`, a reader that went away) ends the process quietly
-//! with status 0, as ripgrep and the coreutils-style tools do, instead of a panic (exit 101).
+//! A closed stdout (`norbvae ... | head -c0`, a reader that went away) does not stop a command:
+//! from the moment the reading end is gone, stdout is pointed at /dev/null and the command
+//! finishes its work. No panic (exit 101), and nothing half done.
 //!
-//! Why not restore SIGPIPE's default action: that would kill the process on a write to *any*
-//! closed pipe, e.g. the stdin of a child process (a scheduler command, a Python benchmark),
-//! silently and at any point. Here only a failed write to stdout, with stdout really a closed
-//! pipe, ends the process. Writes to other pipes keep returning errors.
+//! Why not restore SIGPIPE's default action, as many Unix tools do: a command's product is the
+//! files it writes, and stdout carries only progress lines and summaries. Dying at the first print
+//! after the reader left would stop `synth` between its preview and its dataset, or a training
+//! run hours from its end, for the sake of a line nobody reads. SIGPIPE would also kill the
+//! process on a write to any other closed pipe (a child process's stdin), silently.
 //!
-//! What this means for a long command: every command writes its progress to stderr and prints to
-//! stdout only its summary, after its results are written (`train` prints after the run directory
-//! is complete), so ending there loses nothing. Should a command print to stdout mid-run, ending at
-//! that print is like a kill at that point, which the run directory's atomic writes are built for.
+//! How: at start, a stdout that is already a closed pipe is redirected at once; for a stdout that
+//! is a pipe or socket, a watcher thread blocks in `poll` until the reading end closes and then
+//! redirects it. A print racing that redirect (microseconds) still fails: the panic hook and
+//! [`is_closed_stdout`] turn it into a one-line error and exit status 1, never a panic.
+use std::os::fd::AsRawFd;
 
-/// Install the panic hook that turns `println!`'s "failed printing to stdout" panic into a quiet
-/// exit when stdout is a closed pipe; every other panic goes to the previous hook unchanged.
-pub fn exit_quietly_on_closed_stdout() {
+/// Install the watcher and the panic hook. Call once, first thing in `main`.
+pub fn discard_output_once_stdout_closes() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let message = info.payload_as_str().unwrap_or("");
         if message.starts_with("failed printing to stdout") && stdout_is_closed_pipe() {
-            std::process::exit(0);
+            eprintln!("error: {CLOSED_MESSAGE}");
+            std::process::exit(1);
         }
         previous(info)
     }));
+    if !stdout_is_pipe_or_socket() {
+        return;
+    }
+    if stdout_is_closed_pipe() {
+        redirect_stdout_to_null();
+        return;
+    }
+    let _ = std::thread::Builder::new().name("stdout-watch".into()).spawn(|| {
+        if wait_until_stdout_closes() {
+            redirect_stdout_to_null();
+        }
+    });
 }
 
-/// True if `err` (or anything in its chain) is a broken pipe and stdout is a closed pipe: the
-/// command failed only because nobody reads its output (e.g. a `writeln!` to stdout returned it).
+/// What is printed when a print lost the race with the redirect.
+pub const CLOSED_MESSAGE: &str = "stdout was closed by its reader while this command wrote to it; stopped";
+
+/// True if `err` (or anything in its chain) is a broken pipe and stdout is a closed pipe: a
+/// `writeln!` to stdout lost the race with the redirect.
 pub fn is_closed_stdout(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<std::io::Error>()
@@ -33,16 +51,53 @@ pub fn is_closed_stdout(err: &anyhow::Error) -> bool {
     }) && stdout_is_closed_pipe()
 }
 
-/// Whether fd 1 is a pipe or socket whose reading end is closed: poll reports POLLERR (pipe) or
-/// POLLHUP (socket) for it. A terminal or a file never does.
-pub fn stdout_is_closed_pipe() -> bool {
+fn stdout_is_pipe_or_socket() -> bool {
+    // SAFETY: fstat writes into the zeroed struct we own; fd 1 is only read.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::fstat(libc::STDOUT_FILENO, &mut st) };
+    rc == 0 && matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFSOCK)
+}
+
+fn poll_stdout(timeout_ms: i32) -> Option<i16> {
     let mut fd = libc::pollfd {
         fd: libc::STDOUT_FILENO,
-        events: libc::POLLOUT,
+        events: 0,
         revents: 0,
     };
-    // SAFETY: `fd` is one valid, initialised pollfd and we pass a count of 1; a zero timeout
-    // makes the call return at once. poll does not keep the pointer.
-    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
-    ready == 1 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+    // SAFETY: `fd` is one valid, initialised pollfd and the count is 1; poll does not keep it.
+    let ready = unsafe { libc::poll(&mut fd, 1, timeout_ms) };
+    (ready == 1).then_some(fd.revents)
+}
+
+/// Whether fd 1 is a pipe or socket whose reading end is closed: poll reports POLLERR (pipe) or
+/// POLLHUP (socket) for it, requested or not. A terminal or a file does not.
+pub fn stdout_is_closed_pipe() -> bool {
+    stdout_is_pipe_or_socket() && poll_stdout(0).is_some_and(|r| r & (libc::POLLERR | libc::POLLHUP) != 0)
+}
+
+/// Block until the reading end of stdout closes; false if poll fails for another reason.
+fn wait_until_stdout_closes() -> bool {
+    loop {
+        match poll_stdout(-1) {
+            Some(r) if r & (libc::POLLERR | libc::POLLHUP) != 0 => return true,
+            Some(r) if r & libc::POLLNVAL != 0 => return false,
+            Some(_) => {}
+            None => {
+                if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+fn redirect_stdout_to_null() {
+    let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") else {
+        return;
+    };
+    // SAFETY: dup2 atomically replaces fd 1 with a copy of the open /dev/null descriptor; writers
+    // on other threads see either the old pipe or /dev/null, never a closed descriptor.
+    unsafe {
+        libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO);
+    }
 }
