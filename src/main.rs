@@ -1,6 +1,7 @@
 fn main() {
-    norbvae::util::stdout::discard_output_once_stdout_closes();
     norbvae::kernels::init_process();
+    // After init_process, which must run before any thread exists: this may start one.
+    norbvae::util::stdout::discard_output_once_stdout_closes();
     // The command runs on a worker of rayon's global pool rather than beside it, so that the
     // kernels' parallel regions start on the pool directly (no hand-over to a worker and back)
     // and training steps can keep the other workers awake (kernels::awake).

@@ -553,7 +553,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let unit = tmp.path().join("best");
         write(&unit, 7, None).unwrap();
-        let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+        type Damage = Box<dyn Fn(&Path)>;
+        let cases: Vec<(&str, Damage, &str)> = vec![
             (
                 "truncated",
                 Box::new(|u| std::fs::write(u.join("optim.safetensors"), [1u8; 10]).unwrap()),
@@ -606,6 +607,13 @@ mod tests {
         assert_ne!(a.tmp, b.tmp);
         assert!(a.tmp.to_string_lossy().contains(&std::process::id().to_string()));
         drop((a, b));
+        // What a writer killed mid-write leaves: its temporary directory, under a dead pid.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let dead = gone.id();
+        gone.wait().unwrap();
+        let stale = tmp.path().join(format!(".last.tmp-{dead}-0"));
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("weights.safetensors"), b"half").unwrap();
         write(&unit, 1, None).unwrap();
         write(&unit, 2, None).unwrap();
         let names: Vec<String> = std::fs::read_dir(tmp.path())

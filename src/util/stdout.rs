@@ -14,7 +14,8 @@
 //! [`is_closed_stdout`] turn it into a one-line error and exit status 1, never a panic.
 use std::os::fd::AsRawFd;
 
-/// Install the watcher and the panic hook. Call once, first thing in `main`.
+/// Install the watcher and the panic hook. Call once, early in `main` (after the process setup
+/// that must precede every thread: this may start one).
 pub fn discard_output_once_stdout_closes() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
