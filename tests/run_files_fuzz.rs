@@ -2,7 +2,7 @@
 //! `ParamStore::load`) and a checkpoint unit's manifest (`util::atomic_dir::load_unit`), truncated,
 //! bit-flipped, garbage or with bytes appended. No input may panic; each gives a clean error
 //! naming the file or loads a model of the right shapes.
-//! Default: 256 cases per reader; set PROPTEST_CASES for a longer run.
+//! Default: 256 cases for the weights, 64 for the units; PROPTEST_CASES=N runs N and N/4.
 use norbvae::model::{InputShape, ParamStore, Vae};
 use norbvae::train::TrainConfig;
 use norbvae::util::atomic_dir::{load_unit, UnitWriter};
@@ -107,6 +107,12 @@ proptest! {
             store.load(&p).unwrap();
         }));
     }
+
+}
+
+proptest! {
+    // Each case writes a unit with its fsyncs (~50 ms on a busy disk): fewer cases.
+    #![proptest_config(ProptestConfig { cases: cases() / 4, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn damaged_checkpoint_units_give_an_error_not_a_panic(
