@@ -48,7 +48,7 @@ pub fn run(cmd: DataCmd) -> Result<()> {
 
 fn load(args: &DataArgs) -> Result<Splits> {
     let opts: DataOptions = args.apply(DataOptions::default());
-    data::load(&opts)
+    Ok(data::load(&opts)?)
 }
 
 fn info(a: InfoArgs) -> Result<()> {

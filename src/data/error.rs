@@ -5,8 +5,13 @@ use std::path::{Path, PathBuf};
 pub enum DataError {
     #[error("{}: file not found{}", path.display(), hint)]
     Missing { path: PathBuf, hint: String },
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The I/O error is part of this message and deliberately not its `source`: a chained display
+    /// (`{:#}`) would print "Permission denied" twice.
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
+    /// Something other than a readable regular file where a data file (or directory) should be.
+    #[error("{}: {what}", path.display())]
+    NotAFile { path: PathBuf, what: String },
     #[error("{}: gzip: {msg}", path.display())]
     Gzip { path: PathBuf, msg: String },
     #[error("{}: {msg}", path.display())]
@@ -58,7 +63,7 @@ impl DataError {
             },
             _ => DataError::Io {
                 path: path.to_path_buf(),
-                source: e,
+                error: e,
             },
         }
     }

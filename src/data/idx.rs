@@ -2,7 +2,7 @@
 //! dimensions, then that many big-endian u32 dimensions and the data. Only unsigned bytes (type 0x08)
 //! are needed for images and labels.
 use super::error::{DataError, DataResult};
-use super::source::Source;
+use super::source::{check_data_file, Source};
 use crate::util::fs::write_atomic_with;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -129,11 +129,11 @@ pub struct IdxFiles {
 pub fn locate_files(dir: &Path) -> DataResult<IdxFiles> {
     let find = |stem: &str| -> DataResult<PathBuf> {
         let plain = dir.join(stem);
-        if plain.is_file() {
+        if check_data_file(&plain)? {
             return Ok(plain);
         }
         let gz = dir.join(format!("{stem}.gz"));
-        if gz.is_file() {
+        if check_data_file(&gz)? {
             return Ok(gz);
         }
         Err(DataError::Missing {

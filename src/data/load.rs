@@ -7,6 +7,7 @@ use super::error::{DataError, DataResult};
 use super::idx;
 use super::norb::{self, DatStream, NorbPart};
 use super::resize::AreaResize;
+use super::source::check_data_dir;
 use super::spec::{DataSpec, FASHION_MNIST_CLASSES, NORB_CLASSES};
 use super::split::{limit_subset, val_by_fraction, val_by_instances};
 use super::{Camera, DataOptions, ImageSet, NorbFactors, Split, Splits};
@@ -17,7 +18,7 @@ use std::path::Path;
 const BATCH: usize = 256;
 
 /// Load and preprocess the dataset `opts` describes.
-pub fn load(opts: &DataOptions) -> anyhow::Result<Splits> {
+pub fn load(opts: &DataOptions) -> DataResult<Splits> {
     load_with(opts, true)
 }
 
@@ -45,7 +46,7 @@ pub struct DataSummary {
 /// Counts, shapes and label counts of every split after preprocessing, the same as `load` gives,
 /// from the headers and labels alone: NORB images are not decoded (so damage inside the image data
 /// of a gzipped `dat` file is only found by `load`).
-pub fn summarize(opts: &DataOptions) -> anyhow::Result<DataSummary> {
+pub fn summarize(opts: &DataOptions) -> DataResult<DataSummary> {
     let s = load_with(opts, false)?;
     let split = |sp: Split| {
         let set = s.get(sp);
@@ -66,13 +67,13 @@ pub fn summarize(opts: &DataOptions) -> anyhow::Result<DataSummary> {
 }
 
 /// `pixels == false` leaves every `images` vector empty (only for `summarize`, never returned to users).
-fn load_with(opts: &DataOptions, pixels: bool) -> anyhow::Result<Splits> {
+fn load_with(opts: &DataOptions, pixels: bool) -> DataResult<Splits> {
     let spec = DataSpec::parse(&opts.spec)?;
     if opts.limit == Some(0) {
-        return Err(DataError::option("limit", "must be at least 1").into());
+        return Err(DataError::option("limit", "must be at least 1"));
     }
     if opts.image_size == Some(0) {
-        return Err(DataError::option("image_size", "must be at least 1").into());
+        return Err(DataError::option("image_size", "must be at least 1"));
     }
     let mut splits = match &spec {
         DataSpec::Norb(dir) => load_norb(dir, opts, pixels)?,
@@ -214,6 +215,26 @@ fn fill_sets(
     Ok(())
 }
 
+/// Refuse before allocating when `images` decoded images of `dim` f32 pixels cannot fit in the
+/// memory available (the counts come from headers, which are checked against the file sizes but
+/// can still describe more than this machine holds).
+fn check_memory(path: &Path, images: usize, dim: usize) -> DataResult<()> {
+    use crate::util::mem::{available_bytes, human_bytes};
+    let need = (images as u64).saturating_mul(dim as u64).saturating_mul(4);
+    match available_bytes() {
+        Some(avail) if need > avail => Err(DataError::format(
+            path,
+            format!(
+                "decoding {images} images of {dim} pixels needs {} of memory, more than the {} available \
+                 (set data.limit or a smaller data.image_size)",
+                human_bytes(need),
+                human_bytes(avail)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Keep exactly `limit` samples (BothSamples may have one too many after rounding up records).
 fn truncate(set: &mut ImageSet, limit: Option<usize>) {
     if let Some(l) = limit {
@@ -228,13 +249,12 @@ fn truncate(set: &mut ImageSet, limit: Option<usize>) {
     }
 }
 
-fn load_norb(dir: &Path, opts: &DataOptions, pixels: bool) -> anyhow::Result<Splits> {
-    if !dir.is_dir() {
+fn load_norb(dir: &Path, opts: &DataOptions, pixels: bool) -> DataResult<Splits> {
+    if !check_data_dir(dir)? {
         return Err(DataError::Missing {
             path: dir.to_path_buf(),
             hint: " (smallNORB directory)".into(),
-        }
-        .into());
+        });
     }
     // Open both halves first: header and label errors surface before the long image read.
     let (train_labels, train_stream) = norb::open_split(dir, NorbPart::Training)?;
@@ -246,8 +266,7 @@ fn load_norb(dir: &Path, opts: &DataOptions, pixels: bool) -> anyhow::Result<Spl
                 "dimension mismatch: testing images are {0}x{0}, training images {1}x{1}",
                 test_labels.side, train_labels.side
             ),
-        )
-        .into());
+        ));
     }
     let side = train_labels.side;
     let (oh, ow) = out_side(opts, side, side)?;
@@ -287,6 +306,10 @@ fn load_norb(dir: &Path, opts: &DataOptions, pixels: bool) -> anyhow::Result<Spl
         set.factors = Some(factors);
         set
     };
+    if pixels {
+        let images = (train_k.len() + val_k.len() + test_k.len()) * layout.samples_per_record;
+        check_memory(train_stream.path(), images, layout.channels * oh * ow)?;
+    }
     let mut train = label_sets(&train_labels, &train_k);
     let mut val = label_sets(&train_labels, &val_k);
     let mut test = label_sets(&test_labels, &test_k);
@@ -341,7 +364,7 @@ fn load_norb(dir: &Path, opts: &DataOptions, pixels: bool) -> anyhow::Result<Spl
     })
 }
 
-fn load_idx(dir: &Path, fashion: bool, opts: &DataOptions, pixels: bool) -> anyhow::Result<Splits> {
+fn load_idx(dir: &Path, fashion: bool, opts: &DataOptions, pixels: bool) -> DataResult<Splits> {
     if opts.camera != Camera::Left {
         return Err(DataError::option(
             "camera",
@@ -349,8 +372,7 @@ fn load_idx(dir: &Path, fashion: bool, opts: &DataOptions, pixels: bool) -> anyh
                 "{:?} applies to NORB only; '{}' has one view per image",
                 opts.camera, opts.spec
             ),
-        )
-        .into());
+        ));
     }
     if opts.val_instances.is_some() {
         return Err(DataError::option(
@@ -359,10 +381,9 @@ fn load_idx(dir: &Path, fashion: bool, opts: &DataOptions, pixels: bool) -> anyh
                 "applies to NORB only; '{}' has no instances (use val_fraction)",
                 opts.spec
             ),
-        )
-        .into());
+        ));
     }
-    if !dir.is_dir() {
+    if !check_data_dir(dir)? {
         return Err(DataError::Missing {
             path: dir.to_path_buf(),
             hint: if fashion {
@@ -370,8 +391,7 @@ fn load_idx(dir: &Path, fashion: bool, opts: &DataOptions, pixels: bool) -> anyh
             } else {
                 " (IDX directory)".into()
             },
-        }
-        .into());
+        });
     }
     let files = idx::locate_files(dir)?;
     let train_raw = idx::read_images(&files.train_images, &files.train_labels)?;
@@ -384,8 +404,7 @@ fn load_idx(dir: &Path, fashion: bool, opts: &DataOptions, pixels: bool) -> anyh
                 "dimension mismatch: test images are {}x{}, training images {h}x{w}",
                 test_raw.height, test_raw.width
             ),
-        )
-        .into());
+        ));
     }
     if fashion {
         for (raw, path) in [(&train_raw, &files.train_labels), (&test_raw, &files.test_labels)] {
@@ -397,8 +416,7 @@ fn load_idx(dir: &Path, fashion: bool, opts: &DataOptions, pixels: bool) -> anyh
                 return Err(DataError::format(
                     path,
                     format!("label {bad} is not a Fashion-MNIST class (0..=9)"),
-                )
-                .into());
+                ));
             }
         }
     }
@@ -406,6 +424,13 @@ fn load_idx(dir: &Path, fashion: bool, opts: &DataOptions, pixels: bool) -> anyh
     let layout = Layout::for_camera(Camera::Left);
     let is_val = val_by_fraction(train_raw.n, opts.val_fraction, opts.seed)?;
     let [train_k, val_k, test_k] = plan_splits(&is_val, test_raw.n, opts.limit, 1, opts.seed);
+    if pixels {
+        check_memory(
+            &files.train_images,
+            train_k.len() + val_k.len() + test_k.len(),
+            oh * ow,
+        )?;
+    }
     let resize = AreaResize::new(h, w, oh, ow);
     let build = |raw: &idx::IdxImages, groups: &[&[usize]]| -> DataResult<Vec<ImageSet>> {
         let mut sets: Vec<ImageSet> = groups

@@ -10,7 +10,7 @@
 //! hands out one stereo pair at a time, so callers can convert straight into their own buffers
 //! without ever holding a second decoded copy.
 use super::error::{DataError, DataResult};
-use super::source::Source;
+use super::source::{check_data_file, Source};
 use crate::util::fs::write_atomic_with;
 use flate2::write::GzEncoder;
 use std::io::Write;
@@ -64,11 +64,11 @@ pub fn file_name(part: NorbPart, file: NorbFile, gzip: bool) -> String {
 /// Find a file in `dir`, plain `.mat` preferred over `.mat.gz`.
 pub fn locate(dir: &Path, part: NorbPart, file: NorbFile) -> DataResult<PathBuf> {
     let plain = dir.join(file_name(part, file, false));
-    if plain.is_file() {
+    if check_data_file(&plain)? {
         return Ok(plain);
     }
     let gz = dir.join(file_name(part, file, true));
-    if gz.is_file() {
+    if check_data_file(&gz)? {
         return Ok(gz);
     }
     Err(DataError::Missing {
@@ -235,11 +235,19 @@ pub fn read_header(src: &mut Source) -> DataResult<MatHeader> {
 /// by the header fuzzer. The returned vector never exceeds the bound the file itself allows.
 pub fn read_matrix(src: &mut Source) -> DataResult<(MatHeader, Vec<u8>)> {
     let header = read_header(src)?;
+    let data = read_data(src, &header)?;
+    Ok((header, data))
+}
+
+/// Read the data `header` (just read from `src`) announces, and check that nothing follows it.
+/// The buffer grows with the bytes that arrive, so a gzip stream shorter than its header claims
+/// is reported as truncated having cost only what it holds.
+pub fn read_data(src: &mut Source, header: &MatHeader) -> DataResult<Vec<u8>> {
     // read_header has checked this product for overflow.
     let bytes = header.elements().unwrap_or(0) * header.dtype.elem_size();
     let data = src.read_vec(bytes, "data")?;
     src.expect_end()?;
-    Ok((header, data))
+    Ok(data)
 }
 
 /// A whole half read into memory.
@@ -361,8 +369,9 @@ pub fn open_split(dir: &Path, part: NorbPart) -> DataResult<(NorbLabels, DatStre
         ));
     }
 
+    // The label files' headers are checked against the images' count before their data is read.
     let mut cat_src = Source::open(&cat_path)?;
-    let (ch, cat_bytes) = read_matrix(&mut cat_src)?;
+    let ch = read_header(&mut cat_src)?;
     if ch.dtype != MatType::I32 || ch.dims.len() != 1 {
         return Err(DataError::format(
             &cat_path,
@@ -383,8 +392,10 @@ pub fn open_split(dir: &Path, part: NorbPart) -> DataResult<(NorbLabels, DatStre
         ));
     }
 
+    let cat_bytes = read_data(&mut cat_src, &ch)?;
+
     let mut info_src = Source::open(&info_path)?;
-    let (ih, info_bytes) = read_matrix(&mut info_src)?;
+    let ih = read_header(&mut info_src)?;
     if ih.dtype != MatType::I32 || ih.dims.len() != 2 || ih.dims[1] != 4 {
         return Err(DataError::format(
             &info_path,
@@ -404,6 +415,8 @@ pub fn open_split(dir: &Path, part: NorbPart) -> DataResult<(NorbLabels, DatStre
             ),
         ));
     }
+
+    let info_bytes = read_data(&mut info_src, &ih)?;
 
     let cat = le_i32s(&cat_bytes);
     for (i, &c) in cat.iter().enumerate() {
@@ -435,7 +448,7 @@ pub fn open_split(dir: &Path, part: NorbPart) -> DataResult<(NorbLabels, DatStre
 }
 
 /// Read one half whole: `dat` [n, 2, side, side], `cat` [n], `info` [n, 4].
-pub fn read_split(dir: &Path, part: NorbPart) -> anyhow::Result<NorbRaw> {
+pub fn read_split(dir: &Path, part: NorbPart) -> DataResult<NorbRaw> {
     let (labels, mut stream) = open_split(dir, part)?;
     // open_split checked n * pair_len against the file's size bound.
     let mut dat = vec![0u8; labels.n * stream.pair_len()];

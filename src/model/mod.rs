@@ -1,6 +1,7 @@
 //! Models: the convolutional VAE on images and the dense VAE on PCA coefficients, their decoder
 //! likelihoods and the KL term. A model is built from its config and a `VarBuilder` over a
 //! seeded [`params::ParamStore`]; conv and batch-norm layers go through [`ops`], the hot path.
+pub mod budget;
 pub mod config;
 pub mod conv_vae;
 pub mod dense_vae;

@@ -89,15 +89,19 @@ pub enum ConfigError {
         path: PathBuf,
         hint: &'static str,
     },
+    /// A float key that is NaN or infinite (found by walking the whole config).
+    #[error(transparent)]
+    NonFinite(#[from] crate::util::finite::NonFinite),
 }
 
 impl ConfigError {
     /// The config key at fault, e.g. `train.lr`.
-    pub fn key(&self) -> &'static str {
+    pub fn key(&self) -> &str {
         match self {
             ConfigError::OutOfRange { key, .. }
             | ConfigError::Conflict { key, .. }
             | ConfigError::MissingFile { key, .. } => key,
+            ConfigError::NonFinite(e) => &e.key,
         }
     }
 }
@@ -154,6 +158,7 @@ impl TrainConfig {
     /// Validate everything that can be checked without the data, once: training takes the
     /// [`ValidTrainConfig`] this returns.
     pub fn check(&self) -> Result<ValidTrainConfig, ConfigError> {
+        crate::util::finite::check_finite(self)?;
         let m = &self.model;
         let t = &self.train;
         let l = &self.likelihood;

@@ -1,9 +1,15 @@
-//! Small helpers shared by every stage: atomic file output, run directories, seeded randomness,
-//! progress bars, and the units every likelihood is reported in.
+//! Small helpers shared by every stage: atomic file output and checkpoint units, run directories
+//! and their locks, seeded randomness, progress bars, finiteness and memory checks, and the units
+//! every likelihood is reported in.
+pub mod atomic_dir;
+pub mod finite;
 pub mod fs;
+pub mod lock;
+pub mod mem;
 pub mod progress;
 pub mod raster;
 pub mod rng;
+pub mod stdout;
 pub mod units;
 
 pub use fs::{write_atomic, RunDir};

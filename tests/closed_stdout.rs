@@ -1,0 +1,151 @@
+//! Every command run with a closed stdout (`norbvae ... | head -c0`) exits without a panic: no
+//! exit status 101, no "panicked at", and its results written as without the pipe.
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+struct Ran {
+    code: Option<i32>,
+    stderr: String,
+}
+
+/// Run norbvae with stdout a pipe whose reading end is already closed.
+fn with_closed_stdout(args: &[&str]) -> Ran {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_norbvae"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running norbvae");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    Ran {
+        code: out.status.code(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn check(args: &[&str]) {
+    let r = with_closed_stdout(args);
+    let what = args[..2.min(args.len())].join(" ");
+    assert!(
+        !r.stderr.contains("panicked"),
+        "{what}: panicked with a closed stdout:\n{}",
+        r.stderr
+    );
+    assert_eq!(r.code, Some(0), "{what}: exit {:?}:\n{}", r.code, r.stderr);
+}
+
+const TINY: &str = "
+seed = 1
+[data]
+image_size = 16
+val_fraction = 0.2
+[model]
+latent_dim = 4
+[model.conv]
+downsizings = 3
+first_filters = 4
+max_filters = 16
+intermediate = 16
+[likelihood]
+kind = \"gaussian_optimal\"
+output_activation = \"sigmoid\"
+[train]
+batch_size = 8
+max_epochs = 1
+max_steps_per_epoch = 2
+grid_images = 4
+";
+
+#[test]
+fn every_command_with_a_closed_stdout_exits_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name).to_string_lossy().into_owned();
+    let norb = p("norb");
+    let spec = format!("norb:{norb}");
+
+    check(&[
+        "synth",
+        "--out",
+        &norb,
+        "--size",
+        "16",
+        "--instances",
+        "4,6,0,1",
+        "--elevations",
+        "0,4",
+        "--azimuths",
+        "0,12,24",
+        "--lightings",
+        "0",
+        "--preview",
+        &p("synth.png"),
+    ]);
+    assert!(Path::new(&p("synth.png")).is_file());
+    check(&["data", "info", "--data", &spec]);
+    check(&["data", "info", "--data", &spec, "--json"]);
+    check(&[
+        "data",
+        "preview",
+        "--data",
+        &spec,
+        "--out",
+        &p("preview.png"),
+        "--n",
+        "8",
+    ]);
+    assert!(Path::new(&p("preview.png")).is_file());
+    check(&["pca", "--data", &spec, "--components", "4", "--out", &p("pca")]);
+    assert!(Path::new(&p("pca/metrics.json")).is_file());
+
+    std::fs::write(p("tiny.toml"), TINY).unwrap();
+    check(&[
+        "train",
+        "--config",
+        &p("tiny.toml"),
+        "--data",
+        &spec,
+        "--out",
+        &p("vae"),
+    ]);
+    assert!(Path::new(&p("vae/metrics.json")).is_file());
+    // The reader goes away while the command runs (the watcher's path, not the start-up check).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_norbvae"))
+        .args([
+            "train",
+            "--config",
+            &p("tiny.toml"),
+            "--data",
+            &spec,
+            "--out",
+            &p("vae2"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{err}");
+    assert!(Path::new(&p("vae2/metrics.json")).is_file());
+
+    check(&[
+        "eval",
+        &p("vae"),
+        "--iwae-samples",
+        "2",
+        "--likelihood-images",
+        "8",
+        "--no-sample-quality",
+    ]);
+    check(&["sample", &p("vae"), "--n", "4", "--out", &p("samples.png")]);
+    assert!(Path::new(&p("samples.png")).is_file());
+    check(&["report", &p("pca"), &p("vae"), "--out", &p("report.html")]);
+    assert!(Path::new(&p("report.html")).is_file());
+    // Errors still go to stderr with status 1 when stdout is closed.
+    let r = with_closed_stdout(&["data", "info", "--data", "norb:/nonexistent"]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("/nonexistent"), "{}", r.stderr);
+}
