@@ -5,9 +5,11 @@
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod format;
 pub mod kernels;
 pub mod model;
 pub mod pca;
 pub mod report;
+pub mod sweep;
 pub mod train;
 pub mod util;

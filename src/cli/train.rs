@@ -54,7 +54,23 @@ pub fn run(args: Args) -> Result<()> {
         splits.train.height,
         splits.train.width
     );
-    let summary = train::train(&cfg, &splits, &out, args.resume)?;
+    crate::util::signals::install().context("installing signal handlers")?;
+    let summary = train::train(&cfg, &splits, &out, args.resume).map_err(|e| {
+        if e.downcast_ref::<crate::util::signals::Interrupted>().is_none() {
+            e
+        } else if train::checkpoint::exists(&out, train::CheckpointKind::Last) {
+            e.context(format!(
+                "training {} stopped; its unfinished epoch is dropped: resume with `norbvae train --out {} --resume`",
+                out.display(),
+                out.display()
+            ))
+        } else {
+            e.context(format!(
+                "training {} stopped before its first epoch finished: start it again (without --resume)",
+                out.display()
+            ))
+        }
+    })?;
     println!(
         "trained {} epochs (best {}), stopped because: {}",
         summary.epochs_run,

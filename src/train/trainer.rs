@@ -322,6 +322,9 @@ fn run_epoch(
     let n_batches = batches.len();
     let mut train_secs = 0.0;
     for (i, idx) in batches.iter().enumerate() {
+        // SIGINT/SIGTERM/SIGUSR1 (util::signals): drop this unfinished epoch; the last epoch-end
+        // checkpoint on disk is what `--resume` continues from, exactly.
+        crate::util::signals::check()?;
         let ts = Instant::now();
         let b = idx.len();
         let x = data.train.batch(idx, shape, &s.device)?;
