@@ -328,3 +328,71 @@ fn the_sweep_presets_plan_without_errors() {
     }
     assert!(n >= 3);
 }
+
+#[test]
+fn sigint_to_a_local_sweep_stops_its_runs_with_checkpoints_and_a_rerun_resumes_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (data, base) = setup(dir);
+    let args = [
+        "sweep",
+        "--config",
+        base.to_str().unwrap(),
+        "--data",
+        &data,
+        "--grid",
+        "model.latent_dim=2,4",
+        "--set",
+        "data.limit=480",
+        "--set",
+        "train.max_epochs=3",
+        "--out",
+        "sw",
+        "--jobs",
+        "2",
+    ];
+    let child = std::process::Command::new(EXE)
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = dir.join("sw/runs/latent_dim=2,seed=0/checkpoints/last.json");
+    wait_for(&first, 120.0, "a run's first checkpoint");
+    // SAFETY: kill(2) on our own child's pid, not yet reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let o = child.wait_with_output().unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(130), "{t}");
+    assert!(t.contains("SIGINT: stopping"), "{t}");
+    let m = manifest(&dir.join("sw"));
+    let statuses: Vec<&str> = m["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses[0], "partial", "{statuses:?}\n{t}");
+    assert!(
+        statuses.iter().all(|s| ["partial", "queued", "done"].contains(s)),
+        "{statuses:?}"
+    );
+    let o = norbvae(&args, dir);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let m = manifest(&dir.join("sw"));
+    assert!(
+        m["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "done"),
+        "{m}"
+    );
+    let log = std::fs::read_to_string(dir.join("sw/runs/latent_dim=2,seed=0/train.log")).unwrap();
+    assert!(
+        log.contains("stopped by SIGINT") && log.contains("resuming run"),
+        "{log}"
+    );
+}

@@ -193,11 +193,22 @@ fn sweeps_run_as_one_slurm_job_array_and_a_usr1_task_requeues_and_resumes_exactl
     let log = std::fs::read_to_string(run_dir.join("train.log")).unwrap();
     assert!(log.contains("stopped by SIGUSR1"), "{log}");
     assert!(!run_dir.join("metrics.json").exists());
+    // slurmd refuses to relaunch a job within the second its credential was revoked (the
+    // requeue's kill): "Job credential revoked". Slurm's own 2-minute hold avoids that; here
+    // wait 2 s before moving the start time.
+    std::thread::sleep(Duration::from_secs(2));
     sh("scontrol", &["update", &format!("jobid={task}"), "StartTime=now"]);
     let o = norbvae(&["sweep", "status", "usr1", "--wait", "--interval", "1"], dir);
     let t = text(&o);
-    assert!(o.status.success(), "{t}");
-    assert!(t.contains("1 runs: 1 done"), "{t}");
+    let logs = || {
+        let mut s = std::fs::read_to_string(run_dir.join("train.log")).unwrap_or_default();
+        for e in std::fs::read_dir(usr1.join("slurm")).unwrap() {
+            s.push_str(&std::fs::read_to_string(e.unwrap().path()).unwrap_or_default());
+        }
+        s
+    };
+    assert!(o.status.success(), "{t}\n{}", logs());
+    assert!(t.contains("1 runs: 1 done"), "{t}\n{}", logs());
     let log = std::fs::read_to_string(run_dir.join("train.log")).unwrap();
     assert!(log.contains("(restart 1) --resume"), "{log}");
 

@@ -243,11 +243,6 @@ fn status(a: StatusArgs) -> Result<()> {
             Default::default()
         };
         manifest.save(dir)?;
-        let active = manifest
-            .runs
-            .iter()
-            .filter(|r| matches!(r.status, RunStatus::Queued | RunStatus::Running))
-            .count();
         let still_in_queue = !queued.is_empty();
         if !a.wait || !still_in_queue {
             print_status(dir, &manifest, &queued);
@@ -259,8 +254,17 @@ fn status(a: StatusArgs) -> Result<()> {
             if a.wait && failed > 0 {
                 bail!("{failed} of {} runs failed", manifest.runs.len());
             }
-            if a.wait && active > 0 && manifest.slurm_job.is_none() {
-                bail!("{active} runs are not finished and no Slurm job runs them: run `norbvae sweep` again");
+            let unfinished = manifest
+                .runs
+                .iter()
+                .filter(|r| r.status != RunStatus::Done)
+                .count();
+            if a.wait && unfinished > 0 {
+                bail!(
+                    "{unfinished} of {} runs are not finished and nothing in the queue runs them: \
+                     run the same `norbvae sweep` again to resume them",
+                    manifest.runs.len()
+                );
             }
             return Ok(());
         }

@@ -176,7 +176,7 @@ mod tests {
         )
         .unwrap();
         let f = SweepFile::load(&p).unwrap();
-        assert_eq!(f.config.unwrap(), tmp.path().join("../base.toml"));
+        assert_eq!(f.config.clone().unwrap(), tmp.path().join("../base.toml"));
         assert_eq!(f.executor.kind, Some(ExecutorKind::Slurm));
         assert_eq!(f.slurm.extra, vec!["--qos=low"]);
         let axes = f.axes();
