@@ -172,7 +172,7 @@ pub fn run_local(sweep_dir: &Path, manifest: &mut SweepManifest, opts: &LocalOpt
         if running.is_empty() && (next == todo.len() || stop.is_some()) {
             break;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(25));
     }
     pb.finish_and_clear();
     say(format!(

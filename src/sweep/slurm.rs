@@ -79,6 +79,11 @@ pub fn batch_script(
     if tasks.is_empty() {
         bail!("no runs to submit");
     }
+    let sweep_dir = &if sweep_dir.is_absolute() {
+        sweep_dir.to_path_buf()
+    } else {
+        workdir.join(sweep_dir)
+    };
     let mut s = String::from("#!/bin/bash\n");
     let name = opts.job_name.clone().unwrap_or_else(|| {
         format!(
@@ -240,7 +245,7 @@ pub fn submit(script: &Path, tasks: Vec<usize>) -> Result<SlurmJob> {
     }
     Ok(SlurmJob {
         job_id,
-        script: script.to_path_buf(),
+        script: std::path::absolute(script).unwrap_or_else(|_| script.to_path_buf()),
         tasks,
     })
 }
