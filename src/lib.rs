@@ -15,5 +15,6 @@ pub mod pca;
 pub mod pipeline;
 pub mod process;
 pub mod report;
+pub mod sweep;
 pub mod train;
 pub mod util;

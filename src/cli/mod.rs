@@ -12,6 +12,7 @@ pub mod pca;
 pub mod report;
 pub mod reproduce;
 pub mod sample;
+pub mod sweep;
 pub mod synth;
 pub mod train;
 
@@ -49,6 +50,8 @@ pub enum Command {
     Demo(demo::Args),
     /// Training-speed benchmark (against PyTorch when available).
     Bench(bench::Args),
+    /// Train a grid of config overrides x seeds, locally or as one Slurm job array.
+    Sweep(sweep::Args),
 }
 
 pub fn run() -> Result<()> {
@@ -64,5 +67,6 @@ pub fn run() -> Result<()> {
         Command::Reproduce(a) => reproduce::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Sweep(a) => sweep::run(a),
     }
 }

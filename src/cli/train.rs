@@ -44,7 +44,23 @@ pub fn run(args: Args) -> Result<()> {
     let cfg = cfg
         .check()
         .with_context(|| format!("config {}", config_path.display()))?;
-    let summary = train::train_from_config(&cfg, &out, args.resume)?;
+    crate::util::signals::install().context("installing signal handlers")?;
+    let summary = train::train_from_config(&cfg, &out, args.resume).map_err(|e| {
+        if e.downcast_ref::<crate::util::signals::Interrupted>().is_none() {
+            e
+        } else if train::checkpoint::exists(&out, train::CheckpointKind::Last) {
+            e.context(format!(
+                "training {} stopped; its unfinished epoch is dropped: resume with `norbvae train --out {} --resume`",
+                out.display(),
+                out.display()
+            ))
+        } else {
+            e.context(format!(
+                "training {} stopped before its first epoch finished: start it again (without --resume)",
+                out.display()
+            ))
+        }
+    })?;
     println!("{}", train::summary_text(&summary, &out));
     Ok(())
 }

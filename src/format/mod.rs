@@ -141,3 +141,4 @@ pub fn to_json<T: Serialize>(value: &T) -> Result<String, serde_json::Error> {
 
 #[cfg(test)]
 mod tests;
+pub mod sweep;

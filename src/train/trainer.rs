@@ -269,6 +269,9 @@ fn run_epoch(
     let mut beta = kl::beta_at(&cfg.kl, (epoch - 1) as f64);
     let n_batches = batches.len();
     for (i, idx) in batches.iter().enumerate() {
+        // SIGINT/SIGTERM/SIGUSR1 (util::signals): drop this unfinished epoch; the last epoch-end
+        // checkpoint on disk is what `--resume` continues from, exactly.
+        crate::util::signals::check()?;
         let started = Instant::now();
         beta = kl::beta_at(&cfg.kl, (epoch - 1) as f64 + (i + 1) as f64 / n_batches as f64);
         let step = match train_step(s, opt, state, &data.train, idx, beta)? {

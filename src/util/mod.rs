@@ -9,6 +9,7 @@ pub mod mem;
 pub mod progress;
 pub mod raster;
 pub mod rng;
+pub mod signals;
 pub mod stdout;
 pub mod units;
 
