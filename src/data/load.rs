@@ -243,7 +243,10 @@ fn load_norb(dir: &Path, opts: &DataOptions, pixels: bool) -> anyhow::Result<Spl
     if !dir.is_dir() {
         return Err(DataError::Missing {
             path: dir.to_path_buf(),
-            hint: " (smallNORB directory)".into(),
+            hint: " (smallNORB directory: pass --data norb:DIR, write a synthetic set with \
+                   `norbvae synth --out DIR`, or fetch the real one with \
+                   `norbvae data download smallnorb --to DIR`)"
+                .into(),
         }
         .into());
     }

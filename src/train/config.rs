@@ -50,6 +50,8 @@ pub struct TrainOptions {
     pub max_steps_per_epoch: Option<usize>,
     /// Images per reconstruction grid and per prior-sample grid.
     pub grid_images: usize,
+    /// TensorBoard event files under the run's `tb/`.
+    pub tensorboard: super::epoch_log::TensorBoardOptions,
 }
 
 impl Default for TrainOptions {
@@ -65,6 +67,7 @@ impl Default for TrainOptions {
             min_delta: 0.0,
             max_steps_per_epoch: None,
             grid_images: 32,
+            tensorboard: Default::default(),
         }
     }
 }
@@ -132,6 +135,7 @@ impl TrainConfig {
         if t.min_delta < 0.0 {
             return Err(bad("train.min_delta must not be negative"));
         }
+        t.tensorboard.check().map_err(bad)?;
         if t.max_steps_per_epoch == Some(0) {
             return Err(bad("train.max_steps_per_epoch must be at least 1 when set"));
         }

@@ -212,6 +212,8 @@ pub fn train(cfg: &TrainConfig, splits: &Splits, run_dir: &Path, resume: bool) -
     } else {
         TrainState::new(cfg.seed)
     };
+    // habits-tb: TensorBoard events and metrics.csv (train/epoch_log.rs).
+    let mut tb = super::epoch_log::EpochLogger::open(&run, cfg, state.steps)?;
 
     let data = TrainData {
         train: session.input.to_model(&splits.train)?,
@@ -221,7 +223,7 @@ pub fn train(cfg: &TrainConfig, splits: &Splits, run_dir: &Path, resume: bool) -
     let mut speed = Vec::new();
     while state.epochs_done < cfg.train.max_epochs {
         let epoch = state.epochs_done + 1;
-        match run_epoch(&session, &mut opt, &mut state, &data, epoch)? {
+        match run_epoch(&session, &mut opt, &mut state, &data, epoch, &mut tb)? {
             EpochOutcome::Diverged(msg) => {
                 eprintln!(
                     "training diverged in epoch {epoch}: {msg}; stopping and keeping the last good checkpoint"
@@ -241,6 +243,7 @@ pub fn train(cfg: &TrainConfig, splits: &Splits, run_dir: &Path, resume: bool) -
                 );
                 state.epochs_done = epoch;
                 state.history.push(rec.clone());
+                tb.epoch(&session, splits, &rec, state.steps, opt.params().lr)?;
                 let patience_hit = verdict.stop;
                 if patience_hit {
                     state.stopped_because = Some(StopReason::Patience);
@@ -274,6 +277,7 @@ pub fn train(cfg: &TrainConfig, splits: &Splits, run_dir: &Path, resume: bool) -
         saved.stopped_because = Some(StopReason::Diverged);
         crate::util::write_atomic(&p.state, serde_json::to_string_pretty(&saved)?.as_bytes())?;
     }
+    tb.finish(stop)?;
     finish(&session, splits, &run, &state, stop, mean(&speed))
 }
 
@@ -305,6 +309,7 @@ fn run_epoch(
     state: &mut TrainState,
     data: &TrainData,
     epoch: usize,
+    tb: &mut super::epoch_log::EpochLogger,
 ) -> Result<EpochOutcome> {
     let cfg = &s.config;
     let t0 = Instant::now();
@@ -340,6 +345,7 @@ fn run_epoch(
         opt.backward_step(&parts.loss)?;
         drop(awake);
         state.steps += 1;
+        tb.step(state.steps, loss)?;
         let rec = scalar(&parts.rec.sum_all()?)?;
         let klv = scalar(&parts.kl.sum_all()?)?;
         train_secs += ts.elapsed().as_secs_f64();
@@ -400,6 +406,7 @@ fn write_history(run: &RunDir, history: &[EpochRecord]) -> Result<()> {
         text.push('\n');
     }
     run.write("metrics.jsonl", text.as_bytes())?;
+    super::epoch_log::write_csv(run, history)?;
     super::plot::loss_curve(&run.path("loss_curve.png"), history)
 }
 

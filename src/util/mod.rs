@@ -2,6 +2,7 @@
 pub mod fs;
 pub mod raster;
 pub mod rng;
+pub mod tensorboard;
 
 pub use fs::{write_atomic, RunDir};
 pub use rng::SeededRng;
