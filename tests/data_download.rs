@@ -93,7 +93,8 @@ fn handle(mut stream: TcpStream, root: &Path, state: &Mutex<ServerState>) -> std
     }
     let head = String::from_utf8_lossy(&head).into_owned();
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let name = path.rsplit('/').next().unwrap_or("").to_string();
+    // Files live at /norb/NAME; anything else is 404.
+    let name = path.strip_prefix("/norb/").unwrap_or("").to_string();
     let range = head
         .lines()
         .find_map(|l| l.strip_prefix("Range: ").or_else(|| l.strip_prefix("range: ")))
@@ -121,7 +122,10 @@ fn handle(mut stream: TcpStream, root: &Path, state: &Mutex<ServerState>) -> std
     if let Some(Fault::Status(code, reason)) = fault {
         return respond(&mut stream, &format!("{code} {reason}"), "", b"");
     }
-    let Ok(data) = std::fs::read(root.join(&name)) else {
+    let data = std::fs::read(root.join(&name))
+        .ok()
+        .filter(|_| !name.contains('/') && !name.is_empty());
+    let Some(data) = data else {
         return respond(&mut stream, "404 Not Found", "", b"not found");
     };
     let start = range
@@ -308,7 +312,14 @@ fn server_errors_fail_clearly() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains(&victim) && err.contains("HTTP 503"), "{err}");
     assert!(!to.join(&victim).exists() && !to.join(format!("{victim}.part")).exists());
+    // A file already there that does not match is left alone, with an error naming it.
+    let o = norbvae(&["data", "download", "smallnorb", "--to", &to.display().to_string()]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("training-dat.mat.gz exists but its md5"), "{err}");
+    assert!(to.join(&sums[find(&sums, "training-dat")].0).exists());
     // A base URL where the files are not: 404, naming the URL.
+    let to = tmp.path().join("elsewhere");
     let o = norbvae(&[
         "data",
         "download",

@@ -193,11 +193,12 @@ fn fetch_one(agent: &ureq::Agent, url: &str, dest: &Path, md5: &str, progress: b
         if got == md5 {
             return Ok(Fetched::AlreadyPresent);
         }
-        eprintln!(
-            "{}: md5 {got} differs from the expected {md5}; downloading it again",
+        // Not ours to delete: it may be another copy the user keeps there.
+        bail!(
+            "{} exists but its md5 {got} is not the expected {md5}; move it away (or pass the \
+             expected sum with --md5) and run the command again",
             dest.display()
         );
-        std::fs::remove_file(dest).with_context(|| format!("removing {}", dest.display()))?;
     }
     let part = partial_path(dest);
     let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
