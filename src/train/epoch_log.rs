@@ -87,7 +87,9 @@ impl EpochLogger {
     /// After optimisation step `step` (1-based, counted over the whole run).
     pub fn step(&mut self, step: u64, loss: f64) -> Result<()> {
         match &mut self.writer {
-            Some(w) if step % self.opts.every_steps as u64 == 0 => w.scalar("train/step_loss", step, loss),
+            Some(w) if step.is_multiple_of(self.opts.every_steps as u64) => {
+                w.scalar("train/step_loss", step, loss)
+            }
             _ => Ok(()),
         }
     }
@@ -126,7 +128,7 @@ impl EpochLogger {
         }
         w.scalars(step, &scalars)?;
         let every = self.opts.images_every_epochs;
-        if rec.epoch == 1 || rec.epoch % every == 0 {
+        if rec.epoch == 1 || rec.epoch.is_multiple_of(every) {
             let set = if splits.val.n > 0 {
                 &splits.val
             } else {

@@ -212,7 +212,7 @@ fn hostname() -> String {
 /// CRC-32C masked as TFRecord does, so that a CRC of data holding CRCs stays well distributed.
 fn masked_crc(bytes: &[u8]) -> u32 {
     let c = crc32c::crc32c(bytes);
-    (c.rotate_right(15)).wrapping_add(0xa282_ead8)
+    c.rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
 /// One TFRecord: length, its masked CRC, the data, the data's masked CRC.
