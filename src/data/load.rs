@@ -253,7 +253,10 @@ fn load_norb(dir: &Path, opts: &DataOptions, pixels: bool) -> DataResult<Splits>
     if !check_data_dir(dir)? {
         return Err(DataError::Missing {
             path: dir.to_path_buf(),
-            hint: " (smallNORB directory)".into(),
+            hint: " (smallNORB directory: pass --data norb:DIR, write a synthetic set with \
+                   `norbvae synth --out DIR`, or fetch the real one with \
+                   `norbvae data download smallnorb --to DIR`)"
+                .into(),
         });
     }
     // Open both halves first: header and label errors surface before the long image read.

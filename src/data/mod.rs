@@ -10,6 +10,7 @@
 //! - `grid`: PNG image grids
 use serde::{Deserialize, Serialize};
 
+pub mod download;
 pub mod error;
 pub mod grid;
 pub mod idx;

@@ -50,6 +50,8 @@ pub struct TrainOptions {
     pub max_steps_per_epoch: Option<usize>,
     /// Images per reconstruction grid and per prior-sample grid.
     pub grid_images: usize,
+    /// TensorBoard event files under the run's `tb/`.
+    pub tensorboard: super::epoch_log::TensorBoardOptions,
 }
 
 impl Default for TrainOptions {
@@ -65,6 +67,7 @@ impl Default for TrainOptions {
             min_delta: 0.0,
             max_steps_per_epoch: None,
             grid_images: 32,
+            tensorboard: Default::default(),
         }
     }
 }
@@ -187,6 +190,14 @@ impl TrainConfig {
         }
         if t.min_delta < 0.0 {
             return Err(out_of_range("train.min_delta", "not negative", t.min_delta));
+        }
+        for (key, v) in [
+            ("train.tensorboard.every_steps", t.tensorboard.every_steps),
+            ("train.tensorboard.images_every_epochs", t.tensorboard.images_every_epochs),
+        ] {
+            if v == 0 {
+                return Err(out_of_range(key, "at least 1", v));
+            }
         }
         if let Some(steps @ 0) = t.max_steps_per_epoch {
             return Err(out_of_range(

@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod early_stop;
+pub mod epoch_log;
 pub mod input;
 pub mod metrics;
 pub mod optim;

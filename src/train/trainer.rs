@@ -77,6 +77,8 @@ pub fn train(cfg: &ValidTrainConfig, splits: &Splits, run_dir: &Path, resume: bo
     } else {
         TrainState::new(cfg.seed)
     };
+    // habits-tb: TensorBoard events and metrics.csv (train/epoch_log.rs).
+    let mut tb = super::epoch_log::EpochLogger::open(&run, cfg, state.steps)?;
 
     let data = TrainData {
         train: session.input.to_model(&splits.train)?,
@@ -86,7 +88,7 @@ pub fn train(cfg: &ValidTrainConfig, splits: &Splits, run_dir: &Path, resume: bo
     let mut speed = Vec::new();
     while state.epochs_done < cfg.train.max_epochs {
         let epoch = state.epochs_done + 1;
-        match run_epoch(&session, &mut opt, &mut state, &data, epoch)? {
+        match run_epoch(&session, &mut opt, &mut state, &data, epoch, &mut tb)? {
             EpochOutcome::Diverged(msg) => {
                 eprintln!(
                     "training diverged in epoch {epoch}: {msg}; stopping and keeping the last good checkpoint"
@@ -106,6 +108,7 @@ pub fn train(cfg: &ValidTrainConfig, splits: &Splits, run_dir: &Path, resume: bo
                 );
                 state.epochs_done = epoch;
                 state.history.push(rec.clone());
+                tb.epoch(&session, splits, &rec, state.steps, opt.params().lr)?;
                 let patience_hit = verdict.stop;
                 if patience_hit {
                     state.stopped_because = Some(StopReason::Patience);
@@ -136,6 +139,7 @@ pub fn train(cfg: &ValidTrainConfig, splits: &Splits, run_dir: &Path, resume: bo
         // those of that checkpoint, so a resume starts cleanly from it).
         checkpoint::mark_stopped(run_dir, CheckpointKind::Last, StopReason::Diverged)?;
     }
+    tb.finish(stop)?;
     finish(&session, splits, &run, &state, stop, mean(&speed))
 }
 
@@ -251,6 +255,7 @@ fn run_epoch(
     state: &mut TrainState,
     data: &TrainData,
     epoch: usize,
+    tb: &mut super::epoch_log::EpochLogger,
 ) -> Result<EpochOutcome> {
     let cfg = &s.config;
     let t0 = Instant::now();
@@ -284,6 +289,7 @@ fn run_epoch(
                 )));
             }
         };
+        tb.step(state.steps, step.loss)?;
         sums.add(&step, idx.len(), started.elapsed().as_secs_f64());
         let (loss, rec, klv) = sums.means();
         pb.set_message(format!("loss {loss:.1} rec {rec:.1} kl {klv:.2}"));
@@ -330,6 +336,7 @@ fn write_history(run: &RunDir, history: &[EpochRecord]) -> Result<()> {
         text.push('\n');
     }
     run.write("metrics.jsonl", text.as_bytes())?;
+    super::epoch_log::write_csv(run, history)?;
     super::plot::loss_curve(&run.path("loss_curve.png"), history)
 }
 

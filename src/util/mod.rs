@@ -11,6 +11,7 @@ pub mod raster;
 pub mod rng;
 pub mod signals;
 pub mod stdout;
+pub mod tensorboard;
 pub mod units;
 
 pub use fs::{write_atomic, RunDir};
