@@ -201,13 +201,22 @@ fn training_logs_tensorboard_and_csv_without_changing_the_run() {
     };
     let tmp = tempfile::tempdir().unwrap();
     // Two epochs, then resumed for a third: the event files of both invocations read as one run.
-    let short = TrainConfig::from_toml_str(TINY_CONV, &["train.max_epochs=2".into()]).unwrap();
-    let full = TrainConfig::from_toml_str(TINY_CONV, &[]).unwrap();
+    let short = TrainConfig::from_toml_str(TINY_CONV, &["train.max_epochs=2".into()])
+        .unwrap()
+        .check()
+        .unwrap();
+    let full = TrainConfig::from_toml_str(TINY_CONV, &[])
+        .unwrap()
+        .check()
+        .unwrap();
     let run = tmp.path().join("run");
     train::train(&short, &splits, &run, false).unwrap();
     train::train(&full, &splits, &run, true).unwrap();
     // The same run with TensorBoard off gives the same numbers.
-    let off = TrainConfig::from_toml_str(TINY_CONV, &["train.tensorboard.enabled=false".into()]).unwrap();
+    let off = TrainConfig::from_toml_str(TINY_CONV, &["train.tensorboard.enabled=false".into()])
+        .unwrap()
+        .check()
+        .unwrap();
     let plain = tmp.path().join("plain");
     train::train(&off, &splits, &plain, false).unwrap();
     assert!(!plain.join("tb").exists());

@@ -139,6 +139,6 @@ pub fn to_json<T: Serialize>(value: &T) -> Result<String, serde_json::Error> {
     serde_json::to_string_pretty(value)
 }
 
+pub mod sweep;
 #[cfg(test)]
 mod tests;
-pub mod sweep;

@@ -193,7 +193,10 @@ impl TrainConfig {
         }
         for (key, v) in [
             ("train.tensorboard.every_steps", t.tensorboard.every_steps),
-            ("train.tensorboard.images_every_epochs", t.tensorboard.images_every_epochs),
+            (
+                "train.tensorboard.images_every_epochs",
+                t.tensorboard.images_every_epochs,
+            ),
         ] {
             if v == 0 {
                 return Err(out_of_range(key, "at least 1", v));

@@ -11,8 +11,8 @@
 use super::metrics::reconstruct;
 use super::pictures::prior_samples;
 use super::session::Session;
-use crate::format::{EpochRecord, StopReason};
 use crate::data::{ImageSet, Splits};
+use crate::format::{EpochRecord, StopReason};
 use crate::util::tensorboard::{flatten_hparams, EventWriter, SessionStatus};
 use crate::util::{RunDir, SeededRng};
 use anyhow::{Context, Result};
