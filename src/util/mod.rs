@@ -1,6 +1,5 @@
 //! Small helpers shared by every stage: atomic file output, run directories, seeded randomness.
 pub mod fs;
-pub mod raster;
 pub mod rng;
 
 pub use fs::{write_atomic, RunDir};
