@@ -18,7 +18,10 @@ use std::path::Path;
 /// Gap between the channels (views) of one image, in enlarged pixels.
 const VIEW_GAP: usize = 2;
 /// Gap between tiles.
-const TILE_GAP: usize = 4;
+const TILE_GAP: usize = 8;
+/// Gap between an original and its reconstruction (wider than between views, narrower than
+/// between pairs).
+const PAIR_GAP: usize = 5;
 /// Background between tiles: a mid grey that is neither a black nor a white image.
 const BACKGROUND: [u8; 3] = [128, 128, 160];
 /// Background behind titles and labels.
@@ -220,6 +223,15 @@ impl Tiling {
         let w = c.width;
         c.fill_rect(0, 0, w, self.top, LABEL_BACKGROUND);
         c.fill_rect(0, 0, self.left, height, LABEL_BACKGROUND);
+        // A title wider than the tiles widens the canvas: that strip is label background too.
+        let grid_right = self.left + self.cols * self.tile_w + (self.cols + 1) * TILE_GAP;
+        c.fill_rect(
+            grid_right,
+            0,
+            w.saturating_sub(grid_right),
+            height,
+            LABEL_BACKGROUND,
+        );
         c
     }
 
@@ -259,7 +271,7 @@ fn draw_labels(canvas: &mut Canvas, t: &Tiling, labels: &GridLabels, sub: usize,
                     continue;
                 };
                 let (x0, _) = t.origin(col);
-                let x = x0 + k * (sub_w + VIEW_GAP) + sub_w / 2;
+                let x = x0 + k * (sub_w + PAIR_GAP) + sub_w / 2;
                 canvas.text(text, &style, Pos::new(HPos::Center, VPos::Center), x, y)?;
             }
         }
@@ -388,7 +400,7 @@ pub fn save_recon_grid(
     let s = upscale(height);
     let tw = image_width(channels, width, s);
     // Original and reconstruction sit closer to each other than to the next pair.
-    let mut tiling = Tiling::new(n, balanced_cols(n, cols), 2 * tw + VIEW_GAP, height * s);
+    let mut tiling = Tiling::new(n, balanced_cols(n, cols), 2 * tw + PAIR_GAP, height * s);
     ensure_font();
     let labels = GridLabels {
         columns: vec![
@@ -408,7 +420,7 @@ pub fn save_recon_grid(
             channels,
             height,
             width,
-            x0 + tw + VIEW_GAP,
+            x0 + tw + PAIR_GAP,
             y0,
         );
     }
@@ -510,14 +522,14 @@ mod tests {
         assert_eq!(
             img.dimensions(),
             (
-                2 * (2 * tw + VIEW_GAP as u32) + 3 * g,
+                2 * (2 * tw + PAIR_GAP as u32) + 3 * g,
                 top + 2 * h as u32 * s + 3 * g
             )
         );
         assert_eq!(img.get_pixel(g, top + g).0, [0, 0, 0]);
         assert_eq!(img.get_pixel(g + tw - 1, top + g + tw - 1).0, [0, 0, 0]);
         assert_eq!(
-            img.get_pixel(g + tw + VIEW_GAP as u32, top + g).0,
+            img.get_pixel(g + tw + PAIR_GAP as u32, top + g).0,
             [255, 255, 255]
         );
         // The header band holds text.
