@@ -278,7 +278,7 @@ pub fn pca_and_models(
         // k), so no marker hides another.
         let same_k: Vec<usize> = (0..models.len()).filter(|&j| models[j].k == m.k).collect();
         let j = same_k.iter().position(|&j| j == i).unwrap_or(0) as f64;
-        let shift = 10f64.powf((j - (same_k.len() - 1) as f64 / 2.0) * 0.015);
+        let shift = 10f64.powf((j - (same_k.len() - 1) as f64 / 2.0) * 0.04);
         let mut s = Series::new(
             &format!(
                 "{} (k={}, {})",
