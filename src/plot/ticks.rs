@@ -4,7 +4,7 @@ use super::Scale;
 
 /// "Nice" values (1, 2, 2.5 or 5 times a power of ten) between `lo` and `hi`, about `n` of them.
 pub fn linear(lo: f64, hi: f64, n: usize) -> (Vec<f64>, f64) {
-    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+    if hi <= lo || !lo.is_finite() || !hi.is_finite() {
         return (vec![lo], 1.0);
     }
     let raw = (hi - lo) / n.max(1) as f64;
@@ -76,7 +76,7 @@ pub fn label(v: f64, step: f64) -> String {
     if a == 0.0 {
         return "0".into();
     }
-    if a >= 1e6 || a < 1e-4 {
+    if !(1e-4..1e6).contains(&a) {
         return sci(v);
     }
     let decimals = if step > 0.0 && step.is_finite() {
