@@ -1,17 +1,19 @@
-"""Where PyTorch's time goes in the benchmark's dense workload (one thread): runs the MLP of
-../shared/bench/pytorch_vae_step.py under torch.profiler and prints the top operators.
-Usage: .venv-torch/bin/python bench/torch_mlp_profile.py [path/to/pytorch_vae_step.py]
+"""Where PyTorch's time goes in the benchmark's dense workload (one thread): runs the DenseVAE of
+bench/pytorch_workloads.py under torch.profiler and prints the top operators.
+Usage: .venv-torch/bin/python bench/torch_mlp_profile.py [path/to/pytorch_workloads.py]
 The share of aten::mm + aten::addmm in "Self CPU" is the step's GEMM share."""
 import sys, time
 import torch
 from torch.profiler import profile, ProfilerActivity
 
-script = sys.argv[1] if len(sys.argv) > 1 else "../shared/bench/pytorch_vae_step.py"
-# The reference defines the models before its run loop; take the definitions only.
-ns = {}
-exec(open(script).read().split("def run(")[0], ns)
+import os, runpy
+
+script = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "pytorch_workloads.py")
+# Not run as __main__: only the model definitions are loaded.
+ns = runpy.run_path(script)
+torch.manual_seed(0)
 torch.set_num_threads(1)
-m = ns["MLP"]()
+m = ns["DenseVAE"]()
 opt = torch.optim.Adam(m.parameters(), 1e-3)
 x = torch.randn(128, 500)
 for _ in range(5):

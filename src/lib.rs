@@ -4,7 +4,8 @@
 //! -> `train` -> `eval` -> `report`, and `pipeline` runs them in order (reproduce, demo). `format`
 //! defines the run directory's files that the stages share; `util` holds small shared helpers
 //! (units, progress bars, files, seeded randomness); `process` sets up the process for the
-//! kernels; `cli` is a thin layer on top that parses options and calls the library.
+//! kernels; `plot` draws the charts (PNG and SVG) that pca, train and report show; `cli` is a
+//! thin layer on top that parses options and calls the library.
 pub mod cli;
 pub mod data;
 pub mod eval;
@@ -13,6 +14,7 @@ pub mod kernels;
 pub mod model;
 pub mod pca;
 pub mod pipeline;
+pub mod plot;
 pub mod process;
 pub mod report;
 pub mod sweep;

@@ -78,8 +78,8 @@ fn preview_writes_a_png_grid() {
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let img = image::open(&png).unwrap().to_rgb8();
-    // 9 images of 32x32 in 3 columns with 3-pixel gaps.
-    assert_eq!(img.dimensions(), (3 * 32 + 4 * 3, 3 * 32 + 4 * 3));
+    // 9 images of 32x32, enlarged 2x to 64x64, in 3 columns with 8-pixel gaps.
+    assert_eq!(img.dimensions(), (3 * 64 + 4 * 8, 3 * 64 + 4 * 8));
     // Both the disc (230) and the background (40) appear.
     let vals: std::collections::BTreeSet<u8> = img.pixels().map(|p| p.0[0]).collect();
     assert!(vals.contains(&230) && vals.contains(&40), "{vals:?}");
@@ -153,7 +153,8 @@ fn fashion_mnist_info_and_preview_when_installed() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         image::open(&png).unwrap().to_rgb8().dimensions(),
-        (4 * 28 + 5 * 3, 4 * 28 + 5 * 3)
+        // 28x28 enlarged 3x to 84x84, 4 per row, 8-pixel gaps.
+        (4 * 84 + 5 * 8, 4 * 84 + 5 * 8)
     );
     let out = norbvae(&["data", "info", "--data", "fashion-mnist", "--camera", "right"]);
     assert_eq!(out.status.code(), Some(1));

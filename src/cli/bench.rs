@@ -40,7 +40,7 @@ pub struct Args {
     /// NORBVAE_TORCH_PYTHON, else .venv-torch/bin/python in the working directory if present).
     #[arg(long)]
     pub python: Option<PathBuf>,
-    /// The PyTorch reference script (default: ../shared/bench/pytorch_vae_step.py from the repository).
+    /// The PyTorch reference script (default: the repository's bench/pytorch_workloads.py).
     #[arg(long)]
     pub reference: Option<PathBuf>,
     /// Skip the PyTorch reference even if it is available.
@@ -265,7 +265,7 @@ fn find_torch(args: &Args) -> Result<Option<(PathBuf, PathBuf)>> {
             Some(p) => p,
             None => {
                 if args.python.is_some() {
-                    bail!("cannot find ../shared/bench/pytorch_vae_step.py; pass --reference PATH");
+                    bail!("cannot find bench/pytorch_workloads.py; pass --reference PATH");
                 }
                 return Ok(None);
             }
@@ -274,10 +274,10 @@ fn find_torch(args: &Args) -> Result<Option<(PathBuf, PathBuf)>> {
     Ok(Some((python, script)))
 }
 
-/// ../shared/bench/pytorch_vae_step.py relative to the repository (found from the current
-/// directory or the executable's location, walking up a few levels).
+/// bench/pytorch_workloads.py in the repository (found from the current directory or the
+/// executable's location, walking up a few levels, else the source tree this binary was built from).
 fn default_reference() -> Option<PathBuf> {
-    let rel = Path::new("shared/bench/pytorch_vae_step.py");
+    let rel = Path::new("bench/pytorch_workloads.py");
     let mut starts = vec![];
     if let Ok(d) = std::env::current_dir() {
         starts.push(d);

@@ -1,7 +1,7 @@
 //! What the latents encode, as pictures: traversals of the most active latents, interpolations
 //! between pairs of test images, and reconstructions along each NORB factor for a fixed object.
 use super::latent::{decode_to_pixels, posterior, Posterior};
-use crate::data::grid::{save_grid, save_recon_grid};
+use crate::data::grid::{save_labelled_grid, save_recon_grid, GridLabels};
 use crate::data::{ImageSet, NorbFactors};
 use crate::train::LoadedRun;
 use anyhow::Result;
@@ -30,7 +30,15 @@ pub fn traversal(run: &LoadedRun, post: &Posterior, rows: usize, path: &Path) ->
     let n = order.len() * STEPS;
     let px = decode_to_pixels(run, &z, n)?;
     let (c, h, w) = run.image_shape();
-    save_grid(path, &px, n, c, h, w, STEPS)
+    let labels = GridLabels {
+        title: "Traversal: each row sets one latent to -3..+3 prior sd, the others at test image 1's mean"
+            .into(),
+        columns: (0..STEPS)
+            .map(|s| format!("{:+}", -3.0 + 6.0 * s as f32 / (STEPS - 1) as f32))
+            .collect(),
+        rows: order.iter().map(|d| format!("z{d}")).collect(),
+    };
+    save_labelled_grid(path, &px, n, c, h, w, STEPS, &labels)
 }
 
 /// Each row: image a, decoded points on the line between the posterior means of a and b, image b.
@@ -65,7 +73,15 @@ pub fn interpolation(
         px.extend_from_slice(&decoded[p * STEPS * d..(p + 1) * STEPS * d]);
         px.extend_from_slice(set.image(2 * p + 1));
     }
-    save_grid(
+    let mut columns = vec!["image a".to_string()];
+    columns.extend((0..STEPS).map(|s| format!("t={}", s as f32 / (STEPS - 1) as f32)));
+    columns.push("image b".into());
+    let labels = GridLabels {
+        title: "Interpolation: decoded (1-t) mean(a) + t mean(b), between pairs of test images".into(),
+        columns,
+        rows: (1..=pairs).map(|p| format!("pair {p}")).collect(),
+    };
+    save_labelled_grid(
         path,
         &px,
         pairs * (STEPS + 2),
@@ -73,6 +89,7 @@ pub fn interpolation(
         set.height,
         set.width,
         STEPS + 2,
+        &labels,
     )
 }
 

@@ -1,4 +1,4 @@
-//! The benchmark's reference workloads, replicas of ../shared/bench/pytorch_vae_step.py built
+//! The benchmark's reference workloads, replicas of bench/pytorch_workloads.py built
 //! from the project kernels and candle: same layers, initialisation scheme, losses and Adam.
 //!
 //! - conv: 64x64x1, 6 x (Conv2d k4 s2 p1 16..512 + BN + ReLU), Linear 512->256 + BN + ReLU,

@@ -7,7 +7,6 @@ pub mod fs;
 pub mod lock;
 pub mod mem;
 pub mod progress;
-pub mod raster;
 pub mod rng;
 pub mod signals;
 pub mod stdout;
