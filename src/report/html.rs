@@ -39,7 +39,7 @@ table.runs td:last-child{white-space:normal;text-align:left} span.fd{display:blo
 .figs{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
 figure{margin:0} figcaption{font-size:12px;color:#5a6475;margin-top:3px}
 img.grid{image-rendering:pixelated;border:1px solid #d5dae2;max-width:100%}
-svg.chart{background:#fff;font-size:11px} .ctitle{font-size:13px;font-weight:600} .tick{fill:#5a6475}
+svg.chart{background:#fff;font-size:11px;max-width:100%;height:auto} .ctitle{font-size:13px;font-weight:600} .tick{fill:#5a6475}
 .axis{fill:#333;font-size:12px} .legend{font-size:12px} .plabel{font-size:11px;font-weight:600}
 .tablewrap{overflow-x:auto;max-width:100%} details{margin-top:10px} summary{cursor:pointer;color:#1f4f8a;font-size:13px}
 "#;

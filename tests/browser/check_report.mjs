@@ -83,7 +83,7 @@ try {
       };
       const cutOff = [...document.body.querySelectorAll("*")]
         .filter((el) => el.getBoundingClientRect().right > window.innerWidth + 0.5 && !scrollsX(el))
-        .map((el) => el.tagName.toLowerCase() + (el.className ? "." + el.className : ""));
+        .map((el) => el.tagName.toLowerCase() + (el.getAttribute("class") ? "." + el.getAttribute("class") : ""));
       // The runs table: how much of it is visible without scrolling its box.
       const table = document.querySelector("table");
       const wrap = table?.parentElement;
