@@ -28,6 +28,11 @@ th,td{padding:6px 8px;border-bottom:1px solid #e8ebf0;text-align:right;white-spa
 th{background:#eef1f6;position:sticky;top:0;font-weight:600} td.l,th.l{text-align:left}
 tr.pca td{color:#3d4a5c;background:#fbfcfd} tr:hover td{background:#f3f7ff}
 td.best{font-weight:700;color:#0b6b2f}
+table.runs th,table.runs td{padding:5px 7px} table.runs tr.groups th{text-align:center;border-bottom:1px solid #d5dae2;border-left:2px solid #fff}
+table.runs td:first-child,table.runs tr.groups th:first-child{position:sticky;left:0;z-index:1;background:#fff;white-space:normal;min-width:7em;max-width:12em;border-right:1px solid #dfe3ea}
+table.runs tr.groups th:first-child{z-index:2;background:#eef1f6} table.runs tr.pca td:first-child{background:#fbfcfd}
+table.runs td:last-child{white-space:normal;text-align:left} span.fd{display:block;white-space:nowrap} table.runs td:nth-child(3){white-space:normal;min-width:5.5em}
+@media (max-width:1100px){main{padding:18px 14px 40px} table.runs{font-size:12px} table.runs th,table.runs td{padding:4px 5px}}
 .qa{background:#fff;border-radius:6px;padding:10px 16px;margin:8px 0;box-shadow:0 1px 2px rgba(0,0,0,.06)}
 .qa b{display:block;margin-bottom:2px}
 .card{background:#fff;border-radius:8px;padding:14px 18px;margin:16px 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}
@@ -35,9 +40,9 @@ td.best{font-weight:700;color:#0b6b2f}
 .figs{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
 figure{margin:0} figcaption{font-size:12px;color:#5a6475;margin-top:3px}
 img.grid{image-rendering:pixelated;border:1px solid #d5dae2;max-width:100%}
-svg.chart{background:#fff;font-size:11px} .ctitle{font-size:13px;font-weight:600} .tick{fill:#5a6475}
+svg.chart{background:#fff;font-size:11px;max-width:100%;height:auto} .ctitle{font-size:13px;font-weight:600} .tick{fill:#5a6475}
 .axis{fill:#333;font-size:12px} .legend{font-size:12px} .plabel{font-size:11px;font-weight:600}
-.tablewrap{overflow-x:auto} details{margin-top:10px} summary{cursor:pointer;color:#1f4f8a;font-size:13px}
+.tablewrap{overflow-x:auto;max-width:100%} details{margin-top:10px} summary{cursor:pointer;color:#1f4f8a;font-size:13px}
 "#;
 
 fn fmt(v: Option<f64>, digits: usize) -> String {
@@ -80,7 +85,8 @@ fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
     Some((w, h))
 }
 
-/// Sample-quality cell: Frechet distance per sampler found in the split's `samples` object.
+/// Sample-quality cell (HTML): Frechet distance per sampler found in the split's `samples` object,
+/// one sampler per line so the cell stays narrow.
 fn sample_score(run: &RunInfo, split: &str) -> String {
     let Some(samples) = run.split(split).and_then(|m| m.eval.samples.as_ref()) else {
         return "–".into();
@@ -89,7 +95,7 @@ fn sample_score(run: &RunInfo, split: &str) -> String {
     for name in ["prior", "gmm", "two_stage"] {
         if let Some(fd) = samples.get(name).and_then(|s| s.fd) {
             parts.push(format!(
-                "{} {:.2}",
+                r#"<span class="fd">{} {:.2}</span>"#,
                 if name == "two_stage" { "2-stage" } else { name },
                 fd
             ));
@@ -98,7 +104,7 @@ fn sample_score(run: &RunInfo, split: &str) -> String {
     if parts.is_empty() {
         "–".into()
     } else {
-        parts.join(" · ")
+        parts.join(" ")
     }
 }
 
@@ -122,8 +128,9 @@ fn caption_for(file: &str) -> String {
     }
 }
 
-/// Order of pictures in a run's card: reconstructions, samples by sampler, then the latent space.
-fn picture_rank(file: &str) -> (usize, String) {
+/// Order of pictures in a run's card: reconstructions (PCA's in increasing k), samples by sampler,
+/// then the latent space.
+fn picture_rank(file: &str) -> (usize, u64, String) {
     let order = [
         "recon_test",
         "recon_k",
@@ -140,7 +147,12 @@ fn picture_rank(file: &str) -> (usize, String) {
         .iter()
         .position(|p| file.starts_with(p))
         .unwrap_or(order.len());
-    (i, file.to_string())
+    let k = file
+        .strip_prefix("recon_k")
+        .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(0);
+    (i, k, file.to_string())
 }
 
 /// Is this picture shown open (else inside a "more pictures" fold)?
@@ -154,7 +166,7 @@ fn is_primary(file: &str, run: &RunInfo) -> bool {
 
 fn table(runs: &[RunInfo]) -> String {
     let mut s = String::from(
-        r#"<table><thead><tr><th class="l">run</th><th class="l">model</th><th class="l">likelihood</th><th>latent</th><th>params</th><th>epochs (best)</th><th class="l">stopped</th><th>test −ELBO<br>nats/img</th><th>bits/dim</th><th>IWAE<br>nats/img</th><th>MSE</th><th>PSNR dB</th><th>SSIM</th><th>active<br>units</th><th class="l">sample FD (lower is better)</th></tr></thead><tbody>"#,
+        r#"<table class="runs"><thead><tr class="groups"><th class="l" rowspan="2">run</th><th colspan="4">model</th><th colspan="2">training</th><th colspan="3">test likelihood</th><th colspan="3">test reconstruction</th><th colspan="2">latents and samples</th></tr><tr><th class="l">model</th><th class="l">likelihood</th><th>latent</th><th>params</th><th>epochs<br>(best)</th><th class="l">stopped</th><th>−ELBO<br>nats/img</th><th>bits/dim</th><th>IWAE<br>nats/img</th><th>MSE</th><th>PSNR<br>dB</th><th>SSIM</th><th>active<br>units</th><th class="l">sample FD<br>(lower is better)</th></tr></thead><tbody>"#,
     );
     for run in runs {
         match run.kind {
@@ -184,7 +196,7 @@ fn table(runs: &[RunInfo]) -> String {
                     fmt(t(|m| Some(m.psnr)), 2),
                     fmt(t(|m| m.eval.ssim), 3),
                     fmt(t(|m| m.eval.active_units.map(|u| u as f64)), 0),
-                    escape(&sample_score(run, "test")),
+                    sample_score(run, "test"),
                 );
             }
             RunKind::Pca => {

@@ -122,7 +122,7 @@ fn report_has_every_runs_row_and_images() {
         "712.2",
         "1.234",
         "0.456",
-        "prior 31.50 · gmm 12.25",
+        r#"<span class="fd">prior 31.50</span> <span class="fd">gmm 12.25</span>"#,
         "gaussian per pixel",
         "12 (9)",
     ] {
