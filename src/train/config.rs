@@ -3,7 +3,7 @@
 //! errors; `--set key.path=value` overrides any key before validation.
 use crate::data::DataOptions;
 use crate::model::{KlConfig, LikelihoodConfig};
-use crate::model::{LikelihoodKind, ModelConfig, ModelKind, SizeRule};
+use crate::model::{LikelihoodKind, ModelConfig, ModelKind, PriorKind, SizeRule};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -50,6 +50,17 @@ pub struct TrainOptions {
     pub max_steps_per_epoch: Option<usize>,
     /// Images per reconstruction grid and per prior-sample grid.
     pub grid_images: usize,
+    /// Linear learning-rate warm-up over this many steps (0: none). See `train::schedule`.
+    pub lr_warmup_steps: usize,
+    /// "constant" (default) or "cosine" decay after the warm-up.
+    pub lr_schedule: super::schedule::LrScheduleKind,
+    /// Scale gradients down to this global L2 norm (None: no clipping). See `train::grad_guard`.
+    pub grad_clip: Option<f64>,
+    /// Skip updates whose gradient norm exceeds this multiple of the running norm (None: never).
+    pub grad_skip_threshold: Option<f64>,
+    /// Keep an exponential moving average of the weights with this decay (None: none). See
+    /// `train::ema`.
+    pub ema_decay: Option<f64>,
 }
 
 impl Default for TrainOptions {
@@ -65,6 +76,11 @@ impl Default for TrainOptions {
             min_delta: 0.0,
             max_steps_per_epoch: None,
             grid_images: 32,
+            lr_warmup_steps: 0,
+            lr_schedule: super::schedule::LrScheduleKind::Constant,
+            grad_clip: None,
+            grad_skip_threshold: None,
+            ema_decay: None,
         }
     }
 }
@@ -132,6 +148,17 @@ impl TrainConfig {
         if t.min_delta < 0.0 {
             return Err(bad("train.min_delta must not be negative"));
         }
+        if t.grad_clip.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
+            return Err(bad("train.grad_clip must be a positive number when set"));
+        }
+        if t.grad_skip_threshold.is_some_and(|c| !(c > 1.0 && c.is_finite())) {
+            return Err(bad(
+                "train.grad_skip_threshold must be above 1 (a multiple of the running norm) when set",
+            ));
+        }
+        if t.ema_decay.is_some_and(|d| !(0.0..1.0).contains(&d)) {
+            return Err(bad("train.ema_decay must be in [0, 1) when set"));
+        }
         if t.max_steps_per_epoch == Some(0) {
             return Err(bad("train.max_steps_per_epoch must be at least 1 when set"));
         }
@@ -151,8 +178,63 @@ impl TrainConfig {
                 "likelihood.logvar_floor and likelihood.min_log_sigma must be finite",
             ));
         }
+        if l.kind == LikelihoodKind::DiscretizedLogisticMixture && l.components < 2 {
+            return Err(bad(format!(
+                "likelihood.components must be at least 2 for discretized_logistic_mixture (got {}); use discretized_logistic for one",
+                l.components
+            )));
+        }
+        if l.kind.is_discrete_pixels() && m.kind == ModelKind::PcaDense {
+            return Err(bad(
+                "likelihood.kind discretized_logistic* models 8-bit pixels; PCA coefficients are not: use a gaussian_* likelihood",
+            ));
+        }
+        if m.prior.kind == PriorKind::Vamp {
+            if m.kind == ModelKind::Hierarchical {
+                return Err(bad(
+                    "model.prior.kind = \"vamp\" is for the flat VAEs (conv, pca_dense); the hierarchical VAE has conditional priors",
+                ));
+            }
+            if m.prior.pseudo_inputs == 0 {
+                return Err(bad("model.prior.pseudo_inputs must be at least 1"));
+            }
+            if self.kl.free_bits > 0.0 {
+                return Err(bad(
+                    "kl.free_bits is per dimension of a factorised KL; the VampPrior's KL is not: set it to 0 with model.prior.kind = \"vamp\"",
+                ));
+            }
+        }
+        if m.kind == ModelKind::Hierarchical {
+            let h = &m.hierarchical;
+            if h.spatial_groups == 0 || h.spatial_groups > m.conv.downsizings {
+                return Err(bad(format!(
+                    "model.hierarchical.spatial_groups must be 1..=model.conv.downsizings ({}), got {}",
+                    m.conv.downsizings, h.spatial_groups
+                )));
+            }
+            if h.latent_channels == 0 {
+                return Err(bad("model.hierarchical.latent_channels must be at least 1"));
+            }
+            if h.group_warmup_epochs.len() > h.spatial_groups + 1 {
+                return Err(bad(format!(
+                    "model.hierarchical.group_warmup_epochs has {} entries for {} groups (the top group and {} spatial ones)",
+                    h.group_warmup_epochs.len(),
+                    h.spatial_groups + 1,
+                    h.spatial_groups
+                )));
+            }
+            if h.group_warmup_epochs
+                .iter()
+                .any(|&w| !(w >= 0.0 && w <= self.kl.warmup_epochs))
+            {
+                return Err(bad(format!(
+                    "model.hierarchical.group_warmup_epochs must each be in [0, kl.warmup_epochs = {}] (the group warm-ups are read off the global one)",
+                    self.kl.warmup_epochs
+                )));
+            }
+        }
         match m.kind {
-            ModelKind::Conv => {
+            ModelKind::Conv | ModelKind::Hierarchical => {
                 let c = &m.conv;
                 if c.downsizings == 0 || c.downsizings > 10 {
                     return Err(bad(format!(

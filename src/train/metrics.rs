@@ -3,7 +3,7 @@
 use super::input::ModelData;
 use super::trainer::Session;
 use crate::data::ImageSet;
-use crate::model::{kl, Mode};
+use crate::model::Mode;
 use crate::util::SeededRng;
 use anyhow::Result;
 use candle_core::Tensor;
@@ -58,17 +58,12 @@ pub fn likelihood_terms(s: &Session, data: &ModelData, mut rng: SeededRng) -> Re
     for chunk in idx.chunks(EVAL_BATCH) {
         let b = chunk.len();
         let x = data.batch(chunk, shape, &s.device)?;
-        let (mu, lv) = s.vae.encode(&x, Mode::Eval)?;
         let eps = Tensor::from_vec(rng.normal_vec(b * l), (b, l), &s.device)?;
-        let z = crate::model::Vae::reparameterise(&mu, &lv, &eps)?;
-        let dec = s.vae.decode(&z, Mode::Eval)?;
-        rec += s
-            .vae
-            .likelihood
-            .nll(&x, &dec, Mode::Eval)?
-            .sum_all()?
-            .to_scalar::<f32>()? as f64;
-        klsum += kl::kl_per_item(&mu, &lv)?.sum_all()?.to_scalar::<f32>()? as f64;
+        // Every latent group of the model (the KL against its prior, conditional or learned).
+        let t = s.vae.elbo_terms(&x, &eps, Mode::Eval)?;
+        rec += t.rec.sum_all()?.to_scalar::<f32>()? as f64;
+        klsum += t.kl.sum_all()?.to_scalar::<f32>()? as f64;
+        let dec = t.dec;
         if let Some(fc) = s.vae.likelihood.floor_count(&dec)? {
             any_floor = true;
             on += fc.on_floor;
@@ -91,8 +86,7 @@ pub fn reconstruct(s: &Session, data: &ModelData) -> Result<Vec<f32>> {
     let mut out = Vec::new();
     for chunk in idx.chunks(EVAL_BATCH) {
         let x = data.batch(chunk, shape, &s.device)?;
-        let (mu, _) = s.vae.encode(&x, Mode::Eval)?;
-        let dec = s.vae.decode(&mu, Mode::Eval)?;
+        let dec = s.vae.reconstruct(&x, Mode::Eval)?;
         let mean = s.vae.likelihood.mean(&dec)?.flatten_all()?.to_vec1::<f32>()?;
         out.extend(s.input.to_pixels(mean, chunk.len()));
     }
@@ -112,10 +106,18 @@ pub fn evaluate_split(s: &Session, set: &ImageSet, rng: SeededRng) -> Result<Spl
     let offset = s.input.pixel_nll_offset(set)?;
     let neg_elbo_pixels = t.neg_elbo + offset.iter().sum::<f64>() / set.n.max(1) as f64;
     let continuous = !matches!(s.vae.likelihood, crate::model::Likelihood::Bernoulli(_));
+    let bits_per_dim = if s.config.likelihood.kind.is_discrete_pixels() {
+        Some(crate::eval::units::discrete_bits_per_dim(
+            neg_elbo_pixels,
+            set.dim(),
+        ))
+    } else {
+        continuous.then(|| crate::eval::units::bits_per_dim(neg_elbo_pixels, set.dim()))
+    };
     Ok(SplitMetrics {
         neg_elbo: t.neg_elbo,
         neg_elbo_pixels,
-        bits_per_dim: continuous.then(|| crate::eval::units::bits_per_dim(neg_elbo_pixels, set.dim())),
+        bits_per_dim,
         rec: t.rec,
         kl: t.kl,
         mse,

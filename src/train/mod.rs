@@ -3,12 +3,15 @@
 pub mod checkpoint;
 pub mod config;
 pub mod early_stop;
+pub mod ema;
+pub mod grad_guard;
 pub mod input;
 pub mod metrics;
 pub mod optim;
 pub mod pictures;
 pub mod plot;
 pub mod run;
+pub mod schedule;
 pub mod trainer;
 
 pub use checkpoint::CheckpointKind;
