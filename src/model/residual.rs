@@ -149,7 +149,7 @@ mod tests {
         let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
         let err = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(
-            err <= 2e-4 * scale,
+            err <= 2e-4 * scale + 1e-5, // floor: gradients zero in exact arithmetic (bias before batch norm)
             "{what}: max abs error {err} vs scale {scale}"
         );
     }
