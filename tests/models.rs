@@ -87,6 +87,24 @@ fn new_presets_and_vamp_prior_train_and_evaluate_on_small_synthetic_norb() {
                 assert!(t[key].as_f64().unwrap().is_finite(), "{name} {split}.{key}");
             }
         }
+        if name == "hierarchical" {
+            // KL per group (top 32, 2x2x2, 4x4x2) adds up to the total.
+            let t = &m["metrics"]["test"];
+            let groups: Vec<f64> = t["kl_groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(groups.len(), 3);
+            let kl = t["kl"].as_f64().unwrap();
+            assert!(
+                (groups.iter().sum::<f64>() - kl).abs() < 1e-3 * (1.0 + kl),
+                "{groups:?} vs {kl}"
+            );
+        } else {
+            assert!(m["metrics"]["test"].get("kl_groups").is_none());
+        }
         let expected_latents = if name == "hierarchical" {
             32 + 2 * 4 + 2 * 16
         } else {

@@ -225,7 +225,7 @@ impl TrainConfig {
             }
             if h.group_warmup_epochs
                 .iter()
-                .any(|&w| !(w >= 0.0 && w <= self.kl.warmup_epochs))
+                .any(|w| !(0.0..=self.kl.warmup_epochs).contains(w))
             {
                 return Err(bad(format!(
                     "model.hierarchical.group_warmup_epochs must each be in [0, kl.warmup_epochs = {}] (the group warm-ups are read off the global one)",

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// pages (6.2M page faults), against 18 s and 0.3M at 64.
 const EVAL_BATCH: usize = 64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SplitMetrics {
     /// rec + kl, nats per image (one posterior sample per image).
     pub neg_elbo: f64,
@@ -38,6 +38,9 @@ pub struct SplitMetrics {
     /// Learned variances: fraction of decoder outputs sitting on the log-variance floor.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub on_floor: Option<f64>,
+    /// Hierarchical VAE: KL per group, nats per image (top group first, then coarse to fine).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kl_groups: Option<Vec<f64>>,
 }
 
 pub struct LikelihoodTerms {
@@ -45,6 +48,7 @@ pub struct LikelihoodTerms {
     pub rec: f64,
     pub kl: f64,
     pub on_floor: Option<f64>,
+    pub kl_groups: Option<Vec<f64>>,
 }
 
 /// Negative ELBO terms over a whole split in eval mode, with noise from `rng`.
@@ -54,6 +58,7 @@ pub fn likelihood_terms(s: &Session, data: &ModelData, mut rng: SeededRng) -> Re
     let (mut rec, mut klsum) = (0.0f64, 0.0f64);
     let (mut on, mut total) = (0usize, 0usize);
     let mut any_floor = false;
+    let mut kl_groups: Option<Vec<f64>> = None;
     let idx: Vec<usize> = (0..data.n).collect();
     for chunk in idx.chunks(EVAL_BATCH) {
         let b = chunk.len();
@@ -63,6 +68,12 @@ pub fn likelihood_terms(s: &Session, data: &ModelData, mut rng: SeededRng) -> Re
         let t = s.vae.elbo_terms(&x, &eps, Mode::Eval)?;
         rec += t.rec.sum_all()?.to_scalar::<f32>()? as f64;
         klsum += t.kl.sum_all()?.to_scalar::<f32>()? as f64;
+        if let Some(groups) = &t.kl_groups {
+            let sums = kl_groups.get_or_insert_with(|| vec![0.0f64; groups.len()]);
+            for (acc, g) in sums.iter_mut().zip(groups) {
+                *acc += g.sum_all()?.to_scalar::<f32>()? as f64;
+            }
+        }
         let dec = t.dec;
         if let Some(fc) = s.vae.likelihood.floor_count(&dec)? {
             any_floor = true;
@@ -76,6 +87,7 @@ pub fn likelihood_terms(s: &Session, data: &ModelData, mut rng: SeededRng) -> Re
         rec: rec / n,
         kl: klsum / n,
         on_floor: any_floor.then(|| on as f64 / total.max(1) as f64),
+        kl_groups: kl_groups.map(|v| v.into_iter().map(|s| s / n).collect()),
     })
 }
 
@@ -123,5 +135,6 @@ pub fn evaluate_split(s: &Session, set: &ImageSet, rng: SeededRng) -> Result<Spl
         mse,
         psnr: crate::eval::units::psnr(mse),
         on_floor: t.on_floor,
+        kl_groups: t.kl_groups,
     })
 }
