@@ -45,9 +45,7 @@ pub fn run(args: Args) -> Result<()> {
         ..Default::default()
     };
     let sampler = if args.sampler == SamplerKind::Prior {
-        LatentSampler::Prior {
-            latent: run.latent_dim(),
-        }
+        LatentSampler::prior(&run)?
     } else {
         eprintln!(
             "fitting the {} sampler on the training posterior",

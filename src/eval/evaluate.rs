@@ -62,8 +62,12 @@ impl Default for EvalOptions {
 
 /// Bits per dimension of a pixel-space negative log-likelihood under the shared dequantization
 /// convention of `util::units`; None for Bernoulli, which is not a density on grey levels (as in
-/// the trainer's metrics).
+/// the trainer's metrics). Discretized logistics are masses on the 8-bit levels: their bits/dim
+/// are exact (`discrete_bits_per_dim`).
 pub fn continuous_bits_per_dim(kind: LikelihoodKind, nll: f64, d: usize) -> Option<f64> {
+    if kind.is_discrete_pixels() {
+        return Some(crate::util::units::discrete_bits_per_dim(nll, d));
+    }
     (kind != LikelihoodKind::Bernoulli).then(|| bits_per_dim(nll, d))
 }
 

@@ -139,7 +139,16 @@ impl Default for SamplerOptions {
 
 /// A fitted sampler of latent codes.
 pub enum LatentSampler {
-    Prior { latent: usize },
+    Prior {
+        latent: usize,
+    },
+    /// The run's VampPrior: an equal-weight mixture of diagonal Gaussians, means and
+    /// log-variances [K, latent].
+    Vamp {
+        means: Vec<f32>,
+        logvars: Vec<f32>,
+        latent: usize,
+    },
     Gmm(Gmm),
     TwoStage(TwoStageVae),
 }
@@ -149,7 +158,7 @@ impl LatentSampler {
     pub fn fit(kind: SamplerKind, run: &LoadedRun, train: &ImageSet, opts: &SamplerOptions) -> Result<Self> {
         let l = run.latent_dim();
         if kind == SamplerKind::Prior {
-            return Ok(LatentSampler::Prior { latent: l });
+            return Self::prior(run);
         }
         let mut rng = SeededRng::derived(opts.seed, "sampler-fit");
         let set = if train.n > opts.max_fit_images {
@@ -184,10 +193,38 @@ impl LatentSampler {
         })
     }
 
+    /// The run's own prior over the code: N(0, I), or its VampPrior.
+    pub fn prior(run: &LoadedRun) -> Result<Self> {
+        let latent = run.latent_dim();
+        Ok(match run.vae().prior_components()? {
+            None => LatentSampler::Prior { latent },
+            Some((mu, lv)) => LatentSampler::Vamp {
+                means: mu.flatten_all()?.to_vec1()?,
+                logvars: lv.flatten_all()?.to_vec1()?,
+                latent,
+            },
+        })
+    }
+
     /// `n` codes [n, latent].
     pub fn latents(&self, n: usize, rng: &mut SeededRng) -> Result<Vec<f32>> {
         match self {
             LatentSampler::Prior { latent } => Ok(rng.normal_vec(n * latent)),
+            LatentSampler::Vamp {
+                means,
+                logvars,
+                latent,
+            } => {
+                let l = *latent;
+                let k = means.len() / l;
+                let mut out = Vec::with_capacity(n * l);
+                for _ in 0..n {
+                    let c = rng.below(k);
+                    let e = rng.normal_vec(l);
+                    out.extend((0..l).map(|t| means[c * l + t] + (0.5 * logvars[c * l + t]).exp() * e[t]));
+                }
+                Ok(out)
+            }
             LatentSampler::Gmm(g) => Ok(g.sample(n, rng)),
             LatentSampler::TwoStage(t) => t.sample(n, rng),
         }
@@ -197,6 +234,9 @@ impl LatentSampler {
     pub fn describe(&self) -> serde_json::Value {
         match self {
             LatentSampler::Prior { .. } => serde_json::json!({}),
+            LatentSampler::Vamp { means, latent, .. } => {
+                serde_json::json!({ "vamp_components": means.len() / latent })
+            }
             LatentSampler::Gmm(g) => serde_json::json!({
                 "components": g.n_components(),
                 "covariance": g.covariance_type.name(),

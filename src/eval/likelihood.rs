@@ -32,6 +32,9 @@ pub fn log_weights(run: &LoadedRun, set: &ImageSet, k: usize, rng: &mut SeededRn
     if k == 0 {
         bail!("--iwae-samples must be at least 1");
     }
+    if !run.vae().is_flat_standard() {
+        return model_log_weights(run, set, k, rng);
+    }
     let l = run.latent_dim();
     // Images per pass, each repeated K times in one decoder batch.
     let per_pass = (EVAL_BATCH * 4 / k).max(1);
@@ -67,6 +70,35 @@ pub fn log_weights(run: &LoadedRun, set: &ImageSet, k: usize, rng: &mut SeededRn
             }
         }
         out.extend(w);
+    }
+    Ok(out)
+}
+
+/// Log-weights from the model's own `Vae::log_weights`: every latent group of a hierarchy, the
+/// learned prior's density for the VampPrior.
+fn model_log_weights(
+    run: &LoadedRun,
+    set: &ImageSet,
+    k: usize,
+    rng: &mut SeededRng,
+) -> Result<Vec<Vec<f64>>> {
+    let vae = run.vae();
+    let l = vae.latent_dim;
+    let per_pass = (EVAL_BATCH * 4 / k).max(1);
+    let mut out = Vec::with_capacity(set.n);
+    for start in (0..set.n).step_by(per_pass) {
+        let idx: Vec<usize> = (start..(start + per_pass).min(set.n)).collect();
+        let b = idx.len();
+        let x = run.model_input(&set.select(&idx))?;
+        let x_r = Tensor::cat(&vec![&x; k], 0)?;
+        let eps = Tensor::from_vec(rng.normal_vec(k * b * l), (k * b, l), &run.device)?;
+        let lw = vae
+            .log_weights(&x_r, &eps, crate::model::Mode::Eval)?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
+        for i in 0..b {
+            out.push((0..k).map(|j| lw[j * b + i] as f64).collect());
+        }
     }
     Ok(out)
 }

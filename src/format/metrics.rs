@@ -104,6 +104,9 @@ pub struct VaeSplitMetrics {
     /// Learned variances: fraction of decoder outputs sitting on the log-variance floor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_floor: Option<f64>,
+    /// Hierarchical VAE: KL per group, nats per image (top group first, then coarse to fine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_groups: Option<Vec<f64>>,
     #[serde(flatten)]
     pub eval: SplitEval,
 }

@@ -241,7 +241,9 @@ pub fn estimate(
     };
     let latent = model.latent_dim;
     let (layers, input) = match model.kind {
-        ModelKind::Conv => (
+        // The hierarchical VAE's conv stages are a lower bound on its memory, as this estimate
+        // must be (its per-group cells come on top).
+        ModelKind::Conv | ModelKind::Hierarchical => (
             conv_layers(&model.conv, image, latent, out_per_pixel),
             image.pixels(),
         ),

@@ -12,6 +12,9 @@ pub enum ModelKind {
     Conv,
     /// Dense VAE on PCA coefficients.
     PcaDense,
+    /// Conv encoder with latent groups at several resolutions and a top-down decoder
+    /// (`[model.hierarchical]`, the stages from `[model.conv]`).
+    Hierarchical,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,6 +24,8 @@ pub struct ModelConfig {
     pub latent_dim: usize,
     pub conv: ConvConfig,
     pub dense: DenseConfig,
+    pub hierarchical: HierarchicalConfig,
+    pub prior: PriorConfig,
 }
 
 impl Default for ModelConfig {
@@ -30,6 +35,59 @@ impl Default for ModelConfig {
             latent_dim: 10,
             conv: ConvConfig::default(),
             dense: DenseConfig::default(),
+            hierarchical: HierarchicalConfig::default(),
+            prior: PriorConfig::default(),
+        }
+    }
+}
+
+/// The spatial latent groups of `model.kind = "hierarchical"` (the top group is `latent_dim`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HierarchicalConfig {
+    /// Spatial latent groups, one per resolution from the bottleneck up (1..=downsizings).
+    pub spatial_groups: usize,
+    /// Channels of each spatial group.
+    pub latent_channels: usize,
+    /// KL warm-up per group in epochs (top group first; empty: every group follows `kl`). Each
+    /// at most `kl.warmup_epochs`: group g's weight is `kl.beta * min(1, epoch / this)`.
+    pub group_warmup_epochs: Vec<f64>,
+}
+
+impl Default for HierarchicalConfig {
+    fn default() -> Self {
+        Self {
+            spatial_groups: 2,
+            latent_channels: 8,
+            group_warmup_epochs: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PriorKind {
+    /// N(0, I).
+    #[default]
+    Standard,
+    /// VampPrior (Tomczak & Welling 2018): the mixture of the posteriors of `pseudo_inputs`
+    /// learned inputs, for the flat VAEs (`conv`, `pca_dense`).
+    Vamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PriorConfig {
+    pub kind: PriorKind,
+    /// vamp: number of pseudo-inputs (mixture components).
+    pub pseudo_inputs: usize,
+}
+
+impl Default for PriorConfig {
+    fn default() -> Self {
+        Self {
+            kind: PriorKind::Standard,
+            pseudo_inputs: 50,
         }
     }
 }
@@ -60,6 +118,8 @@ pub struct ConvConfig {
     pub batch_norm: bool,
     pub activation: Activation,
     pub size_rule: SizeRule,
+    /// 3x3 stride-1 residual cells after each downsizing, mirrored in the decoder (0: none).
+    pub blocks_per_stage: usize,
 }
 
 impl Default for ConvConfig {
@@ -72,6 +132,7 @@ impl Default for ConvConfig {
             batch_norm: true,
             activation: Activation::Relu,
             size_rule: SizeRule::Pad,
+            blocks_per_stage: 0,
         }
     }
 }
@@ -137,6 +198,20 @@ pub enum LikelihoodKind {
     GaussianShared,
     /// Gaussian with the batch-optimal variance (sigma-VAE, Rybkin et al. 2021).
     GaussianOptimal,
+    /// Discretized logistic on 8-bit pixels (PixelCNN++): a probability mass over the 256 levels.
+    DiscretizedLogistic,
+    /// A mixture of `components` discretized logistics per pixel.
+    DiscretizedLogisticMixture,
+}
+
+impl LikelihoodKind {
+    /// A probability mass over the 256 pixel levels (bits/dim without a dequantization term).
+    pub fn is_discrete_pixels(self) -> bool {
+        matches!(
+            self,
+            LikelihoodKind::DiscretizedLogistic | LikelihoodKind::DiscretizedLogisticMixture
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,6 +226,10 @@ pub struct LikelihoodConfig {
     pub logvar_floor: f64,
     /// gaussian_optimal: log sigma is soft-clipped below at this value.
     pub min_log_sigma: f64,
+    /// discretized_logistic_mixture: logistics per pixel.
+    pub components: usize,
+    /// discretized_logistic*: the log-scale is soft-floored at this value (PixelCNN++ clips at -7).
+    pub min_log_scale: f64,
 }
 
 impl Default for LikelihoodConfig {
@@ -161,6 +240,8 @@ impl Default for LikelihoodConfig {
             variance: 1.0,
             logvar_floor: -9.0,
             min_log_sigma: -6.0,
+            components: 5,
+            min_log_scale: -7.0,
         }
     }
 }

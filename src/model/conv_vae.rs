@@ -4,6 +4,7 @@
 //! the output is cropped back (see [`SizeRule`]).
 use super::config::{ConvConfig, SizeRule};
 use super::layers::{Activation, BatchNorm, Conv, ConvTranspose, Dense, Mode};
+use super::residual::{self, ResBlock};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -58,12 +59,17 @@ pub struct ConvVae {
     geometry: ConvGeometry,
     activation: Activation,
     enc: Vec<Block<Conv>>,
+    /// Residual cells after each encoder stage (empty with `blocks_per_stage = 0`).
+    enc_res: Vec<Vec<ResBlock>>,
     enc_dense: Block<Dense>,
     mu: Dense,
     logvar: Dense,
     dec_dense0: Block<Dense>,
     dec_dense1: Dense,
     dec: Vec<Block<ConvTranspose>>,
+    /// Residual cells before each decoder stage: at the bottleneck, then after each transposed
+    /// convolution but the last (the encoder's resolutions in reverse).
+    dec_res: Vec<Vec<ResBlock>>,
     bottom_channels: usize,
 }
 
@@ -87,12 +93,24 @@ impl ConvVae {
         };
         let venc = vb.pp("encoder");
         let mut enc = Vec::with_capacity(n);
+        let mut enc_res = Vec::with_capacity(n);
         let mut c_prev = geometry.channels;
+        let cells = |vb: &VarBuilder, prefix: String, c: usize| {
+            residual::stack(
+                vb,
+                &prefix,
+                cfg.blocks_per_stage,
+                c,
+                cfg.batch_norm,
+                cfg.activation,
+            )
+        };
         for (i, &f) in filters.iter().enumerate() {
             enc.push(Block {
                 layer: Conv::new(venc.pp(format!("conv{i}")), c_prev, f, 4, 2, 1)?,
                 bn: bn(venc.pp(format!("bn{i}")), f)?,
             });
+            enc_res.push(cells(&venc, format!("res{i}_"), f)?);
             c_prev = f;
         }
         let bottom_channels = c_prev;
@@ -111,8 +129,10 @@ impl ConvVae {
         };
         let dec_dense1 = Dense::new(vdec.pp("dense1"), cfg.intermediate, flat)?;
         let mut dec = Vec::with_capacity(n);
+        let mut dec_res = Vec::with_capacity(n);
         let mut c_prev = bottom_channels;
         for i in 0..n {
+            dec_res.push(cells(&vdec, format!("res{i}_"), c_prev)?);
             let last = i + 1 == n;
             let c_out = if last {
                 geometry.channels * out_per_pixel
@@ -133,12 +153,14 @@ impl ConvVae {
             geometry,
             activation: cfg.activation,
             enc,
+            enc_res,
             enc_dense,
             mu,
             logvar,
             dec_dense0,
             dec_dense1,
             dec,
+            dec_res,
             bottom_channels,
         })
     }
@@ -172,8 +194,9 @@ impl ConvVae {
         if g.padded_width != g.width {
             h = h.pad_with_zeros(3, 0, g.padded_width - g.width)?;
         }
-        for b in &self.enc {
+        for (b, cells) in self.enc.iter().zip(&self.enc_res) {
             h = self.norm_act(b.layer.forward(&h)?, &b.bn, mode)?;
+            h = residual::run(cells, h, mode)?;
         }
         let h = h.flatten_from(1)?;
         let h = self.dense_norm_act(&self.enc_dense, &h, mode)?;
@@ -187,7 +210,8 @@ impl ConvVae {
         let h = self.dense_norm_act(&self.dec_dense0, z, mode)?;
         let h = self.activation.apply(&self.dec_dense1.forward(&h)?)?;
         let mut h = h.reshape((b, self.bottom_channels, g.bottom_height, g.bottom_width))?;
-        for blk in &self.dec {
+        for (blk, cells) in self.dec.iter().zip(&self.dec_res) {
+            h = residual::run(cells, h, mode)?;
             h = blk.layer.forward(&h)?;
             if blk.bn.is_some() {
                 h = self.norm_act(h, &blk.bn, mode)?;

@@ -27,6 +27,8 @@ pub enum Activation {
     Relu,
     /// Leaky ReLU with slope 0.2.
     LeakyRelu,
+    /// x * sigmoid(x) (swish), as NVAE's residual cells use.
+    Silu,
 }
 
 impl Activation {
@@ -34,7 +36,13 @@ impl Activation {
         match self {
             Activation::Relu => x.relu(),
             Activation::LeakyRelu => candle_nn::ops::leaky_relu(x, LEAKY_SLOPE),
+            Activation::Silu => x.silu(),
         }
+    }
+
+    /// Whether the fused batch-norm kernels implement this activation.
+    fn fuses(self) -> bool {
+        !matches!(self, Activation::Silu)
     }
 }
 
@@ -164,10 +172,18 @@ impl BatchNorm {
                 }
             }
             Mode::Train => {
-                let kact = kernel_act(act);
+                // SiLU is not fused: the batch norm kernel, then candle's silu (CPU, vectorised).
+                let (fused, after) = match act {
+                    Some(a) if !a.fuses() => (None, Some(a)),
+                    a => (a, None),
+                };
+                let kact = kernel_act(fused);
                 let (y, mean, var) = ops::batch_norm_act_train(x, &self.gamma, &self.beta, BN_EPS, kact)?;
                 self.update_running(&mean, &var, x.elem_count() / x.dim(1)?)?;
-                Ok(y)
+                match after {
+                    Some(a) => a.apply(&y),
+                    None => Ok(y),
+                }
             }
         }
     }
@@ -183,6 +199,7 @@ impl BatchNorm {
     ) -> Result<Tensor> {
         match mode {
             Mode::Eval => self.forward_act(&dense.forward(x)?, mode, act),
+            Mode::Train if act.is_some_and(|a| !a.fuses()) => self.forward_act(&dense.forward(x)?, mode, act),
             Mode::Train => {
                 let (y, mean, var) = ops::dense_bn_act_train(
                     x,
@@ -216,6 +233,7 @@ fn kernel_act(act: Option<Activation>) -> crate::kernels::Activation {
         None => crate::kernels::Activation::Identity,
         Some(Activation::Relu) => crate::kernels::Activation::Relu,
         Some(Activation::LeakyRelu) => crate::kernels::Activation::LeakyRelu(LEAKY_SLOPE as f32),
+        Some(Activation::Silu) => unreachable!("SiLU is applied after the batch norm kernel"),
     }
 }
 

@@ -5,9 +5,12 @@
 //! Dequantization convention (shared with the PCA's PPCA likelihood): pixels are u8/255 in [0,1];
 //! continuous densities are evaluated at those values and reported in nats per image. Bits per
 //! dimension come from `crate::util::units::bits_per_dim`, which adds the discretisation term once.
+//! The discretized logistic (`super::discretized`) is a probability mass over the 256 levels:
+//! its bits/dim are `util::units::discrete_bits_per_dim`, with no dequantization term.
 //! The Bernoulli likelihood is a probability mass on binarised pixels used on grey values (the
 //! usual "BCE" loss); its numbers are not densities and do not compare with the Gaussian ones.
 use super::config::{LikelihoodConfig, LikelihoodKind, OutputActivation};
+pub use super::discretized::DiscretizedLogistic;
 use super::layers::Mode;
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
@@ -198,6 +201,7 @@ impl GaussianOptimal {
 /// The configured likelihood.
 pub enum Likelihood {
     Bernoulli(BernoulliLikelihood),
+    DiscretizedLogistic(DiscretizedLogistic),
     GaussianFixed(GaussianFixed),
     GaussianPerPixel(GaussianPerPixel),
     GaussianShared(GaussianShared),
@@ -222,6 +226,17 @@ impl Likelihood {
                 floor: cfg.logvar_floor,
                 activation: act,
             }),
+            LikelihoodKind::DiscretizedLogistic | LikelihoodKind::DiscretizedLogisticMixture => {
+                Likelihood::DiscretizedLogistic(DiscretizedLogistic {
+                    components: if cfg.kind == LikelihoodKind::DiscretizedLogistic {
+                        1
+                    } else {
+                        cfg.components
+                    },
+                    min_log_scale: cfg.min_log_scale,
+                    activation: act,
+                })
+            }
             LikelihoodKind::GaussianOptimal => Likelihood::GaussianOptimal(GaussianOptimal {
                 min_log_sigma: cfg.min_log_sigma,
                 activation: act,
@@ -238,6 +253,7 @@ impl Likelihood {
     pub fn outputs_per_dim(&self) -> usize {
         match self {
             Likelihood::GaussianPerPixel(_) => 2,
+            Likelihood::DiscretizedLogistic(l) => l.outputs_per_dim(),
             _ => 1,
         }
     }
@@ -246,6 +262,7 @@ impl Likelihood {
     pub fn nll(&self, x: &Tensor, dec: &Tensor, mode: Mode) -> Result<Tensor> {
         match self {
             Likelihood::Bernoulli(l) => l.nll(x, dec),
+            Likelihood::DiscretizedLogistic(l) => l.nll(x, dec),
             Likelihood::GaussianFixed(l) => l.nll(x, dec),
             Likelihood::GaussianPerPixel(l) => l.nll(x, dec),
             Likelihood::GaussianShared(l) => l.nll(x, dec),
@@ -257,6 +274,7 @@ impl Likelihood {
     pub fn mean(&self, dec: &Tensor) -> Result<Tensor> {
         match self {
             Likelihood::Bernoulli(l) => l.mean(dec),
+            Likelihood::DiscretizedLogistic(l) => l.mean(dec),
             Likelihood::GaussianFixed(l) => l.mean(dec),
             Likelihood::GaussianPerPixel(l) => l.mean(dec),
             Likelihood::GaussianShared(l) => l.mean(dec),

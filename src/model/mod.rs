@@ -5,16 +5,20 @@ pub mod budget;
 pub mod config;
 pub mod conv_vae;
 pub mod dense_vae;
+pub mod discretized;
+pub mod hierarchical;
 pub mod kl;
 pub mod layers;
 pub mod likelihood;
 pub mod ops;
 pub mod params;
+pub mod prior;
+pub mod residual;
 pub mod vae;
 
 pub use config::{
-    ConvConfig, DenseConfig, KlConfig, LikelihoodConfig, LikelihoodKind, ModelConfig, ModelKind,
-    OutputActivation, SizeRule,
+    ConvConfig, DenseConfig, HierarchicalConfig, KlConfig, LikelihoodConfig, LikelihoodKind, ModelConfig,
+    ModelKind, OutputActivation, PriorConfig, PriorKind, SizeRule,
 };
 pub use layers::{Activation, Mode};
 pub use likelihood::Likelihood;

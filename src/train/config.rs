@@ -3,7 +3,7 @@
 //! errors; `--set key.path=value` overrides any key before validation.
 use crate::data::DataOptions;
 use crate::model::{KlConfig, LikelihoodConfig};
-use crate::model::{LikelihoodKind, ModelConfig, ModelKind, SizeRule};
+use crate::model::{LikelihoodKind, ModelConfig, ModelKind, PriorKind, SizeRule};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -52,6 +52,17 @@ pub struct TrainOptions {
     pub grid_images: usize,
     /// TensorBoard event files under the run's `tb/`.
     pub tensorboard: super::epoch_log::TensorBoardOptions,
+    /// Linear learning-rate warm-up over this many steps (0: none). See `train::schedule`.
+    pub lr_warmup_steps: usize,
+    /// "constant" (default) or "cosine" decay after the warm-up.
+    pub lr_schedule: super::schedule::LrScheduleKind,
+    /// Scale gradients down to this global L2 norm (None: no clipping). See `train::grad_guard`.
+    pub grad_clip: Option<f64>,
+    /// Skip updates whose gradient norm exceeds this multiple of the running norm (None: never).
+    pub grad_skip_threshold: Option<f64>,
+    /// Keep an exponential moving average of the weights with this decay (None: none). See
+    /// `train::ema`.
+    pub ema_decay: Option<f64>,
 }
 
 impl Default for TrainOptions {
@@ -68,6 +79,11 @@ impl Default for TrainOptions {
             max_steps_per_epoch: None,
             grid_images: 32,
             tensorboard: Default::default(),
+            lr_warmup_steps: 0,
+            lr_schedule: super::schedule::LrScheduleKind::Constant,
+            grad_clip: None,
+            grad_skip_threshold: None,
+            ema_decay: None,
         }
     }
 }
@@ -107,6 +123,10 @@ impl ConfigError {
             ConfigError::NonFinite(e) => &e.key,
         }
     }
+}
+
+fn conflict(key: &'static str, msg: impl Into<String>) -> ConfigError {
+    ConfigError::Conflict { key, msg: msg.into() }
 }
 
 fn out_of_range(key: &'static str, rule: &'static str, got: impl std::fmt::Display) -> ConfigError {
@@ -191,6 +211,27 @@ impl TrainConfig {
         if t.min_delta < 0.0 {
             return Err(out_of_range("train.min_delta", "not negative", t.min_delta));
         }
+        if t.grad_clip.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
+            return Err(out_of_range(
+                "train.grad_clip",
+                "positive when set",
+                t.grad_clip.unwrap_or_default(),
+            ));
+        }
+        if t.grad_skip_threshold.is_some_and(|c| !(c > 1.0 && c.is_finite())) {
+            return Err(out_of_range(
+                "train.grad_skip_threshold",
+                "above 1 (a multiple of the running norm) when set",
+                t.grad_skip_threshold.unwrap_or_default(),
+            ));
+        }
+        if t.ema_decay.is_some_and(|d| !(0.0..1.0).contains(&d)) {
+            return Err(out_of_range(
+                "train.ema_decay",
+                "in [0, 1) when set",
+                t.ema_decay.unwrap_or_default(),
+            ));
+        }
         for (key, v) in [
             ("train.tensorboard.every_steps", t.tensorboard.every_steps),
             (
@@ -229,8 +270,73 @@ impl TrainConfig {
                 return Err(out_of_range(key, "finite", v));
             }
         }
+        if l.kind == LikelihoodKind::DiscretizedLogisticMixture && l.components < 2 {
+            return Err(conflict("likelihood.components", format!(
+                "must be at least 2 for discretized_logistic_mixture (got {}); use discretized_logistic for one",
+                l.components
+            )));
+        }
+        if l.kind.is_discrete_pixels() && m.kind == ModelKind::PcaDense {
+            return Err(conflict("likelihood.kind",
+                "discretized_logistic* models 8-bit pixels; PCA coefficients are not: use a gaussian_* likelihood",
+            ));
+        }
+        if m.prior.kind == PriorKind::Vamp {
+            if m.kind == ModelKind::Hierarchical {
+                return Err(conflict("model.prior.kind",
+                    "\"vamp\" is for the flat VAEs (conv, pca_dense); the hierarchical VAE has conditional priors",
+                ));
+            }
+            if m.prior.pseudo_inputs == 0 {
+                return Err(out_of_range("model.prior.pseudo_inputs", "at least 1", 0));
+            }
+            if self.kl.free_bits > 0.0 {
+                return Err(conflict("kl.free_bits",
+                    "free bits are per dimension of a factorised KL; the VampPrior's KL is not: set it to 0 with model.prior.kind = \"vamp\"",
+                ));
+            }
+        }
+        if m.kind == ModelKind::Hierarchical {
+            let h = &m.hierarchical;
+            if h.spatial_groups == 0 || h.spatial_groups > m.conv.downsizings {
+                return Err(conflict(
+                    "model.hierarchical.spatial_groups",
+                    format!(
+                        "must be 1..=model.conv.downsizings ({}), got {}",
+                        m.conv.downsizings, h.spatial_groups
+                    ),
+                ));
+            }
+            if h.latent_channels == 0 {
+                return Err(out_of_range(
+                    "model.hierarchical.latent_channels",
+                    "at least 1",
+                    0,
+                ));
+            }
+            if h.group_warmup_epochs.len() > h.spatial_groups + 1 {
+                return Err(conflict(
+                    "model.hierarchical.group_warmup_epochs",
+                    format!(
+                        "has {} entries for {} groups (the top group and {} spatial ones)",
+                        h.group_warmup_epochs.len(),
+                        h.spatial_groups + 1,
+                        h.spatial_groups
+                    ),
+                ));
+            }
+            if h.group_warmup_epochs
+                .iter()
+                .any(|w| !(0.0..=self.kl.warmup_epochs).contains(w))
+            {
+                return Err(conflict("model.hierarchical.group_warmup_epochs", format!(
+                    "must each be in [0, kl.warmup_epochs = {}] (the group warm-ups are read off the global one)",
+                    self.kl.warmup_epochs
+                )));
+            }
+        }
         match m.kind {
-            ModelKind::Conv => {
+            ModelKind::Conv | ModelKind::Hierarchical => {
                 let c = &m.conv;
                 if c.downsizings == 0 || c.downsizings > 10 {
                     return Err(out_of_range("model.conv.downsizings", "1..=10", c.downsizings));

@@ -194,7 +194,7 @@ pub fn build(
 ) -> anyhow::Result<InputMap> {
     let train = &splits.train;
     match cfg.model.kind {
-        ModelKind::Conv => Ok(InputMap::for_images(train)),
+        ModelKind::Conv | ModelKind::Hierarchical => Ok(InputMap::for_images(train)),
         ModelKind::PcaDense => {
             let dc = &cfg.model.dense;
             let k = dc.components;
@@ -245,7 +245,7 @@ pub fn load(
 ) -> anyhow::Result<InputMap> {
     let (channels, height, width) = meta.image_shape;
     match cfg.model.kind {
-        ModelKind::Conv => Ok(InputMap::Pixels {
+        ModelKind::Conv | ModelKind::Hierarchical => Ok(InputMap::Pixels {
             channels,
             height,
             width,

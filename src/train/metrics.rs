@@ -4,7 +4,7 @@ use super::input::ModelData;
 use super::session::Session;
 use crate::data::ImageSet;
 use crate::format::{SplitEval, VaeSplitMetrics};
-use crate::model::{kl, Mode};
+use crate::model::Mode;
 use crate::util::SeededRng;
 use anyhow::Result;
 use candle_core::Tensor;
@@ -18,6 +18,7 @@ pub struct LikelihoodTerms {
     pub rec: f64,
     pub kl: f64,
     pub on_floor: Option<f64>,
+    pub kl_groups: Option<Vec<f64>>,
 }
 
 /// Negative ELBO terms over a whole split in eval mode, with noise from `rng`.
@@ -27,21 +28,23 @@ pub fn likelihood_terms(s: &Session, data: &ModelData, mut rng: SeededRng) -> Re
     let (mut rec, mut klsum) = (0.0f64, 0.0f64);
     let (mut on, mut total) = (0usize, 0usize);
     let mut any_floor = false;
+    let mut kl_groups: Option<Vec<f64>> = None;
     let idx: Vec<usize> = (0..data.n).collect();
     for chunk in idx.chunks(EVAL_BATCH) {
         let b = chunk.len();
         let x = data.batch(chunk, shape, &s.device)?;
-        let (mu, lv) = s.vae.encode(&x, Mode::Eval)?;
         let eps = Tensor::from_vec(rng.normal_vec(b * l), (b, l), &s.device)?;
-        let z = crate::model::Vae::reparameterise(&mu, &lv, &eps)?;
-        let dec = s.vae.decode(&z, Mode::Eval)?;
-        rec += s
-            .vae
-            .likelihood
-            .nll(&x, &dec, Mode::Eval)?
-            .sum_all()?
-            .to_scalar::<f32>()? as f64;
-        klsum += kl::kl_per_item(&mu, &lv)?.sum_all()?.to_scalar::<f32>()? as f64;
+        // Every latent group of the model (the KL against its prior, conditional or learned).
+        let t = s.vae.elbo_terms(&x, &eps, Mode::Eval)?;
+        rec += t.rec.sum_all()?.to_scalar::<f32>()? as f64;
+        klsum += t.kl.sum_all()?.to_scalar::<f32>()? as f64;
+        if let Some(groups) = &t.kl_groups {
+            let sums = kl_groups.get_or_insert_with(|| vec![0.0f64; groups.len()]);
+            for (acc, g) in sums.iter_mut().zip(groups) {
+                *acc += g.sum_all()?.to_scalar::<f32>()? as f64;
+            }
+        }
+        let dec = t.dec;
         if let Some(fc) = s.vae.likelihood.floor_count(&dec)? {
             any_floor = true;
             on += fc.on_floor;
@@ -54,6 +57,7 @@ pub fn likelihood_terms(s: &Session, data: &ModelData, mut rng: SeededRng) -> Re
         rec: rec / n,
         kl: klsum / n,
         on_floor: any_floor.then(|| on as f64 / total.max(1) as f64),
+        kl_groups: kl_groups.map(|v| v.into_iter().map(|s| s / n).collect()),
     })
 }
 
@@ -64,8 +68,7 @@ pub fn reconstruct(s: &Session, data: &ModelData) -> Result<Vec<f32>> {
     let mut out = Vec::new();
     for chunk in idx.chunks(EVAL_BATCH) {
         let x = data.batch(chunk, shape, &s.device)?;
-        let (mu, _) = s.vae.encode(&x, Mode::Eval)?;
-        let dec = s.vae.decode(&mu, Mode::Eval)?;
+        let dec = s.vae.reconstruct(&x, Mode::Eval)?;
         let mean = s.vae.likelihood.mean(&dec)?.flatten_all()?.to_vec1::<f32>()?;
         out.extend(s.input.to_pixels(mean, chunk.len()));
     }
@@ -85,15 +88,24 @@ pub fn evaluate_split(s: &Session, set: &ImageSet, rng: SeededRng) -> Result<Vae
     let offset = s.input.pixel_nll_offset(set)?;
     let neg_elbo_pixels = t.neg_elbo + offset.iter().sum::<f64>() / set.n.max(1) as f64;
     let continuous = !matches!(s.vae.likelihood, crate::model::Likelihood::Bernoulli(_));
+    let bits_per_dim = if s.config.likelihood.kind.is_discrete_pixels() {
+        Some(crate::util::units::discrete_bits_per_dim(
+            neg_elbo_pixels,
+            set.dim(),
+        ))
+    } else {
+        continuous.then(|| crate::util::units::bits_per_dim(neg_elbo_pixels, set.dim()))
+    };
     Ok(VaeSplitMetrics {
         neg_elbo: t.neg_elbo,
         neg_elbo_pixels: Some(neg_elbo_pixels),
-        bits_per_dim: continuous.then(|| crate::util::units::bits_per_dim(neg_elbo_pixels, set.dim())),
+        bits_per_dim,
         rec: t.rec,
         kl: t.kl,
         mse,
         psnr: crate::util::units::psnr(mse),
         on_floor: t.on_floor,
+        kl_groups: t.kl_groups,
         eval: SplitEval::default(),
     })
 }

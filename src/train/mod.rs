@@ -7,13 +7,16 @@
 pub mod checkpoint;
 pub mod config;
 pub mod early_stop;
+pub mod ema;
 pub mod epoch_log;
+pub mod grad_guard;
 pub mod input;
 pub mod metrics;
 pub mod optim;
 pub mod pictures;
 pub mod plot;
 pub mod run;
+pub mod schedule;
 pub mod session;
 pub mod trainer;
 pub mod workflow;

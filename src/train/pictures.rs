@@ -38,8 +38,8 @@ pub fn write_all(s: &Session, splits: &Splits, run: &RunDir) -> Result<()> {
 
 /// Decoder means of `n` latents drawn from the prior, pixels [n, c, h, w] in [0, 1].
 pub fn prior_samples(s: &Session, n: usize, rng: &mut SeededRng) -> Result<Vec<f32>> {
-    let l = s.vae.latent_dim;
-    let z = Tensor::from_vec(rng.normal_vec(n * l), (n, l), &s.device)?;
+    let l = s.vae.code_dim();
+    let z = Tensor::from_vec(s.vae.prior_codes(n, rng)?, (n, l), &s.device)?;
     let dec = s.vae.decode(&z, Mode::Eval)?;
     let mean = s.vae.likelihood.mean(&dec)?.flatten_all()?.to_vec1::<f32>()?;
     Ok(s.input.to_pixels(mean, n))

@@ -93,8 +93,13 @@ impl LoadedRun {
         self.session.input.pixel_nll_offset(set)
     }
 
+    /// Width of the codes `encode` returns and `decode` takes (a hierarchy's top group).
     pub fn latent_dim(&self) -> usize {
-        self.session.vae.latent_dim
+        self.session.vae.code_dim()
+    }
+
+    pub fn vae(&self) -> &crate::model::Vae {
+        &self.session.vae
     }
 
     pub fn image_shape(&self) -> (usize, usize, usize) {

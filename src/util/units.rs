@@ -38,6 +38,12 @@ pub fn bits_per_dim(nll_nats: f64, d: usize) -> f64 {
     (nll_nats - d * BIN_WIDTH.ln()) / (d * LN_2)
 }
 
+/// Bits per dimension of a probability mass over the 8-bit levels (the discretized logistic):
+/// `nll_nats` is already -ln P(k) of the image, so no bin volume is added.
+pub fn discrete_bits_per_dim(nll_nats: f64, d: usize) -> f64 {
+    nll_nats / (d as f64 * LN_2)
+}
+
 /// Peak signal-to-noise ratio in dB for a mean squared error on pixels in `[0, 1]`.
 pub fn psnr(mse: f64) -> f64 {
     if mse <= 0.0 {
@@ -64,5 +70,7 @@ mod tests {
         let a = bits_per_dim(100.0, d) - bits_per_dim(0.0, d);
         assert!((a - 100.0 / (d as f64 * LN_2)).abs() < 1e-12);
         assert!((psnr(0.01) - 20.0).abs() < 1e-12);
+        // A mass putting 1/256 on every level: exactly 8 bits per pixel.
+        assert!((discrete_bits_per_dim(d as f64 * 256f64.ln(), d) - 8.0).abs() < 1e-12);
     }
 }

@@ -1,0 +1,128 @@
+//! An exponential moving average of the weights (Polyak averaging), for evaluation and sampling:
+//! `shadow <- decay * shadow + (1 - decay) * weights` after every update, buffers (batch-norm
+//! statistics) copied as they are. NVAE and VDVAE evaluate with it (decay 0.9999 / 0.999).
+use crate::model::params::{is_buffer, ParamStore};
+use candle_core::{Result, Tensor};
+
+pub struct Ema {
+    pub decay: f64,
+    /// (name, averaged value) for every tensor of the store, sorted by name.
+    shadow: Vec<(String, Tensor)>,
+    pub updates: u64,
+}
+
+impl Ema {
+    /// Start from the store's current values.
+    pub fn new(store: &ParamStore, decay: f64) -> Result<Self> {
+        let shadow = store
+            .all()
+            .into_iter()
+            .map(|(n, v)| Ok((n, v.as_tensor().copy()?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            decay,
+            shadow,
+            updates: 0,
+        })
+    }
+
+    /// Fold the store's current values in (call after each optimizer step).
+    pub fn update(&mut self, store: &ParamStore) -> Result<()> {
+        let all = store.all();
+        if all.len() != self.shadow.len() {
+            candle_core::bail!(
+                "EMA: the store has {} tensors, the average {}",
+                all.len(),
+                self.shadow.len()
+            );
+        }
+        for ((name, var), (sname, s)) in all.iter().zip(self.shadow.iter_mut()) {
+            if name != sname {
+                candle_core::bail!("EMA: tensor {name} where the average has {sname}");
+            }
+            let v = var.as_tensor().detach();
+            *s = if is_buffer(name) {
+                v.copy()?
+            } else {
+                ((&*s * self.decay)? + (v * (1.0 - self.decay))?)?
+            };
+        }
+        self.updates += 1;
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.shadow.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// Write the averaged values into `store` (a second store of the same model for evaluation,
+    /// or the training one after saving its weights).
+    pub fn copy_to(&self, store: &ParamStore) -> Result<()> {
+        let all = store.all();
+        for ((name, var), (sname, s)) in all.iter().zip(&self.shadow) {
+            if name != sname {
+                candle_core::bail!("EMA: tensor {name} where the average has {sname}");
+            }
+            var.set(s)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use candle_nn::Init;
+
+    #[test]
+    fn ema_follows_the_exponential_average_and_converges_to_the_running_mean() {
+        let store = ParamStore::new(1, &Device::Cpu);
+        let vb = store.var_builder();
+        let w = vb.get_with_hints(2, "layer.weight", Init::Const(0.0)).unwrap();
+        let _rm = vb.get_with_hints(2, "bn.running_mean", Init::Const(0.0)).unwrap();
+        let vars = store.all();
+        let decay = 0.9;
+        let mut ema = Ema::new(&store, decay).unwrap();
+        // Weights oscillate around (3, -1) as SGD iterates would: the average settles on the mean.
+        let mut want = [0.0f64, 0.0];
+        for t in 0..400 {
+            let wiggle = if t % 2 == 0 { 0.5 } else { -0.5 };
+            let vals = [3.0 + wiggle, -1.0 - wiggle];
+            for (name, v) in &vars {
+                let val = if name.contains("running") {
+                    vec![t as f32; 2]
+                } else {
+                    vals.map(|x| x as f32).to_vec()
+                };
+                v.set(&Tensor::from_vec(val, 2, &Device::Cpu).unwrap()).unwrap();
+            }
+            ema.update(&store).unwrap();
+            for i in 0..2 {
+                want[i] = decay * want[i] + (1.0 - decay) * vals[i];
+            }
+        }
+        let got: Vec<f32> = ema.get("layer.weight").unwrap().to_vec1().unwrap();
+        for i in 0..2 {
+            assert!((got[i] as f64 - want[i]).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
+        // The oscillation +-0.5 averages out to within (1 - decay) / (1 + decay) * 0.5 of the mean.
+        assert!(
+            (got[0] - 3.0).abs() < 0.03 && (got[1] + 1.0).abs() < 0.03,
+            "{got:?}"
+        );
+        // Buffers are copied, not averaged.
+        let rm: Vec<f32> = ema.get("bn.running_mean").unwrap().to_vec1().unwrap();
+        assert_eq!(rm, vec![399.0, 399.0]);
+        // copy_to writes the average into a store of the same model.
+        let other = ParamStore::new(2, &Device::Cpu);
+        let ovb = other.var_builder();
+        ovb.get_with_hints(2, "layer.weight", Init::Const(7.0)).unwrap();
+        ovb.get_with_hints(2, "bn.running_mean", Init::Const(7.0))
+            .unwrap();
+        ema.copy_to(&other).unwrap();
+        let ow: Vec<f32> = other.all()[1].1.as_tensor().to_vec1().unwrap();
+        assert_eq!(ow, got);
+        drop(w);
+    }
+}
