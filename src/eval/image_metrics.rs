@@ -224,7 +224,13 @@ mod tests {
 
     fn checkerboard(side: usize) -> Vec<f32> {
         (0..side * side)
-            .map(|i| if (i / side + i % side) % 2 == 0 { 1.0 } else { 0.0 })
+            .map(|i| {
+                if (i / side + i % side).is_multiple_of(2) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
             .collect()
     }
 

@@ -106,7 +106,8 @@ pub fn factor_reconstructions(run: &LoadedRun, set: &ImageSet, dir: &Path) -> Re
     let label = set.labels[0];
     let same_object = |i: usize| set.labels[i] == label && factors[i].instance == r.instance;
     type Key = fn(&NorbFactors) -> u8;
-    let specs: [(&str, Key, fn(&NorbFactors, &NorbFactors) -> bool); 3] = [
+    type SameRest = fn(&NorbFactors, &NorbFactors) -> bool;
+    let specs: [(&str, Key, SameRest); 3] = [
         (
             "elevation",
             |f| f.elevation,

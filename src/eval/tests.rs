@@ -9,14 +9,15 @@ use std::path::Path;
 fn synth_config(root: &Path, data_seed: u64, limit: usize, seed: u64) -> TrainConfig {
     let data_dir = root.join("norb");
     crate::data::synth::write_small(&data_dir, 16, data_seed).unwrap();
-    let mut cfg = TrainConfig::default();
-    cfg.seed = seed;
-    cfg.data = DataOptions {
-        spec: format!("norb:{}", data_dir.display()),
-        limit: Some(limit),
+    TrainConfig {
+        seed,
+        data: DataOptions {
+            spec: format!("norb:{}", data_dir.display()),
+            limit: Some(limit),
+            ..Default::default()
+        },
         ..Default::default()
-    };
-    cfg
+    }
 }
 
 /// Train a tiny conv VAE for a few steps on 16x16 synthetic NORB; returns the run dir.
@@ -103,7 +104,7 @@ fn eval_adds_bounds_quality_and_samples_iwae_never_worse_than_elbo() {
     }
     // The report shows the evaluated run with its new numbers and pictures.
     let html = tmp.path().join("report.html");
-    crate::report::build_report(&[run.clone()], &html, &Default::default()).unwrap();
+    crate::report::build_report(std::slice::from_ref(&run), &html, &Default::default()).unwrap();
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains(&format!("{:.1}", f("iwae"))) && page.contains("traversal"));
 

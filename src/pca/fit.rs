@@ -108,7 +108,7 @@ pub fn solver_costs(n: usize, d: usize, k: usize, params: &ValidPcaParams) -> Ve
         None
     };
     let small_eig = EIG_F64 * l.powi(3) + 2.0 * df * l * k as f64;
-    let cov_randomized = (df * df * 4.0 + 4.0 * df * l * 4.0 <= budget).then(|| {
+    let cov_randomized = (df * df * 4.0 + 4.0 * df * l * 4.0 <= budget).then_some({
         gram + (qc + 2.0) * 2.0 * df * df * l + (qc + 1.0) * 4.0 * df * l * l + 2.0 * df * l * l + small_eig
     });
     let passes = 2.0 * (q + 1.0) + 1.0;

@@ -137,7 +137,7 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
         .filter(|&k| k >= 1 && k <= max_k)
         .collect();
     if ks.is_empty() {
-        ks.push(max_k.min(10).max(1));
+        ks.push(max_k.clamp(1, 10));
     }
     ks.sort_unstable();
     ks.dedup();

@@ -161,7 +161,7 @@ fn is_primary(file: &str, run: &RunInfo) -> bool {
         return false;
     }
     // The loss curve is drawn as SVG from metrics.jsonl when that exists.
-    !(file == "loss_curve.png" && !run.epochs.is_empty())
+    file != "loss_curve.png" || run.epochs.is_empty()
 }
 
 fn table(runs: &[RunInfo]) -> String {
@@ -204,7 +204,7 @@ fn table(runs: &[RunInfo]) -> String {
                     let test = run.pca_test(k);
                     let _ = write!(
                         s,
-                        r#"<tr class="pca"><td class="l">{} k={}</td><td class="l">PCA</td><td class="l">Gaussian (PPCA)</td><td>{}</td><td>{}</td><td>–</td><td class="l">closed form</td><td>{}</td><td>{}</td><td>exact</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="l">–</td></tr>"#,
+                        r#"<tr class="pca"><td class="l">{} k={}</td><td class="l">PCA</td><td class="l">Gaussian (PPCA)</td><td>{}</td><td>{}</td><td>–</td><td class="l">closed form</td><td>{}</td><td>{}</td><td>exact</td><td>{}</td><td>{}</td><td>{}</td><td>–</td><td class="l">–</td></tr>"#,
                         escape(&run.name),
                         k,
                         k,
@@ -214,8 +214,7 @@ fn table(runs: &[RunInfo]) -> String {
                         fmt(test.map(|m| m.mse), 5),
                         fmt(test.map(|m| m.psnr), 2),
                         // PCA has no SSIM in its metrics.
-                        fmt(None, 3),
-                        "–"
+                        fmt(None, 3)
                     );
                 }
             }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct TrainConfig {
     /// Seeds initial weights, shuffling, noise and samples (the data split has its own `data.seed`).
     pub seed: u64,
@@ -17,19 +18,6 @@ pub struct TrainConfig {
     pub likelihood: LikelihoodConfig,
     pub kl: KlConfig,
     pub train: TrainOptions,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            seed: 0,
-            data: DataOptions::default(),
-            model: ModelConfig::default(),
-            likelihood: LikelihoodConfig::default(),
-            kl: KlConfig::default(),
-            train: TrainOptions::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -118,7 +118,7 @@ mod tests {
                     .unwrap())
             .unwrap();
             let grads = loss.backward().unwrap();
-            let norm = global_norm(&grads, &[w.clone()]).unwrap();
+            let norm = global_norm(&grads, std::slice::from_ref(&w)).unwrap();
             match guard.decide(norm) {
                 GradDecision::Skip => assert_eq!(step, 100, "skipped step {step} with norm {norm}"),
                 GradDecision::Apply { scale } => {

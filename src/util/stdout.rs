@@ -53,8 +53,9 @@ pub fn is_closed_stdout(err: &anyhow::Error) -> bool {
 }
 
 fn stdout_is_pipe_or_socket() -> bool {
-    // SAFETY: fstat writes into the zeroed struct we own; fd 1 is only read.
+    // SAFETY: libc::stat is plain old data, for which all-zero bytes are a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into the struct we own and only reads fd 1.
     let rc = unsafe { libc::fstat(libc::STDOUT_FILENO, &mut st) };
     rc == 0 && matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFSOCK)
 }
