@@ -390,3 +390,59 @@ fn divergence_stops_with_the_reason_and_keeps_the_last_good_checkpoint() {
         serde_json::from_str(&std::fs::read_to_string(tmp.path().join("metrics.json")).unwrap()).unwrap();
     assert_eq!(m["stopped_because"], "diverged");
 }
+
+#[test]
+fn learning_rate_schedule_reaches_the_updates() {
+    // A warm-up longer than the run keeps every rate near lr * step / warmup: the training loss
+    // barely moves, while the same run at the constant rate learns. A cosine schedule and a
+    // constant one give different weights.
+    let tmp = tempfile::tempdir().unwrap();
+    let splits = blob_splits(16);
+    let run = |name: &str, set: &[&str]| {
+        let mut sets = vec![
+            "model.conv.downsizings=2".to_string(),
+            "train.max_epochs=3".into(),
+        ];
+        sets.extend(set.iter().map(|s| s.to_string()));
+        let cfg = TrainConfig::from_toml_str(TINY_CONV, &sets).unwrap();
+        let dir = tmp.path().join(name);
+        train::train(&cfg.check().unwrap(), &splits, &dir, false).unwrap();
+        let losses: Vec<f64> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["train_loss"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect();
+        (
+            losses,
+            std::fs::read(dir.join("checkpoints/last.safetensors")).unwrap(),
+        )
+    };
+    let (constant, w_constant) = run("constant", &["train.lr=0.01"]);
+    let (warm, _) = run("warm", &["train.lr=0.01", "train.lr_warmup_steps=100000000"]);
+    let (cosine, w_cosine) = run("cosine", &["train.lr=0.01", "train.lr_schedule=\"cosine\""]);
+    let drop = |l: &[f64]| (l[0] - l[l.len() - 1]) / l[0].abs();
+    assert!(
+        drop(&constant) > 0.01,
+        "constant rate did not learn: {constant:?}"
+    );
+    assert!(
+        drop(&warm).abs() < drop(&constant) / 20.0,
+        "warm-up {warm:?} vs {constant:?}"
+    );
+    assert!(drop(&cosine) > 0.01, "cosine schedule did not learn: {cosine:?}");
+    assert!(w_cosine != w_constant, "the cosine schedule changed nothing");
+    // Clipping, skipping and the weight average are not applied yet: refused, not ignored.
+    let err = TrainConfig::from_toml_str(TINY_CONV, &["train.ema_decay=0.999".into()])
+        .unwrap()
+        .check()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("train.ema_decay") && err.contains("not applied"),
+        "{err}"
+    );
+}

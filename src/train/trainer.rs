@@ -6,6 +6,7 @@ use super::config::ValidTrainConfig;
 use super::input::ModelData;
 use super::metrics;
 use super::optim::Adam;
+use super::schedule::LrSchedule;
 use super::session::{default_device, Session};
 use crate::data::{Split, Splits};
 use crate::format::{EpochRecord, StopReason, TrainState, VaeMetrics};
@@ -83,6 +84,7 @@ pub fn train(cfg: &ValidTrainConfig, splits: &Splits, run_dir: &Path, resume: bo
     let data = TrainData {
         train: session.input.to_model(&splits.train)?,
         val: session.input.to_model(&splits.val)?,
+        lr: lr_schedule(cfg, splits.train.n),
     };
     let mut stop = StopReason::MaxEpochs;
     let mut speed = Vec::new();
@@ -154,6 +156,23 @@ fn mean(v: &[f64]) -> f64 {
 struct TrainData {
     train: ModelData,
     val: ModelData,
+    /// The learning rate of each update, a function of the update's index alone, so a resumed run
+    /// takes the same rates as an uninterrupted one.
+    lr: LrSchedule,
+}
+
+/// The run's learning-rate schedule over all its updates (`max_epochs` x the epoch's full batches).
+fn lr_schedule(cfg: &ValidTrainConfig, train_images: usize) -> LrSchedule {
+    let t = &cfg.train;
+    let batch = t.batch_size.min(train_images).max(1);
+    let per_epoch = (train_images / batch).min(t.max_steps_per_epoch.unwrap_or(usize::MAX));
+    LrSchedule {
+        base_lr: t.lr,
+        warmup_steps: t.lr_warmup_steps,
+        kind: t.lr_schedule,
+        total_steps: per_epoch.saturating_mul(t.max_epochs),
+        min_fraction: 0.0,
+    }
 }
 
 enum EpochOutcome {
@@ -279,6 +298,7 @@ fn run_epoch(
         crate::util::signals::check()?;
         let started = Instant::now();
         beta = kl::beta_at(&cfg.kl, (epoch - 1) as f64 + (i + 1) as f64 / n_batches as f64);
+        opt.set_lr(data.lr.lr(state.steps as usize));
         let step = match train_step(s, opt, state, &data.train, idx, beta)? {
             StepOutcome::Done(step) => step,
             StepOutcome::NonFinite(loss) => {
