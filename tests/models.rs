@@ -21,6 +21,7 @@ fn train_cli(config: PathBuf, out: &Path, set: &[String]) -> anyhow::Result<()> 
         out: Some(out.to_path_buf()),
         set: set.to_vec(),
         resume: false,
+        force: false,
     })
 }
 

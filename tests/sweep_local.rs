@@ -16,7 +16,7 @@ fn mtimes(sweep: &Path) -> Vec<std::time::SystemTime> {
         .iter()
         .flat_map(|r| {
             let d = sweep.join(r["dir"].as_str().unwrap());
-            ["metrics.json", "checkpoints/last.safetensors", "train.log"]
+            ["metrics.json", "checkpoints/last/model.safetensors", "train.log"]
                 .map(|f| std::fs::metadata(d.join(f)).unwrap().modified().unwrap())
         })
         .collect()
@@ -358,7 +358,7 @@ fn sigint_to_a_local_sweep_stops_its_runs_with_checkpoints_and_a_rerun_resumes_t
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let first = dir.join("sw/runs/latent_dim=2,seed=0/checkpoints/last.json");
+    let first = dir.join("sw/runs/latent_dim=2,seed=0/checkpoints/last/state.json");
     wait_for(&first, 120.0, "a run's first checkpoint");
     // SAFETY: kill(2) on our own child's pid, not yet reaped.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);

@@ -31,7 +31,7 @@ fn sigint_mid_run_exits_130_and_resume_is_bit_identical() {
         .spawn()
         .unwrap();
     wait_for(
-        &dir.join("cut/checkpoints/last.json"),
+        &dir.join("cut/checkpoints/last/state.json"),
         120.0,
         "the first epoch's checkpoint",
     );
@@ -45,7 +45,7 @@ fn sigint_mid_run_exits_130_and_resume_is_bit_identical() {
     assert!(t.contains("--resume"), "{t}");
     assert!(!dir.join("cut/metrics.json").exists(), "{t}");
     // Only finished epochs are on disk.
-    let state = read_json(&dir.join("cut/checkpoints/last.json"));
+    let state = read_json(&dir.join("cut/checkpoints/last/state.json"));
     let done = state["epochs_done"].as_u64().unwrap();
     assert!((1..3).contains(&done), "epochs_done {done}\n{t}");
     let lines = std::fs::read_to_string(dir.join("cut/metrics.jsonl"))
@@ -86,7 +86,7 @@ fn sigterm_before_the_first_epoch_says_to_start_again() {
     let out = child.wait_with_output().unwrap();
     let t = text(&out);
     assert_eq!(out.status.code(), Some(143), "{t}");
-    if !dir.join("early/checkpoints/last.json").exists() {
+    if !dir.join("early/checkpoints/last/state.json").exists() {
         assert!(t.contains("before its first epoch finished"), "{t}");
     }
 }

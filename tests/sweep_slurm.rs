@@ -181,7 +181,7 @@ fn sweeps_run_as_one_slurm_job_array_and_a_usr1_task_requeues_and_resumes_exactl
     let task = format!("{}_0", job_id(&usr1));
     let run_dir = usr1.join("runs/latent_dim=4,seed=0");
     wait_for(
-        &run_dir.join("checkpoints/last.json"),
+        &run_dir.join("checkpoints/last/state.json"),
         300.0,
         "epoch 1 of the Slurm task",
     );

@@ -27,6 +27,7 @@ fn train_cli(config: Option<PathBuf>, out: &Path, set: &[&str], resume: bool) ->
         out: Some(out.to_path_buf()),
         set: set.iter().map(|s| s.to_string()).collect(),
         resume,
+        force: false,
     })
 }
 
@@ -139,10 +140,10 @@ fn every_preset_trains_one_epoch_on_small_synthetic_norb() {
             "recon_val.png",
             "recon_test.png",
             "samples_prior.png",
-            "checkpoints/best.safetensors",
-            "checkpoints/last.safetensors",
-            "checkpoints/last.optim.safetensors",
-            "checkpoints/last.json",
+            "checkpoints/best/model.safetensors",
+            "checkpoints/last/model.safetensors",
+            "checkpoints/last/optim.safetensors",
+            "checkpoints/last/state.json",
         ] {
             assert!(out.join(f).is_file(), "{name}: missing {f}");
         }
@@ -233,7 +234,7 @@ fn resume_after_a_stop_matches_an_uninterrupted_run() {
     let b = train::train(&full.check().unwrap(), &splits, &b_dir, true).unwrap();
     assert_eq!(b.epochs_run, 4);
     assert_eq!(a.metrics, b.metrics);
-    let last = |d: &Path| std::fs::read(d.join("checkpoints/last.safetensors")).unwrap();
+    let last = |d: &Path| std::fs::read(d.join("checkpoints/last/model.safetensors")).unwrap();
     assert!(
         last(&tmp.path().join("a")) == last(&b_dir),
         "final parameters differ"
@@ -373,7 +374,7 @@ fn divergence_stops_with_the_reason_and_keeps_the_last_good_checkpoint() {
     let mut one = cfg.clone();
     one.train.max_epochs = 1;
     train::train(&one.check().unwrap(), &splits, tmp.path(), false).unwrap();
-    let good = std::fs::read(tmp.path().join("checkpoints/best.safetensors")).unwrap();
+    let good = std::fs::read(tmp.path().join("checkpoints/best/model.safetensors")).unwrap();
     // An absurd learning rate sends the weights to infinity in the resumed epoch 2.
     let mut wild = cfg.clone();
     wild.train.max_epochs = 3;
@@ -383,7 +384,7 @@ fn divergence_stops_with_the_reason_and_keeps_the_last_good_checkpoint() {
     assert_eq!((s.epochs_run, s.best_epoch), (1, 1));
     assert!(s.metrics["test"].neg_elbo.is_finite());
     assert_eq!(
-        std::fs::read(tmp.path().join("checkpoints/best.safetensors")).unwrap(),
+        std::fs::read(tmp.path().join("checkpoints/best/model.safetensors")).unwrap(),
         good
     );
     let m: serde_json::Value =
@@ -418,7 +419,7 @@ fn learning_rate_schedule_reaches_the_updates() {
             .collect();
         (
             losses,
-            std::fs::read(dir.join("checkpoints/last.safetensors")).unwrap(),
+            std::fs::read(dir.join("checkpoints/last/model.safetensors")).unwrap(),
         )
     };
     let (constant, w_constant) = run("constant", &["train.lr=0.01"]);

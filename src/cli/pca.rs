@@ -35,6 +35,9 @@ pub struct Args {
     /// Evaluate this saved model (pca.safetensors) instead of fitting one.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Replace the run already in --out (its files are deleted first).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -48,6 +51,7 @@ pub fn run(args: Args) -> Result<()> {
         oversample: args.oversample,
         seed: args.seed,
         model: args.model,
+        force: args.force,
     };
     let metrics = crate::pca::run_baseline(&opts)?;
     println!("{}", crate::pca::summary_text(&metrics, &opts.out));

@@ -38,6 +38,25 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--out {}: the output must be a .png file", args.out.display());
     }
     let run = load_run(&args.run_dir, CheckpointKind::Best)?;
+    let (c, h, w) = run.image_shape();
+    crate::model::budget::estimate(
+        &run.config.model,
+        &run.config.likelihood,
+        crate::model::budget::ImageShape {
+            channels: c,
+            height: h,
+            width: w,
+        },
+        &crate::model::budget::Workload::sampling(args.n, "sample --n"),
+    )
+    .check_available("sample")?;
+    if let Some(name) = run.non_finite_tensor()? {
+        bail!(
+            "{}: the best checkpoint's tensor '{name}' holds NaN or infinity: refusing to sample from it \
+             (the run diverged or its checkpoint was damaged; retrain it)",
+            args.run_dir.display()
+        );
+    }
     let opts = SamplerOptions {
         gmm_components: args.components,
         gmm_covariance: args.gmm_covariance,
@@ -56,7 +75,13 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut rng = SeededRng::derived(args.seed, "sample");
     let px = crate::eval::latent::sample_images(&run, &sampler, args.n, &mut rng)?;
-    let (c, h, w) = run.image_shape();
+    if px.iter().any(|v| !v.is_finite()) {
+        bail!(
+            "{}: the model produced NaN or infinite pixels: refusing to write {}",
+            args.run_dir.display(),
+            args.out.display()
+        );
+    }
     let cols = (args.n as f64).sqrt().ceil() as usize;
     crate::data::grid::save_grid(&args.out, &px, args.n, c, h, w, cols)?;
     println!(

@@ -1,5 +1,6 @@
 //! `norbvae train`: train a VAE from a TOML config (see `configs/`).
 use crate::cli::common::DataArgs;
+use crate::format::run_dir::Intent;
 use crate::train::{self, TrainConfig};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -20,6 +21,9 @@ pub struct Args {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Replace the run already in --out (its files are deleted first).
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -44,8 +48,14 @@ pub fn run(args: Args) -> Result<()> {
     let cfg = cfg
         .check()
         .with_context(|| format!("config {}", config_path.display()))?;
+    let intent = match (args.resume, args.force) {
+        (true, true) => anyhow::bail!("--resume continues the run in --out, --force replaces it: give one"),
+        (true, false) => Intent::Resume,
+        (false, true) => Intent::Replace,
+        (false, false) => Intent::New,
+    };
     crate::util::signals::install().context("installing signal handlers")?;
-    let summary = train::train_from_config(&cfg, &out, args.resume).map_err(|e| {
+    let summary = train::train_from_config_with(&cfg, &out, intent).map_err(|e| {
         if e.downcast_ref::<crate::util::signals::Interrupted>().is_none() {
             e
         } else if train::checkpoint::exists(&out, train::CheckpointKind::Last) {

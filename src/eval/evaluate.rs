@@ -82,6 +82,9 @@ fn step(show: bool, started: std::time::Instant, msg: &str) {
 pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetrics> {
     let t0 = std::time::Instant::now();
     let rd = RunDir::open(run_dir)?;
+    // One writer at a time: metrics.json is read here and merged into at the end, so a second
+    // eval (or a resumed train) on this run is refused rather than losing one side's results.
+    let _lock = crate::util::lock::RunLock::acquire(run_dir)?;
     let metrics_path = rd.path("metrics.json");
     if !metrics_path.is_file() {
         bail!(

@@ -19,9 +19,11 @@
 //! | `config.toml` | train | the resolved `train::TrainConfig` (seed, data, model, likelihood, kl, train) |
 //! | `model.json` | train | [`ModelMeta`]: image shape and parameter count |
 //! | `metrics.jsonl` | train, after every epoch | one [`EpochRecord`] per line |
-//! | `checkpoints/{best,last}.safetensors` | train | model tensors (batch-norm buffers included) |
-//! | `checkpoints/{best,last}.optim.safetensors` | train | Adam moments |
-//! | `checkpoints/{best,last}.json` | train, last of the three | [`TrainState`]: a checkpoint is complete when it exists |
+//! | `checkpoints/{best,last}/model.safetensors` | train | model tensors (batch-norm buffers included) |
+//! | `checkpoints/last/optim.safetensors` | train | Adam moments (only `last/`: resume starts there) |
+//! | `checkpoints/{best,last}/state.json` | train | [`TrainState`] |
+//! | `checkpoints/{best,last}/manifest.json` | train, last | the epoch and each file's SHA-256: each directory is one atomic unit (`util::atomic_dir`), checked on load |
+//! | `.norbvae.lock` | every command writing here | `flock`ed by the one writer (`util::lock`), holds its pid |
 //! | `pca.safetensors` | train (`pca_dense` models) | the PCA the model's input goes through |
 //! | `metrics.json` | train at the end; eval merges into it | [`RunMetrics::Vae`] ([`VaeMetrics`]) |
 //! | `*.png` | train, eval | loss curve, reconstructions, samples, traversals |
@@ -46,6 +48,7 @@
 pub mod checkpoint;
 pub mod metrics;
 pub mod model;
+pub mod run_dir;
 
 pub use checkpoint::{EarlyStopping, StopReason, TrainState};
 pub use metrics::{

@@ -77,6 +77,17 @@ impl ParamStore {
         use anyhow::Context;
         let loaded = candle_core::safetensors::load(path, &self.device)
             .with_context(|| format!("reading checkpoint {}", path.display()))?;
+        self.load_tensors(&loaded, path)
+    }
+
+    /// Overwrite every tensor from `loaded` (read from `path`, named in errors). Every name and
+    /// shape is checked before the first tensor is set, so a mismatch changes nothing.
+    pub fn load_tensors(
+        &self,
+        loaded: &std::collections::HashMap<String, Tensor>,
+        path: &Path,
+    ) -> anyhow::Result<()> {
+        use anyhow::Context;
         let vars = self.vars.lock().expect("param store lock");
         for (name, var) in vars.iter() {
             let t = loaded.get(name).with_context(|| {
@@ -93,7 +104,9 @@ impl ParamStore {
                     var.dims()
                 );
             }
-            var.set(&t.to_dtype(DType::F32)?)?;
+        }
+        for (name, var) in vars.iter() {
+            var.set(&loaded[name].to_dtype(DType::F32)?)?;
         }
         Ok(())
     }

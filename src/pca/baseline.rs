@@ -4,6 +4,7 @@
 //! into a run directory (layout in `crate::format`).
 use super::{PcaModel, PcaParams, PcaSolver};
 use crate::data::{self, DataOptions, ImageSet, Split};
+use crate::format::run_dir::{claim, Intent, RunKind};
 use crate::format::{PcaFitInfo, PcaKMetrics, PcaMetrics, FORMAT_VERSION};
 use crate::util::RunDir;
 use anyhow::{bail, Context, Result};
@@ -33,6 +34,8 @@ pub struct BaselineOptions {
     pub seed: u64,
     /// Evaluate this saved model (pca.safetensors) instead of fitting one.
     pub model: Option<PathBuf>,
+    /// Replace a run already in `out` (it is cleared first); without it such a directory is refused.
+    pub force: bool,
 }
 
 impl BaselineOptions {
@@ -48,6 +51,7 @@ impl BaselineOptions {
             oversample: None,
             seed: 0,
             model: None,
+            force: false,
         }
     }
 }
@@ -125,6 +129,8 @@ pub fn run_baseline(opts: &BaselineOptions) -> Result<PcaMetrics> {
         }
         None => None,
     };
+    let intent = if opts.force { Intent::Replace } else { Intent::New };
+    let _lock = claim(&opts.out, RunKind::Pca, intent)?;
     let run = RunDir::create(&opts.out)?;
     run.write_toml("config.toml", &config)?;
 

@@ -83,8 +83,12 @@ impl RunInfo {
             .filter(|p| p.extension().is_some_and(|e| e == "png"))
             .collect();
         images.sort();
-        let n_params = count_checkpoint_params(&dir.join("checkpoints").join("best.safetensors"))
-            .or_else(|| metrics.vae().and_then(|m| m.num_parameters).map(|n| n as u64));
+        let n_params = count_checkpoint_params(
+            &dir.join("checkpoints/best")
+                .join(crate::train::checkpoint::PARAMS_FILE),
+        )
+        .or_else(|| count_checkpoint_params(&dir.join("checkpoints").join("best.safetensors")))
+        .or_else(|| metrics.vae().and_then(|m| m.num_parameters).map(|n| n as u64));
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -153,7 +153,7 @@ if [ -f "$RUN/metrics.json" ]; then
 fi
 rm -f "$RUN/{FAILED_FILE}"
 RESUME=()
-if [ -f "$RUN/checkpoints/last.json" ]; then RESUME=(--resume); fi
+if [ -f "$RUN/checkpoints/last/manifest.json" ] || [ -f "$RUN/checkpoints/last.json" ]; then RESUME=(--resume); fi
 echo "--- norbvae sweep: task ${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}} (restart ${{SLURM_RESTART_COUNT:-0}}) ${{RESUME[*]:-starting}} on $(hostname)" >>"$LOG"
 export RAYON_NUM_THREADS="${{SLURM_CPUS_PER_TASK:-1}}"
 CHILD=""

@@ -1,14 +1,23 @@
-//! Checkpoints: `checkpoints/{best,last}.safetensors` (model tensors, buffers included),
-//! `{best,last}.optim.safetensors` (Adam moments) and `{best,last}.json` (epoch, counters, RNG
-//! states, history: [`crate::format::TrainState`]). The JSON is written last, so a checkpoint is
-//! complete when its JSON exists.
+//! Checkpoints: `checkpoints/best/` and `checkpoints/last/`, each one atomic unit
+//! ([`crate::util::atomic_dir`]): `model.safetensors` (model tensors, buffers included),
+//! `state.json` ([`crate::format::TrainState`]: epoch, counters, RNG states, history) and, in
+//! `last/` only, `optim.safetensors` (Adam moments: only a resume needs them, and a resume
+//! continues from `last/`). A `manifest.json` with the epoch and the SHA-256 of every file is
+//! written last and checked on load, so a reader gets the whole previous checkpoint or the whole
+//! new one, never weights of one epoch with the state of another.
+//!
+//! Run directories from before the units (flat `checkpoints/{best,last}.safetensors`,
+//! `.optim.safetensors`, `.json`) still load; the next save writes a unit beside them, which then
+//! takes precedence.
 use super::optim::Adam;
 use crate::format::{StopReason, TrainState, FORMAT_VERSION};
 use crate::model::params::{safetensors_bytes, ParamStore};
+use crate::util::atomic_dir::{self, Step, UnitWriter};
 use anyhow::{Context, Result};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -26,27 +35,94 @@ impl CheckpointKind {
     }
 }
 
-pub struct CheckpointPaths {
+/// File names inside a checkpoint unit.
+pub const PARAMS_FILE: &str = "model.safetensors";
+pub const OPTIM_FILE: &str = "optim.safetensors";
+pub const STATE_FILE: &str = "state.json";
+
+/// The unit directory of a checkpoint: `RUN/checkpoints/{best,last}`.
+pub fn unit_dir(run_dir: &Path, kind: CheckpointKind) -> PathBuf {
+    run_dir.join("checkpoints").join(kind.name())
+}
+
+/// The flat files of a checkpoint written before the units (read only).
+pub struct LegacyPaths {
     pub params: PathBuf,
     pub optim: PathBuf,
     pub state: PathBuf,
 }
 
-pub fn paths(run_dir: &Path, kind: CheckpointKind) -> CheckpointPaths {
+pub fn legacy_paths(run_dir: &Path, kind: CheckpointKind) -> LegacyPaths {
     let dir = run_dir.join("checkpoints");
     let n = kind.name();
-    CheckpointPaths {
+    LegacyPaths {
         params: dir.join(format!("{n}.safetensors")),
         optim: dir.join(format!("{n}.optim.safetensors")),
         state: dir.join(format!("{n}.json")),
     }
 }
 
-pub fn exists(run_dir: &Path, kind: CheckpointKind) -> bool {
-    let p = paths(run_dir, kind);
+fn legacy_exists(run_dir: &Path, kind: CheckpointKind) -> bool {
+    let p = legacy_paths(run_dir, kind);
     p.state.is_file() && p.params.is_file()
 }
 
+fn unit_exists(run_dir: &Path, kind: CheckpointKind) -> bool {
+    unit_dir(run_dir, kind).join(atomic_dir::MANIFEST).is_file()
+}
+
+/// Whether the run has a complete checkpoint of this kind (a unit, or the flat layout).
+pub fn exists(run_dir: &Path, kind: CheckpointKind) -> bool {
+    unit_exists(run_dir, kind) || legacy_exists(run_dir, kind)
+}
+
+/// A fault-injection point for tests: called at every step of every checkpoint write with the
+/// checkpoint's kind and epoch; returning true stops the write dead there, as a kill would.
+pub type FaultHook = Box<dyn FnMut(CheckpointKind, usize, &Step) -> bool + Send>;
+
+static FAULT: Mutex<Option<FaultHook>> = Mutex::new(None);
+
+/// Install (or with `None`, remove) the process-wide checkpoint fault hook. Tests only.
+pub fn set_fault_hook(hook: Option<FaultHook>) {
+    *FAULT.lock().unwrap_or_else(|e| e.into_inner()) = hook;
+}
+
+fn write_unit(run_dir: &Path, kind: CheckpointKind, epoch: usize, files: &[(&str, &[u8])]) -> Result<()> {
+    let dir = unit_dir(run_dir, kind);
+    let mut w = UnitWriter::begin(&dir, epoch as u64)?;
+    if FAULT.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+        w.inject_fault(move |step| {
+            FAULT
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+                .is_some_and(|hook| hook(kind, epoch, step))
+        });
+    }
+    for (name, bytes) in files {
+        w.write(name, bytes)?;
+    }
+    w.commit()
+        .with_context(|| format!("writing the {} checkpoint of epoch {epoch}", kind.name()))?;
+    Ok(())
+}
+
+fn state_bytes(state: &TrainState) -> Result<Vec<u8>> {
+    let mut state = state.clone();
+    state.format_version = FORMAT_VERSION;
+    Ok(crate::format::to_json(&state)?.into_bytes())
+}
+
+fn params_bytes(store: &ParamStore) -> Result<Vec<u8>> {
+    let map: std::collections::HashMap<String, candle_core::Tensor> = store
+        .all()
+        .into_iter()
+        .map(|(n, v)| (n, v.as_tensor().clone()))
+        .collect();
+    safetensors_bytes(&map)
+}
+
+/// Write a checkpoint as one unit. The optimizer moments go into `last/` only.
 pub fn save(
     run_dir: &Path,
     kind: CheckpointKind,
@@ -54,27 +130,54 @@ pub fn save(
     opt: &Adam,
     state: &TrainState,
 ) -> Result<()> {
-    let p = paths(run_dir, kind);
-    store.save(&p.params)?;
-    crate::util::write_atomic(&p.optim, &safetensors_bytes(&opt.state_tensors())?)?;
-    write_state(&p.state, state)
-}
-
-fn write_state(path: &Path, state: &TrainState) -> Result<()> {
-    let mut state = state.clone();
-    state.format_version = FORMAT_VERSION;
-    crate::util::write_atomic(path, crate::format::to_json(&state)?.as_bytes())
+    let params = params_bytes(store)?;
+    let st = state_bytes(state)?;
+    match kind {
+        CheckpointKind::Last => {
+            let optim = safetensors_bytes(&opt.state_tensors())?;
+            write_unit(
+                run_dir,
+                kind,
+                state.epochs_done,
+                &[(PARAMS_FILE, &params), (OPTIM_FILE, &optim), (STATE_FILE, &st)],
+            )
+        }
+        CheckpointKind::Best => write_unit(
+            run_dir,
+            kind,
+            state.epochs_done,
+            &[(PARAMS_FILE, &params), (STATE_FILE, &st)],
+        ),
+    }
 }
 
 /// Record why training stopped in a saved checkpoint's state, leaving the rest as it was.
 pub fn mark_stopped(run_dir: &Path, kind: CheckpointKind, why: StopReason) -> Result<()> {
-    let p = paths(run_dir, kind);
-    let mut saved: TrainState = crate::format::read_json(&p.state)?;
+    if !unit_exists(run_dir, kind) {
+        let p = legacy_paths(run_dir, kind);
+        let mut saved: TrainState = crate::format::read_json(&p.state)?;
+        saved.stopped_because = Some(why);
+        return crate::util::write_atomic(&p.state, &state_bytes(&saved)?);
+    }
+    let unit = atomic_dir::load_unit(&unit_dir(run_dir, kind))?;
+    let mut saved: TrainState = serde_json::from_slice(&unit.read(STATE_FILE)?)
+        .with_context(|| format!("{}", unit.path(STATE_FILE).display()))?;
     saved.stopped_because = Some(why);
-    write_state(&p.state, &saved)
+    let st = state_bytes(&saved)?;
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for name in unit.manifest.files.keys() {
+        if name != STATE_FILE {
+            files.push((name.clone(), unit.read(name)?));
+        }
+    }
+    files.push((STATE_FILE.to_string(), st));
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    write_unit(run_dir, kind, unit.epoch() as usize, &refs)
 }
 
 /// Load model tensors (and, when `opt` is given, the optimizer state); returns the saved state.
+/// The unit is verified first (manifest, lengths, hashes, the epoch in the state against the
+/// manifest's): a damaged or mixed checkpoint is an error naming it, and nothing is loaded.
 pub fn load(
     run_dir: &Path,
     kind: CheckpointKind,
@@ -82,15 +185,68 @@ pub fn load(
     opt: Option<&mut Adam>,
     device: &Device,
 ) -> Result<TrainState> {
-    let p = paths(run_dir, kind);
-    if !p.state.is_file() {
-        anyhow::bail!(
-            "{}: no {} checkpoint (missing {})",
+    let dir = unit_dir(run_dir, kind);
+    if !dir.exists() && legacy_exists(run_dir, kind) {
+        return load_legacy(run_dir, kind, store, opt, device);
+    }
+    let unit = match atomic_dir::load_unit(&dir) {
+        Ok(u) => u,
+        Err(atomic_dir::UnitError::Missing { .. }) => anyhow::bail!(
+            "{}: no {} checkpoint (missing {}): was it trained?",
             run_dir.display(),
             kind.name(),
-            p.state.display()
+            dir.join(atomic_dir::MANIFEST).display()
+        ),
+        Err(e) => return Err(e).context("refusing to load a damaged checkpoint"),
+    };
+    let state_path = unit.path(STATE_FILE);
+    let state: TrainState = serde_json::from_slice(&unit.read(STATE_FILE)?)
+        .with_context(|| format!("reading checkpoint state {}", state_path.display()))?;
+    if state.epochs_done as u64 != unit.epoch() {
+        anyhow::bail!(
+            "{}: the state is of epoch {}, the manifest of epoch {}: refusing a mixed checkpoint",
+            unit.dir.display(),
+            state.epochs_done,
+            unit.epoch()
         );
     }
+    let params = candle_core::safetensors::load_buffer(&unit.read(PARAMS_FILE)?, device)
+        .with_context(|| format!("reading checkpoint {}", unit.path(PARAMS_FILE).display()))?;
+    // Check the optimizer's file before touching the model, so a failure loads nothing.
+    let optim = match &opt {
+        Some(_) => {
+            let bytes = unit.read(OPTIM_FILE).with_context(|| {
+                format!(
+                    "{}: this checkpoint has no optimizer state, so training cannot resume from it",
+                    unit.dir.display()
+                )
+            })?;
+            Some(
+                candle_core::safetensors::load_buffer(&bytes, device).with_context(|| {
+                    format!("reading optimizer state {}", unit.path(OPTIM_FILE).display())
+                })?,
+            )
+        }
+        None => None,
+    };
+    store
+        .load_tensors(&params, &unit.path(PARAMS_FILE))
+        .with_context(|| format!("loading checkpoint {}", unit.dir.display()))?;
+    if let (Some(opt), Some(t)) = (opt, optim) {
+        opt.load_state(&t, state.steps)
+            .with_context(|| format!("restoring optimizer state {}", unit.path(OPTIM_FILE).display()))?;
+    }
+    Ok(state)
+}
+
+fn load_legacy(
+    run_dir: &Path,
+    kind: CheckpointKind,
+    store: &ParamStore,
+    opt: Option<&mut Adam>,
+    device: &Device,
+) -> Result<TrainState> {
+    let p = legacy_paths(run_dir, kind);
     let state: TrainState = crate::format::read_json(&p.state)?;
     store.load(&p.params)?;
     if let Some(opt) = opt {

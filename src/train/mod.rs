@@ -26,5 +26,5 @@ pub use checkpoint::CheckpointKind;
 pub use config::{ConfigError, TrainConfig, TrainOptions, ValidTrainConfig};
 pub use run::{load_run, LoadedRun};
 pub use session::{default_device, Session};
-pub use trainer::train;
-pub use workflow::{summary_text, train_from_config};
+pub use trainer::{train, train_with};
+pub use workflow::{summary_text, train_from_config, train_from_config_with};

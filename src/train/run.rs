@@ -106,6 +106,22 @@ impl LoadedRun {
         self.session.input.image_shape()
     }
 
+    /// The first tensor of the model (parameters and buffers) holding a NaN or an infinity.
+    pub fn non_finite_tensor(&self) -> Result<Option<String>> {
+        for (name, v) in self.session.store.all() {
+            let m = v
+                .as_tensor()
+                .abs()?
+                .max_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
+            if !m.is_finite() {
+                return Ok(Some(name));
+            }
+        }
+        Ok(None)
+    }
+
     /// Trainable scalars of the model.
     pub fn num_parameters(&self) -> usize {
         self.meta.num_parameters

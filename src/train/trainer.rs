@@ -9,6 +9,7 @@ use super::optim::Adam;
 use super::schedule::LrSchedule;
 use super::session::{default_device, Session};
 use crate::data::{Split, Splits};
+use crate::format::run_dir::{claim, Intent, RunKind};
 use crate::format::{EpochRecord, StopReason, TrainState, VaeMetrics};
 use crate::kernels::AdamHyper;
 use crate::model::{kl, Mode};
@@ -37,24 +38,53 @@ fn epoch_batches(n: usize, batch: usize, max_steps: Option<usize>, rng: &mut See
 
 /// Train (or resume) a run. `run_dir` receives config, checkpoints, metrics and pictures.
 pub fn train(cfg: &ValidTrainConfig, splits: &Splits, run_dir: &Path, resume: bool) -> Result<VaeMetrics> {
-    let run = RunDir::create(run_dir)?;
-    if !resume && checkpoint::exists(run_dir, CheckpointKind::Last) {
-        anyhow::bail!(
-            "{} already holds a trained run; use --resume to continue it or choose another --out",
-            run_dir.display()
-        );
-    }
+    train_with(
+        cfg,
+        splits,
+        run_dir,
+        if resume { Intent::Resume } else { Intent::New },
+    )
+}
+
+/// [`train`] with the directory's use spelled out ([`Intent::Replace`] is `--force`). Holds the
+/// run directory's lock throughout; nothing is written into the directory before the config is
+/// known to fit the data, the memory and (on resume) the checkpoint.
+pub fn train_with(
+    cfg: &ValidTrainConfig,
+    splits: &Splits,
+    run_dir: &Path,
+    intent: Intent,
+) -> Result<VaeMetrics> {
+    let resume = intent == Intent::Resume;
     if splits.train.n < 2 {
         anyhow::bail!(
             "the training split has {} images; at least 2 are needed",
             splits.train.n
         );
     }
+    let t = &splits.train;
+    crate::model::budget::estimate(
+        &cfg.model,
+        &cfg.likelihood,
+        crate::model::budget::ImageShape {
+            channels: t.channels,
+            height: t.height,
+            width: t.width,
+        },
+        &crate::model::budget::Workload::training(cfg.train.batch_size, cfg.train.grid_images),
+    )
+    .check_available("train")?;
+    let _lock = claim(run_dir, RunKind::Vae, intent)?;
+    if resume && !checkpoint::exists(run_dir, CheckpointKind::Last) {
+        anyhow::bail!(
+            "resuming: {} has no last checkpoint to continue from (start it without --resume)",
+            run_dir.display()
+        );
+    }
+    let run = RunDir::create(run_dir)?;
     let device = default_device();
     let input = super::input::build(cfg, splits, &run)?;
     let session = Session::new(cfg.config().clone(), input, device.clone())?;
-    run.write_toml("config.toml", cfg.config())?;
-    run.write_json("model.json", &session.model_meta())?;
 
     let hyper = AdamHyper {
         lr: cfg.train.lr,
@@ -64,6 +94,8 @@ pub fn train(cfg: &ValidTrainConfig, splits: &Splits, run_dir: &Path, resume: bo
     };
     let trainable: Vec<_> = session.store.trainable().into_iter().map(|(_, v)| v).collect();
     let mut opt = Adam::new(trainable, hyper)?;
+    // On resume the checkpoint is loaded (and so checked against this config) before the run's
+    // config.toml and model.json are replaced: a config that does not fit leaves the run as it was.
     let mut state = if resume {
         let mut s = checkpoint::load(
             run_dir,
@@ -72,12 +104,25 @@ pub fn train(cfg: &ValidTrainConfig, splits: &Splits, run_dir: &Path, resume: bo
             Some(&mut opt),
             &device,
         )
-        .context("resuming")?;
+        .with_context(|| {
+            format!(
+                "resuming {}: the checkpoint does not fit this config (the run is left as it was)",
+                run_dir.display()
+            )
+        })?;
         s.stopped_because = None;
         s
     } else {
         TrainState::new(cfg.seed)
     };
+    run.write_toml("config.toml", cfg.config())?;
+    run.write_json("model.json", &session.model_meta())?;
+    // metrics.json marks a finished run; this one is being trained again.
+    let metrics_path = run.path("metrics.json");
+    if metrics_path.exists() {
+        std::fs::remove_file(&metrics_path)
+            .with_context(|| format!("removing {}", metrics_path.display()))?;
+    }
     // habits-tb: TensorBoard events and metrics.csv (train/epoch_log.rs).
     let mut tb = super::epoch_log::EpochLogger::open(&run, cfg, state.steps)?;
 
@@ -92,6 +137,14 @@ pub fn train(cfg: &ValidTrainConfig, splits: &Splits, run_dir: &Path, resume: bo
         let epoch = state.epochs_done + 1;
         match run_epoch(&session, &mut opt, &mut state, &data, epoch, &mut tb)? {
             EpochOutcome::Diverged(msg) => {
+                if !checkpoint::exists(run_dir, CheckpointKind::Best) {
+                    anyhow::bail!(
+                        "training diverged in epoch {epoch} ({msg}) before any epoch finished, so no \
+                         checkpoint was written to {} (try a lower train.lr or a higher \
+                         likelihood.logvar_floor)",
+                        run_dir.display()
+                    );
+                }
                 eprintln!(
                     "training diverged in epoch {epoch}: {msg}; stopping and keeping the last good checkpoint"
                 );
@@ -131,8 +184,7 @@ pub fn train(cfg: &ValidTrainConfig, splits: &Splits, run_dir: &Path, resume: bo
     }
     if !checkpoint::exists(run_dir, CheckpointKind::Best) {
         anyhow::bail!(
-            "training diverged before the first epoch finished: no checkpoint was written to {} \
-             (try a lower train.lr or a higher likelihood.logvar_floor)",
+            "no epoch finished, so no checkpoint was written to {} (train.max_epochs is 0?)",
             run_dir.display()
         );
     }

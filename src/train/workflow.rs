@@ -1,11 +1,17 @@
 //! `norbvae train` as a library call: a checked config in, a trained run directory out.
 use super::config::ValidTrainConfig;
+use crate::format::run_dir::Intent;
 use crate::format::VaeMetrics;
 use anyhow::Result;
 use std::path::Path;
 
 /// Load the config's data and train (or resume) into `out`.
 pub fn train_from_config(cfg: &ValidTrainConfig, out: &Path, resume: bool) -> Result<VaeMetrics> {
+    train_from_config_with(cfg, out, if resume { Intent::Resume } else { Intent::New })
+}
+
+/// [`train_from_config`] with `--force` ([`Intent::Replace`]) as a choice too.
+pub fn train_from_config_with(cfg: &ValidTrainConfig, out: &Path, intent: Intent) -> Result<VaeMetrics> {
     let splits = crate::data::load(&cfg.data)?;
     eprintln!(
         "data {}: {} train / {} val / {} test images of {}x{}x{}",
@@ -17,7 +23,7 @@ pub fn train_from_config(cfg: &ValidTrainConfig, out: &Path, resume: bool) -> Re
         splits.train.height,
         splits.train.width
     );
-    super::train(cfg, &splits, out, resume)
+    super::trainer::train_with(cfg, &splits, out, intent)
 }
 
 /// The lines `norbvae train` prints at the end: how training stopped, each split's metrics.

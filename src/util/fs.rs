@@ -35,13 +35,16 @@ where
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
-/// The temporary name used while `path` is being written: `.NAME.tmp` beside it.
+/// A temporary name for writing `path`: `.NAME.tmp-PID-N` beside it, unique per process and per
+/// call, so two writers (two processes, or two threads) never write into one temporary file.
 pub fn temp_name(path: &Path) -> PathBuf {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
+    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
 /// A run's output directory: results, the resolved config, checkpoints and pictures.
@@ -111,5 +114,13 @@ mod tests {
         let r = write_atomic_with(&q, |_| anyhow::bail!("boom"));
         assert!(r.is_err());
         assert!(!q.exists() && !temp_name(&q).exists());
+        // No temporary file of either write is left behind.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["a.txt".to_string()]);
+        // Two names for one path differ (two writers never share a temporary file).
+        assert_ne!(temp_name(&p), temp_name(&p));
     }
 }

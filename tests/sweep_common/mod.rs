@@ -78,7 +78,7 @@ pub fn outcome(run: &Path) -> (serde_json::Value, Vec<(f64, f64, f64)>, Vec<u8>)
             )
         })
         .collect();
-    let params = std::fs::read(run.join("checkpoints/last.safetensors")).unwrap();
+    let params = std::fs::read(run.join("checkpoints/last/model.safetensors")).unwrap();
     (m["metrics"].clone(), hist, params)
 }
 
