@@ -2,7 +2,11 @@
 //! `ParamStore::load`) and a checkpoint unit's manifest (`util::atomic_dir::load_unit`), truncated,
 //! bit-flipped, garbage or with bytes appended. No input may panic; each gives a clean error
 //! naming the file or loads a model of the right shapes.
-//! Default: 256 cases for the weights, 64 for the units; PROPTEST_CASES=N runs N and N/4.
+//! The JSON and TOML files of a run directory (the v0 fixture's metrics.json, model.json,
+//! metrics.jsonl, checkpoint state and config.toml), damaged the same ways, go through their
+//! typed readers and the report's run loader: an error naming the file, or a load, never a panic.
+//! Default: 256 cases for the weights, 64 for the units and the run files; PROPTEST_CASES=N runs N
+//! and N/4.
 use norbvae::model::{InputShape, ParamStore, Vae};
 use norbvae::train::TrainConfig;
 use norbvae::util::atomic_dir::{load_unit, UnitWriter};
@@ -140,6 +144,70 @@ proptest! {
                 let msg = e.to_string();
                 prop_assert!(msg.contains(&*unit.to_string_lossy()), "{}", msg);
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases() / 4, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn damaged_run_files_give_an_error_not_a_panic(
+        which in 0usize..6,
+        d in prop::collection::vec(damage(), 1..4),
+    ) {
+        use norbvae::format::{read_json, ModelMeta, RunMetrics, TrainState};
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/run-v0/vae");
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("vae");
+        copy_dir(&fixture, &run);
+        let name = [
+            "metrics.json",
+            "model.json",
+            "metrics.jsonl",
+            "config.toml",
+            "checkpoints/last.json",
+            "checkpoints/best.json",
+        ][which];
+        let p = run.join(name);
+        let good = std::fs::read(&p).unwrap();
+        std::fs::write(&p, apply(good, &d)).unwrap();
+        let outcome = std::panic::catch_unwind(|| -> Vec<String> {
+            let mut errors = Vec::new();
+            let mut note = |r: Result<(), String>| {
+                if let Err(e) = r {
+                    errors.push(e);
+                }
+            };
+            note(RunMetrics::read(&run.join("metrics.json")).map(|_| ()).map_err(|e| e.to_string()));
+            note(read_json::<ModelMeta>(&run.join("model.json")).map(|_| ()).map_err(|e| e.to_string()));
+            for ck in ["checkpoints/last.json", "checkpoints/best.json"] {
+                note(read_json::<TrainState>(&run.join(ck)).map(|_| ()).map_err(|e| e.to_string()));
+            }
+            note(TrainConfig::load(&run.join("config.toml"), &[]).map(|_| ()).map_err(|e| format!("{e:#}")));
+            note(norbvae::report::runs::RunInfo::load(&run).map(|_| ()).map_err(|e| format!("{e:#}")));
+            errors
+        });
+        let errors = match outcome {
+            Ok(errors) => errors,
+            Err(_) => panic!("a run-file reader panicked on damaged {name}: {d:?}"),
+        };
+        let file = name.rsplit('/').next().unwrap();
+        for e in &errors {
+            prop_assert!(e.contains(file) || e.contains("metrics.json"), "error does not name the file: {e}");
+        }
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
         }
     }
 }
