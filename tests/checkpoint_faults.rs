@@ -2,64 +2,28 @@
 //! `train::checkpoint`, which stops the write dead as a kill would) either resumes to exactly the
 //! uninterrupted run's results or is refused; never a mix. One test in its own binary: the hook is
 //! process-wide. Also: run directories in the flat layout from before the units still resume.
-use norbvae::data::{ImageSet, Splits};
+mod common;
+
+use common::{blob_splits, conv_tables};
 use norbvae::train::{self, checkpoint, CheckpointKind, TrainConfig};
 use norbvae::util::atomic_dir::Step;
-use norbvae::util::SeededRng;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-fn blobs(n: usize, side: usize, seed: u64) -> ImageSet {
-    let mut rng = SeededRng::new(seed);
-    let mut images = Vec::with_capacity(n * side * side);
-    for _ in 0..n {
-        let c = rng.uniform_vec(2);
-        let (cx, cy) = (c[0] * side as f32, c[1] * side as f32);
-        for y in 0..side {
-            for x in 0..side {
-                let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
-                images.push((-d2 / (side as f32)).exp());
-            }
-        }
-    }
-    ImageSet {
-        images,
-        n,
-        channels: 1,
-        height: side,
-        width: side,
-        labels: vec![0; n],
-        factors: None,
-    }
-}
-
-fn splits() -> Splits {
-    Splits {
-        name: "blobs".into(),
-        train: blobs(48, 16, 1),
-        val: blobs(16, 16, 2),
-        test: blobs(16, 16, 3),
-        num_classes: 1,
-        class_names: vec!["blob".into()],
-    }
-}
-
-const TINY: &str = "
+/// 3 epochs of the tiny conv VAE with 2 downsizings on 16x16 blobs.
+fn tiny() -> String {
+    format!(
+        "
 [model]
 latent_dim = 4
-[model.conv]
-downsizings = 2
-first_filters = 4
-max_filters = 16
-intermediate = 16
-[likelihood]
-kind = \"gaussian_optimal\"
-output_activation = \"sigmoid\"
-[train]
+{}[train]
 batch_size = 16
 grid_images = 4
 max_epochs = 3
-";
+",
+        conv_tables(2, 16)
+    )
+}
 
 fn metrics_json(m: &norbvae::format::VaeMetrics) -> String {
     serde_json::to_string(&m.metrics).unwrap()
@@ -68,8 +32,8 @@ fn metrics_json(m: &norbvae::format::VaeMetrics) -> String {
 #[test]
 fn an_interrupted_checkpoint_resumes_exactly_or_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let splits = splits();
-    let cfg = TrainConfig::from_toml_str(TINY, &[]).unwrap().check().unwrap();
+    let splits = blob_splits(16);
+    let cfg = TrainConfig::from_toml_str(&tiny(), &[]).unwrap().check().unwrap();
     let reference = train::train(&cfg, &splits, &tmp.path().join("ref"), false).unwrap();
     let want = metrics_json(&reference);
     let ref_params = std::fs::read(tmp.path().join("ref/checkpoints/last/model.safetensors")).unwrap();
@@ -153,7 +117,7 @@ fn an_interrupted_checkpoint_resumes_exactly_or_is_refused() {
 
     // The flat layout written before the units (checkpoints/{best,last}.{safetensors,
     // optim.safetensors,json}) still loads and resumes exactly.
-    let mut two = TrainConfig::from_toml_str(TINY, &[]).unwrap();
+    let mut two = TrainConfig::from_toml_str(&tiny(), &[]).unwrap();
     two.train.max_epochs = 2;
     let old = tmp.path().join("old");
     train::train(&two.check().unwrap(), &splits, &old, false).unwrap();

@@ -1,5 +1,8 @@
 //! Every command run with a closed stdout (`norbvae ... | head -c0`) exits without a panic: no
 //! exit status 101, no "panicked at", and its results written as without the pipe.
+mod common;
+
+use common::{tiny_run, EXE};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -10,7 +13,7 @@ struct Ran {
 
 /// Run norbvae with stdout a pipe whose reading end is already closed.
 fn with_closed_stdout(args: &[&str]) -> Ran {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_norbvae"))
+    let mut child = Command::new(EXE)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -34,28 +37,6 @@ fn check(args: &[&str]) {
     );
     assert_eq!(r.code, Some(0), "{what}: exit {:?}:\n{}", r.code, r.stderr);
 }
-
-const TINY: &str = "
-seed = 1
-[data]
-image_size = 16
-val_fraction = 0.2
-[model]
-latent_dim = 4
-[model.conv]
-downsizings = 3
-first_filters = 4
-max_filters = 16
-intermediate = 16
-[likelihood]
-kind = \"gaussian_optimal\"
-output_activation = \"sigmoid\"
-[train]
-batch_size = 8
-max_epochs = 1
-max_steps_per_epoch = 2
-grid_images = 4
-";
 
 #[test]
 fn every_command_with_a_closed_stdout_exits_cleanly() {
@@ -98,7 +79,7 @@ fn every_command_with_a_closed_stdout_exits_cleanly() {
     check(&["pca", "--data", &spec, "--components", "4", "--out", &p("pca")]);
     assert!(Path::new(&p("pca/metrics.json")).is_file());
 
-    std::fs::write(p("tiny.toml"), TINY).unwrap();
+    std::fs::write(p("tiny.toml"), tiny_run()).unwrap();
     check(&[
         "train",
         "--config",
@@ -110,7 +91,7 @@ fn every_command_with_a_closed_stdout_exits_cleanly() {
     ]);
     assert!(Path::new(&p("vae/metrics.json")).is_file());
     // The reader goes away while the command runs (the watcher's path, not the start-up check).
-    let mut child = Command::new(env!("CARGO_BIN_EXE_norbvae"))
+    let mut child = Command::new(EXE)
         .args([
             "train",
             "--config",

@@ -2,33 +2,14 @@
 //! refused (`--force` replaces), a resume whose config does not fit the checkpoint changes
 //! nothing, concurrent writers are refused with the holder's pid, absurd sizes are refused before
 //! anything is written, and the messages say one true thing.
+mod common;
+
+use common::{tiny_run, EXE};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-const TINY: &str = "
-seed = 1
-[data]
-image_size = 16
-val_fraction = 0.2
-[model]
-latent_dim = 4
-[model.conv]
-downsizings = 3
-first_filters = 4
-max_filters = 16
-intermediate = 16
-[likelihood]
-kind = \"gaussian_optimal\"
-output_activation = \"sigmoid\"
-[train]
-batch_size = 8
-max_epochs = 1
-max_steps_per_epoch = 2
-grid_images = 4
-";
-
 fn cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_norbvae"));
+    let mut c = Command::new(EXE);
     c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     c
 }
@@ -90,7 +71,7 @@ impl Fixture {
             "0",
         ]);
         let config = root.join("tiny.toml");
-        std::fs::write(&config, TINY).unwrap();
+        std::fs::write(&config, tiny_run()).unwrap();
         Fixture {
             _tmp: tmp,
             spec: format!("norb:{norb}"),
@@ -237,7 +218,7 @@ fn a_second_writer_is_refused_with_the_holders_pid() {
         ]);
         a.into_iter().map(String::from).collect::<Vec<String>>()
     };
-    let mut e1 = Command::new(env!("CARGO_BIN_EXE_norbvae"))
+    let mut e1 = Command::new(EXE)
         .args(eval("test"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

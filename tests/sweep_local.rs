@@ -1,8 +1,8 @@
 //! `norbvae sweep` with the local and print executors, and its bad-input errors, through the real
 //! binary on a tiny synthetic NORB.
-mod sweep_common;
+mod common;
+use common::*;
 use std::path::Path;
-use sweep_common::*;
 
 fn manifest(sweep: &Path) -> serde_json::Value {
     read_json(&sweep.join("sweep.json"))
@@ -184,7 +184,7 @@ fn bad_grids_and_missing_sbatch_fail_clearly_and_start_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let base = dir.join("base.toml");
-    std::fs::write(&base, TINY_BASE).unwrap();
+    std::fs::write(&base, tiny_base()).unwrap();
     let b = base.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -248,7 +248,7 @@ fn the_print_executor_writes_configs_and_one_array_script() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let base = dir.join("base.toml");
-    std::fs::write(&base, TINY_BASE).unwrap();
+    std::fs::write(&base, tiny_base()).unwrap();
     let sweep_file = dir.join("capacity.toml");
     std::fs::write(
         &sweep_file,

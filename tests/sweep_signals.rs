@@ -1,8 +1,8 @@
 //! The trainer stops cleanly on a signal: SIGINT mid-run exits 130 with the unfinished epoch
 //! dropped, and `--resume` ends bit-identical to an uninterrupted run.
-mod sweep_common;
+mod common;
+use common::*;
 use std::process::{Command, Stdio};
-use sweep_common::*;
 
 fn train_cmd(dir: &std::path::Path, base: &std::path::Path, data: &str, out: &str) -> Command {
     let mut c = Command::new(EXE);

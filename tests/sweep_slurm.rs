@@ -3,11 +3,11 @@
 //! re-run that submits nothing, options sbatch rejects, and a task sent SIGUSR1 mid-training that
 //! requeues itself and ends bit-identical to an uninterrupted run. Skips (with the reason) when
 //! sbatch is absent or the test is not root.
-mod sweep_common;
+mod common;
+use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use sweep_common::*;
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/local_slurm.sh")

@@ -1,9 +1,10 @@
 //! TensorBoard logs read back by TensorBoard itself (python/read_tb.py in the venv made by
 //! scripts/tb_venv.sh; the reader parts skip with a message when it is absent), and metrics.csv.
-use norbvae::data::{ImageSet, Splits};
+mod common;
+
+use common::{blob_splits_of, conv_tables};
 use norbvae::train::{self, TrainConfig};
 use norbvae::util::tensorboard::{EventWriter, HParam};
-use norbvae::util::SeededRng;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -121,43 +122,13 @@ fn tensorboard_reads_back_scalars_images_hparams_and_restarts() {
     assert_eq!(start["hparams"]["train.tensorboard.enabled"], true);
 }
 
-/// Gaussian blobs at random places.
-fn blobs(n: usize, side: usize, seed: u64) -> ImageSet {
-    let mut rng = SeededRng::new(seed);
-    let mut images = Vec::with_capacity(n * side * side);
-    for _ in 0..n {
-        let c = rng.uniform_vec(2);
-        let (cx, cy) = (c[0] * side as f32, c[1] * side as f32);
-        for y in 0..side {
-            for x in 0..side {
-                let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
-                images.push((-d2 / (side as f32)).exp());
-            }
-        }
-    }
-    ImageSet {
-        images,
-        n,
-        channels: 1,
-        height: side,
-        width: side,
-        labels: vec![0; n],
-        factors: None,
-    }
-}
-
-const TINY_CONV: &str = "
+/// The tiny conv VAE with 2 downsizings and 4 to 8 filters, logging every 2 steps.
+fn tiny_conv() -> String {
+    format!(
+        "
 [model]
 latent_dim = 4
-[model.conv]
-downsizings = 2
-first_filters = 4
-max_filters = 8
-intermediate = 8
-[likelihood]
-kind = \"gaussian_optimal\"
-output_activation = \"sigmoid\"
-[train]
+{}[train]
 batch_size = 8
 max_epochs = 3
 patience = 100
@@ -165,7 +136,10 @@ grid_images = 4
 [train.tensorboard]
 every_steps = 2
 images_every_epochs = 2
-";
+",
+        conv_tables(2, 8)
+    )
+}
 
 fn jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -191,21 +165,14 @@ fn numbers(records: &[Value]) -> Vec<Value> {
 
 #[test]
 fn training_logs_tensorboard_and_csv_without_changing_the_run() {
-    let splits = Splits {
-        name: "blobs".into(),
-        train: blobs(40, 16, 1),
-        val: blobs(8, 16, 2),
-        test: blobs(8, 16, 3),
-        num_classes: 1,
-        class_names: vec!["blob".into()],
-    };
+    let splits = blob_splits_of(16, 40, 8, 8);
     let tmp = tempfile::tempdir().unwrap();
     // Two epochs, then resumed for a third: the event files of both invocations read as one run.
-    let short = TrainConfig::from_toml_str(TINY_CONV, &["train.max_epochs=2".into()])
+    let short = TrainConfig::from_toml_str(&tiny_conv(), &["train.max_epochs=2".into()])
         .unwrap()
         .check()
         .unwrap();
-    let full = TrainConfig::from_toml_str(TINY_CONV, &[])
+    let full = TrainConfig::from_toml_str(&tiny_conv(), &[])
         .unwrap()
         .check()
         .unwrap();
@@ -213,7 +180,7 @@ fn training_logs_tensorboard_and_csv_without_changing_the_run() {
     train::train(&short, &splits, &run, false).unwrap();
     train::train(&full, &splits, &run, true).unwrap();
     // The same run with TensorBoard off gives the same numbers.
-    let off = TrainConfig::from_toml_str(TINY_CONV, &["train.tensorboard.enabled=false".into()])
+    let off = TrainConfig::from_toml_str(&tiny_conv(), &["train.tensorboard.enabled=false".into()])
         .unwrap()
         .check()
         .unwrap();

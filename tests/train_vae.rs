@@ -1,7 +1,9 @@
 //! The VAE engine end to end: presets train on a small synthetic NORB through the CLI, a tiny
 //! model overfits, resume is exact, bad configs fail clearly, and a run loads back for eval.
+mod common;
+
+use common::{blob_splits, blobs, conv_tables};
 use norbvae::cli::common::DataArgs;
-use norbvae::data::{ImageSet, Splits};
 use norbvae::model::{Mode, ParamStore, Vae};
 use norbvae::train::optim::{Adam, AdamHyper};
 use norbvae::train::{self, CheckpointKind, TrainConfig};
@@ -35,58 +37,19 @@ fn configs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("configs")
 }
 
-/// Gaussian blobs at random places; `binary` thresholds them at 0.5.
-fn blobs(n: usize, side: usize, seed: u64, binary: bool) -> ImageSet {
-    let mut rng = SeededRng::new(seed);
-    let mut images = Vec::with_capacity(n * side * side);
-    for _ in 0..n {
-        let c = rng.uniform_vec(2);
-        let (cx, cy) = (c[0] * side as f32, c[1] * side as f32);
-        for y in 0..side {
-            for x in 0..side {
-                let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
-                let v = (-d2 / (side as f32)).exp();
-                images.push(if binary { (v > 0.5) as u8 as f32 } else { v });
-            }
-        }
-    }
-    ImageSet {
-        images,
-        n,
-        channels: 1,
-        height: side,
-        width: side,
-        labels: vec![0; n],
-        factors: None,
-    }
-}
-
-fn blob_splits(side: usize) -> Splits {
-    Splits {
-        name: "blobs".into(),
-        train: blobs(48, side, 1, false),
-        val: blobs(16, side, 2, false),
-        test: blobs(16, side, 3, false),
-        num_classes: 1,
-        class_names: vec!["blob".into()],
-    }
-}
-
-const TINY_CONV: &str = "
+/// The tiny conv VAE of these tests: 3 downsizings, 4 to 16 filters, batches of 16.
+fn tiny_conv() -> String {
+    format!(
+        "
 [model]
 latent_dim = 4
-[model.conv]
-downsizings = 3
-first_filters = 4
-max_filters = 16
-intermediate = 16
-[likelihood]
-kind = \"gaussian_optimal\"
-output_activation = \"sigmoid\"
-[train]
+{}[train]
 batch_size = 16
 grid_images = 4
-";
+",
+        conv_tables(3, 16)
+    )
+}
 
 #[test]
 fn every_preset_trains_one_epoch_on_small_synthetic_norb() {
@@ -216,7 +179,7 @@ fn tiny_model_overfits_a_handful_of_images() {
 fn resume_after_a_stop_matches_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let splits = blob_splits(16);
-    let base = TrainConfig::from_toml_str(TINY_CONV, &["model.conv.downsizings=2".into()]).unwrap();
+    let base = TrainConfig::from_toml_str(&tiny_conv(), &["model.conv.downsizings=2".into()]).unwrap();
     let mut full = base.clone();
     full.train.max_epochs = 4;
     let a = train::train(&full.check().unwrap(), &splits, &tmp.path().join("a"), false).unwrap();
@@ -259,7 +222,7 @@ fn early_stopping_stops_a_real_run_for_patience() {
     let tmp = tempfile::tempdir().unwrap();
     let splits = blob_splits(16);
     let cfg = TrainConfig::from_toml_str(
-        TINY_CONV,
+        &tiny_conv(),
         &[
             "model.conv.downsizings=2".into(),
             "train.lr=1e-12".into(),
@@ -327,7 +290,7 @@ fn bad_configs_give_clear_errors() {
     assert!(e.contains("bad.toml") && e.contains("train.max_epochs"), "{e}");
     // Strict sizes are also refused when the data decides the size.
     let splits = blob_splits(20);
-    let c = TrainConfig::from_toml_str(TINY_CONV, &["model.conv.size_rule=\"strict\"".into()]).unwrap();
+    let c = TrainConfig::from_toml_str(&tiny_conv(), &["model.conv.size_rule=\"strict\"".into()]).unwrap();
     let e = format!(
         "{:#}",
         train::train(&c.check().unwrap(), &splits, &tmp.path().join("s"), false).unwrap_err()
@@ -348,7 +311,7 @@ fn odd_sizes_pad_and_crop() {
     for (side, d) in [(20usize, 3usize), (28, 2)] {
         let splits = blob_splits(side);
         let cfg = TrainConfig::from_toml_str(
-            TINY_CONV,
+            &tiny_conv(),
             &[
                 format!("model.conv.downsizings={d}"),
                 "train.max_epochs=1".into(),
@@ -370,7 +333,7 @@ fn odd_sizes_pad_and_crop() {
 fn divergence_stops_with_the_reason_and_keeps_the_last_good_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let splits = blob_splits(16);
-    let cfg = TrainConfig::from_toml_str(TINY_CONV, &["model.conv.downsizings=2".into()]).unwrap();
+    let cfg = TrainConfig::from_toml_str(&tiny_conv(), &["model.conv.downsizings=2".into()]).unwrap();
     let mut one = cfg.clone();
     one.train.max_epochs = 1;
     train::train(&one.check().unwrap(), &splits, tmp.path(), false).unwrap();
@@ -405,7 +368,7 @@ fn learning_rate_schedule_reaches_the_updates() {
             "train.max_epochs=3".into(),
         ];
         sets.extend(set.iter().map(|s| s.to_string()));
-        let cfg = TrainConfig::from_toml_str(TINY_CONV, &sets).unwrap();
+        let cfg = TrainConfig::from_toml_str(&tiny_conv(), &sets).unwrap();
         let dir = tmp.path().join(name);
         train::train(&cfg.check().unwrap(), &splits, &dir, false).unwrap();
         let losses: Vec<f64> = std::fs::read_to_string(dir.join("metrics.jsonl"))
@@ -437,7 +400,7 @@ fn learning_rate_schedule_reaches_the_updates() {
     assert!(drop(&cosine) > 0.01, "cosine schedule did not learn: {cosine:?}");
     assert!(w_cosine != w_constant, "the cosine schedule changed nothing");
     // Clipping, skipping and the weight average are not applied yet: refused, not ignored.
-    let err = TrainConfig::from_toml_str(TINY_CONV, &["train.ema_decay=0.999".into()])
+    let err = TrainConfig::from_toml_str(&tiny_conv(), &["train.ema_decay=0.999".into()])
         .unwrap()
         .check()
         .unwrap_err()
