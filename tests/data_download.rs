@@ -337,52 +337,30 @@ fn server_errors_fail_clearly() {
     );
 }
 
+/// `data download smallnorb --to to` with `extra` options: it must fail with exit 1; its stderr.
+fn download_fails(to: &str, extra: &[&str]) -> String {
+    let o = norbvae(&[&["data", "download", "smallnorb", "--to", to], extra].concat());
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    err
+}
+
 #[test]
 fn bad_url_and_unreachable_host_fail_clearly() {
     let tmp = tempfile::tempdir().unwrap();
     let to = tmp.path().join("smallnorb");
     let to_s = to.display().to_string();
-    let o = norbvae(&[
-        "data",
-        "download",
-        "smallnorb",
-        "--to",
-        &to_s,
-        "--base-url",
-        "not a url",
-    ]);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let err = download_fails(&to_s, &["--base-url", "not a url"]);
     assert!(err.contains("--base-url 'not a url'"), "{err}");
     // Port 1 on loopback: nothing listens there, the connection is refused.
     let t0 = Instant::now();
-    let o = norbvae(&[
-        "data",
-        "download",
-        "smallnorb",
-        "--to",
-        &to_s,
-        "--base-url",
-        "http://127.0.0.1:1/x/",
-    ]);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let err = download_fails(&to_s, &["--base-url", "http://127.0.0.1:1/x/"]);
     assert!(
         err.contains("downloading http://127.0.0.1:1/x/smallnorb-"),
         "{err}"
     );
     assert!(t0.elapsed() < Duration::from_secs(30));
-    let o = norbvae(&[
-        "data",
-        "download",
-        "smallnorb",
-        "--to",
-        &to_s,
-        "--md5",
-        "nonsense",
-    ]);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let err = download_fails(&to_s, &["--md5", "nonsense"]);
     assert!(err.contains("--md5 nonsense"), "{err}");
 }
 

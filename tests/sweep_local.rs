@@ -27,23 +27,22 @@ fn a_2x2_grid_with_2_seeds_runs_locally_and_a_rerun_trains_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (data, base) = setup(dir);
-    let args = [
-        "sweep",
-        "--config",
-        base.to_str().unwrap(),
-        "--data",
+    let args = sweep_args(
+        &base,
         &data,
-        "--grid",
-        "model.latent_dim=2,4",
-        "--grid",
-        "model.conv.first_filters=2,4",
-        "--seeds",
-        "0,1",
-        "--out",
-        "sw",
-        "--jobs",
-        "2",
-    ];
+        &[
+            "--grid",
+            "model.latent_dim=2,4",
+            "--grid",
+            "model.conv.first_filters=2,4",
+            "--seeds",
+            "0,1",
+            "--out",
+            "sw",
+            "--jobs",
+            "2",
+        ],
+    );
     let t0 = std::time::Instant::now();
     let o = norbvae(&args, dir);
     let t = text(&o);
@@ -126,19 +125,18 @@ fn a_failed_run_is_reported_and_the_others_finish() {
     let (data, base) = setup(dir);
     // 1000 px passes the config checks but not the data loader (native size 32).
     let o = norbvae(
-        &[
-            "sweep",
-            "--config",
-            base.to_str().unwrap(),
-            "--data",
+        &sweep_args(
+            &base,
             &data,
-            "--grid",
-            "data.image_size=16,1000,32",
-            "--out",
-            "sw",
-            "--jobs",
-            "2",
-        ],
+            &[
+                "--grid",
+                "data.image_size=16,1000,32",
+                "--out",
+                "sw",
+                "--jobs",
+                "2",
+            ],
+        ),
         dir,
     );
     let t = text(&o);
@@ -334,25 +332,24 @@ fn sigint_to_a_local_sweep_stops_its_runs_with_checkpoints_and_a_rerun_resumes_t
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (data, base) = setup(dir);
-    let args = [
-        "sweep",
-        "--config",
-        base.to_str().unwrap(),
-        "--data",
+    let args = sweep_args(
+        &base,
         &data,
-        "--grid",
-        "model.latent_dim=2,4",
-        "--set",
-        "data.limit=480",
-        "--set",
-        "train.max_epochs=3",
-        "--out",
-        "sw",
-        "--jobs",
-        "2",
-    ];
+        &[
+            "--grid",
+            "model.latent_dim=2,4",
+            "--set",
+            "data.limit=480",
+            "--set",
+            "train.max_epochs=3",
+            "--out",
+            "sw",
+            "--jobs",
+            "2",
+        ],
+    );
     let child = std::process::Command::new(EXE)
-        .args(args)
+        .args(&args)
         .current_dir(dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -117,6 +117,12 @@ pub fn setup(dir: &Path) -> (String, PathBuf) {
     (format!("norb:{}", norb.display()), base)
 }
 
+/// `sweep --config base --data data` followed by `rest`.
+pub fn sweep_args<'a>(base: &'a Path, data: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let head = ["sweep", "--config", base.to_str().unwrap(), "--data", data];
+    [&head[..], rest].concat()
+}
+
 pub fn norbvae(args: &[&str], cwd: &Path) -> Output {
     Command::new(EXE)
         .args(args)
