@@ -4,7 +4,7 @@
 //! process-wide. Also: run directories in the flat layout from before the units still resume.
 mod common;
 
-use common::{blob_splits, conv_tables};
+use common::{blob_splits, tiny_conv_config};
 use norbvae::train::{self, checkpoint, CheckpointKind, TrainConfig};
 use norbvae::util::atomic_dir::Step;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,17 +12,7 @@ use std::sync::Arc;
 
 /// 3 epochs of the tiny conv VAE with 2 downsizings on 16x16 blobs.
 fn tiny() -> String {
-    format!(
-        "
-[model]
-latent_dim = 4
-{}[train]
-batch_size = 16
-grid_images = 4
-max_epochs = 3
-",
-        conv_tables(2, 16)
-    )
+    tiny_conv_config(2, 16, "batch_size = 16\ngrid_images = 4\nmax_epochs = 3\n")
 }
 
 fn metrics_json(m: &norbvae::format::VaeMetrics) -> String {

@@ -2,7 +2,7 @@
 //! exit status 101, no "panicked at", and its results written as without the pipe.
 mod common;
 
-use common::{tiny_run, EXE};
+use common::{tiny_run, EXE, TINY_SYNTH};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -45,23 +45,14 @@ fn every_command_with_a_closed_stdout_exits_cleanly() {
     let norb = p("norb");
     let spec = format!("norb:{norb}");
 
-    check(&[
-        "synth",
-        "--out",
-        &norb,
-        "--size",
-        "16",
-        "--instances",
-        "4,6,0,1",
-        "--elevations",
-        "0,4",
-        "--azimuths",
-        "0,12,24",
-        "--lightings",
-        "0",
-        "--preview",
-        &p("synth.png"),
-    ]);
+    check(
+        &[
+            &["synth", "--out", &norb],
+            &TINY_SYNTH[..],
+            &["--preview", &p("synth.png")],
+        ]
+        .concat(),
+    );
     assert!(Path::new(&p("synth.png")).is_file());
     check(&["data", "info", "--data", &spec]);
     check(&["data", "info", "--data", &spec, "--json"]);
@@ -80,27 +71,14 @@ fn every_command_with_a_closed_stdout_exits_cleanly() {
     assert!(Path::new(&p("pca/metrics.json")).is_file());
 
     std::fs::write(p("tiny.toml"), tiny_run()).unwrap();
-    check(&[
-        "train",
-        "--config",
-        &p("tiny.toml"),
-        "--data",
-        &spec,
-        "--out",
-        &p("vae"),
-    ]);
+    let config = p("tiny.toml");
+    let train = ["train", "--config", &config, "--data", &spec, "--out"];
+    check(&[&train[..], &[&p("vae")]].concat());
     assert!(Path::new(&p("vae/metrics.json")).is_file());
     // The reader goes away while the command runs (the watcher's path, not the start-up check).
     let mut child = Command::new(EXE)
-        .args([
-            "train",
-            "--config",
-            &p("tiny.toml"),
-            "--data",
-            &spec,
-            "--out",
-            &p("vae2"),
-        ])
+        .args(train)
+        .arg(p("vae2"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

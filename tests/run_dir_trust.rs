@@ -4,7 +4,7 @@
 //! anything is written, and the messages say one true thing.
 mod common;
 
-use common::{tiny_run, EXE};
+use common::{tiny_run, EXE, TINY_SYNTH};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -55,21 +55,7 @@ impl Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         let norb = root.join("norb").to_string_lossy().into_owned();
-        ok(&[
-            "synth",
-            "--out",
-            &norb,
-            "--size",
-            "16",
-            "--instances",
-            "4,6,0,1",
-            "--elevations",
-            "0,4",
-            "--azimuths",
-            "0,12,24",
-            "--lightings",
-            "0",
-        ]);
+        ok(&[&["synth", "--out", &norb], &TINY_SYNTH[..]].concat());
         let config = root.join("tiny.toml");
         std::fs::write(&config, tiny_run()).unwrap();
         Fixture {

@@ -2,7 +2,7 @@
 //! scripts/tb_venv.sh; the reader parts skip with a message when it is absent), and metrics.csv.
 mod common;
 
-use common::{blob_splits_of, conv_tables};
+use common::{blob_splits_of, tiny_conv_config};
 use norbvae::train::{self, TrainConfig};
 use norbvae::util::tensorboard::{EventWriter, HParam};
 use serde_json::Value;
@@ -124,12 +124,10 @@ fn tensorboard_reads_back_scalars_images_hparams_and_restarts() {
 
 /// The tiny conv VAE with 2 downsizings and 4 to 8 filters, logging every 2 steps.
 fn tiny_conv() -> String {
-    format!(
-        "
-[model]
-latent_dim = 4
-{}[train]
-batch_size = 8
+    tiny_conv_config(
+        2,
+        8,
+        "batch_size = 8
 max_epochs = 3
 patience = 100
 grid_images = 4
@@ -137,7 +135,6 @@ grid_images = 4
 every_steps = 2
 images_every_epochs = 2
 ",
-        conv_tables(2, 8)
     )
 }
 

@@ -2,7 +2,7 @@
 //! model overfits, resume is exact, bad configs fail clearly, and a run loads back for eval.
 mod common;
 
-use common::{blob_splits, blobs, conv_tables};
+use common::{blob_splits, blobs, tiny_conv_config};
 use norbvae::cli::common::DataArgs;
 use norbvae::model::{Mode, ParamStore, Vae};
 use norbvae::train::optim::{Adam, AdamHyper};
@@ -39,16 +39,7 @@ fn configs_dir() -> PathBuf {
 
 /// The tiny conv VAE of these tests: 3 downsizings, 4 to 16 filters, batches of 16.
 fn tiny_conv() -> String {
-    format!(
-        "
-[model]
-latent_dim = 4
-{}[train]
-batch_size = 16
-grid_images = 4
-",
-        conv_tables(3, 16)
-    )
+    tiny_conv_config(3, 16, "batch_size = 16\ngrid_images = 4\n")
 }
 
 #[test]

@@ -24,6 +24,19 @@ output_activation = \"sigmoid\"
     )
 }
 
+/// A tiny conv VAE config (latent dimension 4, `conv_tables`) whose `[train]` table holds `train`
+/// (which may go on with subtables).
+pub fn tiny_conv_config(downsizings: u32, max_filters: u32, train: &str) -> String {
+    format!(
+        "
+[model]
+latent_dim = 4
+{}[train]
+{train}",
+        conv_tables(downsizings, max_filters)
+    )
+}
+
 /// A tiny conv VAE on 32x32 synthetic NORB: 3 downsizings, 4 filters, 16 units, 2 epochs of a
 /// few batches. Seconds per run.
 pub fn tiny_base() -> String {
@@ -106,6 +119,21 @@ pub fn blob_splits_of(side: usize, train: usize, val: usize, test: usize) -> Spl
 pub fn blob_splits(side: usize) -> Splits {
     blob_splits_of(side, 48, 16, 16)
 }
+
+/// The options of `norbvae synth` for a tiny 16x16 NORB (2 train and 2 test instances, 2
+/// elevations, 3 azimuths, 1 lighting).
+pub const TINY_SYNTH: [&str; 10] = [
+    "--size",
+    "16",
+    "--instances",
+    "4,6,0,1",
+    "--elevations",
+    "0,4",
+    "--azimuths",
+    "0,12,24",
+    "--lightings",
+    "0",
+];
 
 /// Write the tiny synthetic NORB (32x32, 900 pairs per half) and the base config into `dir`;
 /// returns (data spec, base config path).
