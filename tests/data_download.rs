@@ -203,6 +203,14 @@ fn download(server: &Server, to: &Path, sums: &[(String, String)]) -> Output {
     norbvae(&args)
 }
 
+/// `download`, which must fail; its stderr.
+fn failed_download(server: &Server, to: &Path, sums: &[(String, String)]) -> String {
+    let o = download(server, to, sums);
+    let (_, err) = text(&o);
+    assert!(!o.status.success(), "{err}");
+    err
+}
+
 fn same_files(a: &Path, b: &Path, sums: &[(String, String)]) {
     for (n, _) in sums {
         assert_eq!(
@@ -256,9 +264,7 @@ fn an_interrupted_transfer_resumes_where_it_stopped() {
     let cut = size / 3;
     server.fault(&dat, Fault::CutAfter(cut));
     let to = tmp.path().join("smallnorb");
-    let o = download(&server, &to, &sums);
-    let (_, err) = text(&o);
-    assert!(!o.status.success());
+    let err = failed_download(&server, &to, &sums);
     assert!(
         err.contains(&dat) && err.contains("interrupted") && err.contains("resume"),
         "{err}"
@@ -288,9 +294,7 @@ fn a_wrong_checksum_removes_the_file_and_names_it() {
     let victim = sums[i].0.clone();
     sums[i].1 = "0123456789abcdef0123456789abcdef".into();
     let to = tmp.path().join("smallnorb");
-    let o = download(&server, &to, &sums);
-    let (_, err) = text(&o);
-    assert!(!o.status.success());
+    let err = failed_download(&server, &to, &sums);
     assert!(
         err.contains(&victim) && err.contains("does not match") && err.contains("removed"),
         "{err}"

@@ -30,18 +30,7 @@ fn a_2x2_grid_with_2_seeds_runs_locally_and_a_rerun_trains_nothing() {
     let args = sweep_args(
         &base,
         &data,
-        &[
-            "--grid",
-            "model.latent_dim=2,4",
-            "--grid",
-            "model.conv.first_filters=2,4",
-            "--seeds",
-            "0,1",
-            "--out",
-            "sw",
-            "--jobs",
-            "2",
-        ],
+        &[&GRID_2X2_SEEDS_2[..], &["--out", "sw", "--jobs", "2"]].concat(),
     );
     let t0 = std::time::Instant::now();
     let o = norbvae(&args, dir);

@@ -131,17 +131,7 @@ fn sweeps_run_as_one_slurm_job_array_and_a_usr1_task_requeues_and_resumes_exactl
 
     // 2x2 grid x 2 seeds: one array of 8 tasks.
     let mut a = common("sw");
-    a.extend(
-        [
-            "--grid",
-            "model.latent_dim=2,4",
-            "--grid",
-            "model.conv.first_filters=2,4",
-            "--seeds",
-            "0,1",
-        ]
-        .map(String::from),
-    );
+    a.extend(GRID_2X2_SEEDS_2.map(String::from));
     let t0 = Instant::now();
     let o = run(a.clone());
     let t = text(&o);

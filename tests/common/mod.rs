@@ -145,6 +145,16 @@ pub fn setup(dir: &Path) -> (String, PathBuf) {
     (format!("norb:{}", norb.display()), base)
 }
 
+/// The sweep grid both executors run: 2 latent sizes x 2 filter counts x 2 seeds, 8 runs.
+pub const GRID_2X2_SEEDS_2: [&str; 6] = [
+    "--grid",
+    "model.latent_dim=2,4",
+    "--grid",
+    "model.conv.first_filters=2,4",
+    "--seeds",
+    "0,1",
+];
+
 /// `sweep --config base --data data` followed by `rest`.
 pub fn sweep_args<'a>(base: &'a Path, data: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
     let head = ["sweep", "--config", base.to_str().unwrap(), "--data", data];
