@@ -2,22 +2,16 @@
 //! (shrunk) and a VampPrior conv VAE train one epoch through the CLI with the discretized logistic
 //! likelihood, report exact bits/dim, and go through `norbvae eval`'s IWAE bound, samplers and
 //! pictures.
-use norbvae::cli::common::DataArgs;
+mod common;
+
+use common::no_data_args;
 use norbvae::eval::{evaluate_run, EvalOptions, SamplerKind};
 use std::path::{Path, PathBuf};
 
 fn train_cli(config: PathBuf, out: &Path, set: &[String]) -> anyhow::Result<()> {
     norbvae::cli::train::run(norbvae::cli::train::Args {
         config: Some(config),
-        data: DataArgs {
-            spec: None,
-            camera: None,
-            image_size: None,
-            val_fraction: None,
-            val_instances: None,
-            limit: None,
-            data_seed: None,
-        },
+        data: no_data_args(),
         out: Some(out.to_path_buf()),
         set: set.to_vec(),
         resume: false,

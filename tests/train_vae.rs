@@ -2,25 +2,12 @@
 //! model overfits, resume is exact, bad configs fail clearly, and a run loads back for eval.
 mod common;
 
-use common::{blob_splits, blobs, tiny_conv_config};
-use norbvae::cli::common::DataArgs;
+use common::{blob_splits, blobs, no_data_args, tiny_conv_config};
 use norbvae::model::{Mode, ParamStore, Vae};
 use norbvae::train::optim::{Adam, AdamHyper};
 use norbvae::train::{self, CheckpointKind, TrainConfig};
 use norbvae::util::SeededRng;
 use std::path::{Path, PathBuf};
-
-fn no_data_args() -> DataArgs {
-    DataArgs {
-        spec: None,
-        camera: None,
-        image_size: None,
-        val_fraction: None,
-        val_instances: None,
-        limit: None,
-        data_seed: None,
-    }
-}
 
 fn train_cli(config: Option<PathBuf>, out: &Path, set: &[&str], resume: bool) -> anyhow::Result<()> {
     norbvae::cli::train::run(norbvae::cli::train::Args {

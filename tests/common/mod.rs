@@ -1,6 +1,7 @@
 //! Shared by the integration tests: a tiny synthetic NORB and blob images, tiny conv VAE configs,
 //! and running the real `norbvae` binary.
 #![allow(dead_code)] // each test crate is compiled on its own and uses a different subset
+use norbvae::cli::common::DataArgs;
 use norbvae::data::{ImageSet, Splits};
 use norbvae::util::SeededRng;
 use std::path::{Path, PathBuf};
@@ -75,6 +76,19 @@ grid_images = 4
 ",
         conv_tables(3, 16)
     )
+}
+
+/// CLI data options all left unset: the config decides.
+pub fn no_data_args() -> DataArgs {
+    DataArgs {
+        spec: None,
+        camera: None,
+        image_size: None,
+        val_fraction: None,
+        val_instances: None,
+        limit: None,
+        data_seed: None,
+    }
 }
 
 /// Gaussian blobs at random places; `binary` thresholds them at 0.5.
