@@ -364,7 +364,10 @@ fn run_epoch(
         tb.step(state.steps, step.loss)?;
         sums.add(&step, idx.len(), started.elapsed().as_secs_f64());
         let (loss, rec, klv) = sums.means();
-        pb.set_message(format!("loss {loss:.1} rec {rec:.1} kl {klv:.2}"));
+        let images_per_second = sums.items as f64 / sums.step_seconds.max(1e-9);
+        pb.set_message(format!(
+            "{images_per_second:.0} img/s, loss {loss:.1} rec {rec:.1} kl {klv:.2}"
+        ));
         pb.inc(1);
     }
     pb.finish_and_clear();
