@@ -186,6 +186,17 @@ impl ConvVae {
 
     /// Images [b, c, h, w] -> (mu, logvar), each [b, latent].
     pub fn encode(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
+        self.encode_stages(x, mode, |_| {})
+    }
+
+    /// [`encode`](Self::encode), handing `each_stage` the features after every stage (with its
+    /// residual cells): the hierarchical VAE's posterior reads them.
+    pub(super) fn encode_stages(
+        &self,
+        x: &Tensor,
+        mode: Mode,
+        mut each_stage: impl FnMut(&Tensor),
+    ) -> Result<(Tensor, Tensor)> {
         let g = &self.geometry;
         let mut h = x.clone();
         if g.padded_height != g.height {
@@ -197,6 +208,7 @@ impl ConvVae {
         for (b, cells) in self.enc.iter().zip(&self.enc_res) {
             h = self.norm_act(b.layer.forward(&h)?, &b.bn, mode)?;
             h = residual::run(cells, h, mode)?;
+            each_stage(&h);
         }
         let h = h.flatten_from(1)?;
         let h = self.dense_norm_act(&self.enc_dense, &h, mode)?;
@@ -205,13 +217,26 @@ impl ConvVae {
 
     /// Latents [b, latent] -> decoder output [b, c * out_per_pixel, h, w] (before the likelihood).
     pub fn decode(&self, z: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.decode_stages(z, mode, |_, h| Ok(h))
+    }
+
+    /// [`decode`](Self::decode), with `before_step(i, d)` rewriting the top-down state `d`
+    /// after decoder step i's residual cells, before its transposed convolution: where the
+    /// hierarchical VAE adds its spatial latent groups.
+    pub(super) fn decode_stages(
+        &self,
+        z: &Tensor,
+        mode: Mode,
+        mut before_step: impl FnMut(usize, Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let g = &self.geometry;
         let b = z.dim(0)?;
         let h = self.dense_norm_act(&self.dec_dense0, z, mode)?;
         let h = self.activation.apply(&self.dec_dense1.forward(&h)?)?;
         let mut h = h.reshape((b, self.bottom_channels, g.bottom_height, g.bottom_width))?;
-        for (blk, cells) in self.dec.iter().zip(&self.dec_res) {
+        for (i, (blk, cells)) in self.dec.iter().zip(&self.dec_res).enumerate() {
             h = residual::run(cells, h, mode)?;
+            h = before_step(i, h)?;
             h = blk.layer.forward(&h)?;
             if blk.bn.is_some() {
                 h = self.norm_act(h, &blk.bn, mode)?;

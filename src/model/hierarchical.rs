@@ -17,9 +17,8 @@
 //! Latent order everywhere (noise vectors, per-group KL): the top group first, then the spatial
 //! groups from coarse to fine, each flattened as [channels, height, width].
 use super::config::{ConvConfig, HierarchicalConfig};
-use super::conv_vae::ConvGeometry;
-use super::layers::{Activation, BatchNorm, Conv, ConvTranspose, Dense, Mode};
-use super::residual::{self, ResBlock};
+use super::conv_vae::{ConvGeometry, ConvVae};
+use super::layers::{Conv, Mode};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -27,11 +26,6 @@ const LV_CLAMP: f64 = 5.0;
 
 fn soft_clamp(x: &Tensor) -> Result<Tensor> {
     (x / LV_CLAMP)?.tanh()? * LV_CLAMP
-}
-
-struct Stage<L> {
-    layer: L,
-    bn: Option<BatchNorm>,
 }
 
 /// One spatial latent group.
@@ -93,20 +87,11 @@ pub enum Codes<'a> {
 }
 
 pub struct HierVae {
-    geometry: ConvGeometry,
-    activation: Activation,
-    enc: Vec<Stage<Conv>>,
-    enc_res: Vec<Vec<ResBlock>>,
-    enc_dense: Stage<Dense>,
-    mu: Dense,
-    logvar: Dense,
-    dec_dense0: Stage<Dense>,
-    dec_dense1: Dense,
-    dec: Vec<Stage<ConvTranspose>>,
-    dec_res: Vec<Vec<ResBlock>>,
+    /// The conv VAE whose encoder ends in the top group and whose decoder carries the top-down
+    /// state (same parameter names as a flat conv VAE).
+    backbone: ConvVae,
     /// Indexed by decoder step (resolution `n - 1 - i`).
     groups: Vec<Option<Group>>,
-    bottom_channels: usize,
     top_dim: usize,
 }
 
@@ -127,55 +112,13 @@ impl HierVae {
                 hcfg.spatial_groups
             );
         }
-        let bn = |vb: VarBuilder, c: usize| -> Result<Option<BatchNorm>> {
-            if cfg.batch_norm {
-                Ok(Some(BatchNorm::new(vb, c)?))
-            } else {
-                Ok(None)
-            }
-        };
-        let cells = |vb: &VarBuilder, prefix: String, c: usize| {
-            residual::stack(
-                vb,
-                &prefix,
-                cfg.blocks_per_stage,
-                c,
-                cfg.batch_norm,
-                cfg.activation,
-            )
-        };
-        let venc = vb.pp("encoder");
-        let (mut enc, mut enc_res) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        let mut c_prev = geometry.channels;
-        for (i, &f) in filters.iter().enumerate() {
-            enc.push(Stage {
-                layer: Conv::new(venc.pp(format!("conv{i}")), c_prev, f, 4, 2, 1)?,
-                bn: bn(venc.pp(format!("bn{i}")), f)?,
-            });
-            enc_res.push(cells(&venc, format!("res{i}_"), f)?);
-            c_prev = f;
-        }
-        let bottom_channels = c_prev;
-        let flat = bottom_channels * geometry.bottom_height * geometry.bottom_width;
-        let enc_dense = Stage {
-            layer: Dense::new(venc.pp("dense"), flat, cfg.intermediate)?,
-            bn: bn(venc.pp("bn_dense"), cfg.intermediate)?,
-        };
-        let mu = Dense::new(venc.pp("mu"), cfg.intermediate, latent)?;
-        let logvar = Dense::new(venc.pp("logvar"), cfg.intermediate, latent)?;
-
-        let vdec = vb.pp("decoder");
-        let dec_dense0 = Stage {
-            layer: Dense::new(vdec.pp("dense0"), latent, cfg.intermediate)?,
-            bn: bn(vdec.pp("bn_dense0"), cfg.intermediate)?,
-        };
-        let dec_dense1 = Dense::new(vdec.pp("dense1"), cfg.intermediate, flat)?;
-        let (mut dec, mut dec_res, mut groups) = (Vec::new(), Vec::new(), Vec::new());
-        let mut c_prev = bottom_channels;
+        let backbone = ConvVae::new(cfg, geometry, latent, out_per_pixel, vb.clone())?;
         let cz = hcfg.latent_channels;
+        let mut groups = Vec::with_capacity(n);
         for i in 0..n {
             let level = n - 1 - i;
-            dec_res.push(cells(&vdec, format!("res{i}_"), c_prev)?);
+            // Decoder step i starts from the encoder's resolution `level`, with its filters.
+            let c_in = filters[level];
             groups.push(if i < hcfg.spatial_groups {
                 let vg = vb.pp(format!("group{i}"));
                 let side = 1usize << (level + 1);
@@ -184,43 +127,17 @@ impl HierVae {
                     height: geometry.padded_height / side,
                     width: geometry.padded_width / side,
                     level,
-                    prior: Conv::new(vg.pp("prior"), c_prev, 2 * cz, 3, 1, 1)?,
-                    posterior: Conv::new(vg.pp("posterior"), 2 * c_prev, 2 * cz, 3, 1, 1)?,
-                    merge: Conv::new(vg.pp("merge"), cz, c_prev, 1, 1, 0)?,
+                    prior: Conv::new(vg.pp("prior"), c_in, 2 * cz, 3, 1, 1)?,
+                    posterior: Conv::new(vg.pp("posterior"), 2 * c_in, 2 * cz, 3, 1, 1)?,
+                    merge: Conv::new(vg.pp("merge"), cz, c_in, 1, 1, 0)?,
                 })
             } else {
                 None
             });
-            let last = i + 1 == n;
-            let c_out = if last {
-                geometry.channels * out_per_pixel
-            } else {
-                filters[n - 2 - i]
-            };
-            dec.push(Stage {
-                layer: ConvTranspose::new(vdec.pp(format!("deconv{i}")), c_prev, c_out, 4, 2, 1)?,
-                bn: if last {
-                    None
-                } else {
-                    bn(vdec.pp(format!("bn{i}")), c_out)?
-                },
-            });
-            c_prev = c_out;
         }
         Ok(Self {
-            geometry,
-            activation: cfg.activation,
-            enc,
-            enc_res,
-            enc_dense,
-            mu,
-            logvar,
-            dec_dense0,
-            dec_dense1,
-            dec,
-            dec_res,
+            backbone,
             groups,
-            bottom_channels,
             top_dim: latent,
         })
     }
@@ -256,39 +173,11 @@ impl HierVae {
         Ok((top, out))
     }
 
-    fn norm_act(&self, x: Tensor, bn: &Option<BatchNorm>, mode: Mode) -> Result<Tensor> {
-        match bn {
-            Some(bn) => bn.forward_act(&x, mode, Some(self.activation)),
-            None => self.activation.apply(&x),
-        }
-    }
-
-    fn dense_norm_act(&self, s: &Stage<Dense>, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        match &s.bn {
-            Some(bn) => bn.forward_dense_act(&s.layer, x, mode, Some(self.activation)),
-            None => self.activation.apply(&s.layer.forward(x)?),
-        }
-    }
-
     /// The bottom-up pass: the features at each level and the top group's (mu, logvar).
     pub fn bottom_up(&self, x: &Tensor, mode: Mode) -> Result<(Vec<Tensor>, Tensor, Tensor)> {
-        let g = &self.geometry;
-        let mut h = x.clone();
-        if g.padded_height != g.height {
-            h = h.pad_with_zeros(2, 0, g.padded_height - g.height)?;
-        }
-        if g.padded_width != g.width {
-            h = h.pad_with_zeros(3, 0, g.padded_width - g.width)?;
-        }
-        let mut feats = Vec::with_capacity(self.enc.len());
-        for (s, cells) in self.enc.iter().zip(&self.enc_res) {
-            h = self.norm_act(s.layer.forward(&h)?, &s.bn, mode)?;
-            h = residual::run(cells, h, mode)?;
-            feats.push(h.clone());
-        }
-        let flat = h.flatten_from(1)?;
-        let t = self.dense_norm_act(&self.enc_dense, &flat, mode)?;
-        Ok((feats, self.mu.forward(&t)?, self.logvar.forward(&t)?))
+        let mut feats = Vec::new();
+        let (mu, logvar) = self.backbone.encode_stages(x, mode, |h| feats.push(h.clone()))?;
+        Ok((feats, mu, logvar))
     }
 
     /// The top-down pass from the top group's code: decoder output [b, c * out, h, w] and each
@@ -300,60 +189,46 @@ impl HierVae {
         codes: Codes,
         mode: Mode,
     ) -> Result<(Tensor, Vec<GroupState>)> {
-        let g = &self.geometry;
-        let b = z_top.dim(0)?;
-        let h = self.dense_norm_act(&self.dec_dense0, z_top, mode)?;
-        let h = self.activation.apply(&self.dec_dense1.forward(&h)?)?;
-        let mut d = h.reshape((b, self.bottom_channels, g.bottom_height, g.bottom_width))?;
         let mut states = Vec::new();
-        for (i, stage) in self.dec.iter().enumerate() {
-            d = residual::run(&self.dec_res[i], d, mode)?;
-            if let Some(grp) = &self.groups[i] {
-                let cz = grp.channels;
-                let p = grp.prior.forward(&d)?;
-                let mu_p = p.narrow(1, 0, cz)?;
-                let lv_p = soft_clamp(&p.narrow(1, cz, cz)?)?;
-                let (mu_q, lv_q) = match feats {
-                    Some(f) => {
-                        let q = grp.posterior.forward(&Tensor::cat(&[&d, &f[grp.level]], 1)?)?;
-                        (
-                            Some((&mu_p + q.narrow(1, 0, cz)?)?),
-                            Some((&lv_p + soft_clamp(&q.narrow(1, cz, cz)?)?)?),
-                        )
-                    }
-                    None => (None, None),
-                };
-                let (mu, lv) = match (&mu_q, &lv_q) {
-                    (Some(m), Some(l)) => (m, l),
-                    _ => (&mu_p, &lv_p),
-                };
-                let z = match codes {
-                    Codes::Mean => mu.clone(),
-                    Codes::Sample(eps) => {
-                        let e = &eps[states.len()];
-                        (mu + (lv * 0.5)?.exp()?.mul(e)?)?
-                    }
-                };
-                d = (d + grp.merge.forward(&z)?)?;
-                states.push(GroupState {
-                    mu_p,
-                    lv_p,
-                    mu_q,
-                    lv_q,
-                    z,
-                });
-            }
-            d = stage.layer.forward(&d)?;
-            if stage.bn.is_some() {
-                d = self.norm_act(d, &stage.bn, mode)?;
-            }
-        }
-        if g.padded_height != g.height {
-            d = d.narrow(2, 0, g.height)?;
-        }
-        if g.padded_width != g.width {
-            d = d.narrow(3, 0, g.width)?;
-        }
-        Ok((d, states))
+        let out = self.backbone.decode_stages(z_top, mode, |i, d| {
+            let Some(grp) = &self.groups[i] else {
+                return Ok(d);
+            };
+            let cz = grp.channels;
+            let p = grp.prior.forward(&d)?;
+            let mu_p = p.narrow(1, 0, cz)?;
+            let lv_p = soft_clamp(&p.narrow(1, cz, cz)?)?;
+            let (mu_q, lv_q) = match feats {
+                Some(f) => {
+                    let q = grp.posterior.forward(&Tensor::cat(&[&d, &f[grp.level]], 1)?)?;
+                    (
+                        Some((&mu_p + q.narrow(1, 0, cz)?)?),
+                        Some((&lv_p + soft_clamp(&q.narrow(1, cz, cz)?)?)?),
+                    )
+                }
+                None => (None, None),
+            };
+            let (mu, lv) = match (&mu_q, &lv_q) {
+                (Some(m), Some(l)) => (m, l),
+                _ => (&mu_p, &lv_p),
+            };
+            let z = match codes {
+                Codes::Mean => mu.clone(),
+                Codes::Sample(eps) => {
+                    let e = &eps[states.len()];
+                    (mu + (lv * 0.5)?.exp()?.mul(e)?)?
+                }
+            };
+            let d = (d + grp.merge.forward(&z)?)?;
+            states.push(GroupState {
+                mu_p,
+                lv_p,
+                mu_q,
+                lv_q,
+                z,
+            });
+            Ok(d)
+        })?;
+        Ok((out, states))
     }
 }
