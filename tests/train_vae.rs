@@ -377,14 +377,18 @@ fn learning_rate_schedule_reaches_the_updates() {
     );
     assert!(drop(&cosine) > 0.01, "cosine schedule did not learn: {cosine:?}");
     assert!(w_cosine != w_constant, "the cosine schedule changed nothing");
-    // Clipping, skipping and the weight average are not applied yet: refused, not ignored.
-    let err = TrainConfig::from_toml_str(&tiny_conv(), &["train.ema_decay=0.999".into()])
-        .unwrap()
-        .check()
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("train.ema_decay") && err.contains("not applied"),
-        "{err}"
-    );
+    // Bad values of the training aids are config errors naming the key.
+    for (set, key) in [
+        ("train.ema_decay=1.0", "train.ema_decay"),
+        ("train.ema_decay=-0.1", "train.ema_decay"),
+        ("train.grad_clip=0.0", "train.grad_clip"),
+        ("train.grad_skip_threshold=0.5", "train.grad_skip_threshold"),
+    ] {
+        let err = TrainConfig::from_toml_str(&tiny_conv(), &[set.into()])
+            .unwrap()
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{set}: {err}");
+    }
 }

@@ -48,6 +48,21 @@ pub struct TrainState {
     pub noise_rng: SeededRng,
     pub history: Vec<EpochRecord>,
     pub stopped_because: Option<StopReason>,
+    /// The gradient guard's memory (`train.grad_clip` / `train.grad_skip_threshold` set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_guard: Option<GradGuardState>,
+}
+
+/// What `train::grad_guard::GradGuard` carries from one update to the next, saved so a resumed
+/// run skips and clips exactly as an uninterrupted one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GradGuardState {
+    /// Exponential average of the accepted (clipped) gradient norms.
+    pub running_norm: Option<f64>,
+    /// Updates applied so far.
+    pub accepted: u64,
+    /// Updates skipped so far (non-finite norm, or above the threshold times the running norm).
+    pub skipped: u64,
 }
 
 impl TrainState {
@@ -62,6 +77,7 @@ impl TrainState {
             noise_rng: SeededRng::derived(seed, "noise"),
             history: Vec::new(),
             stopped_because: None,
+            grad_guard: None,
         }
     }
 }

@@ -305,6 +305,22 @@ pub struct EpochRecord {
     pub train_images_per_second: f64,
     /// Learned variances: fraction of validation outputs on the log-variance floor.
     pub val_on_floor: Option<f64>,
+    /// Hierarchical VAE: KL per group, nats per image (top group first, then coarse to fine),
+    /// over the epoch's training batches (as trained) and the validation split. `metrics.csv`
+    /// spells them out as `train_kl_group_0`, ... (see `train::epoch_log::write_csv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_kl_groups: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_kl_groups: Option<Vec<f64>>,
+    /// Gradient guard (`train.grad_clip` / `train.grad_skip_threshold` set): updates of this epoch
+    /// skipped, updates whose gradients were scaled down, and the mean global gradient norm of the
+    /// finite ones before clipping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_updates: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clipped_updates: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norm: Option<f64>,
 }
 
 /// The part of a `metrics.jsonl` line the loss charts read; lenient, so that a history with

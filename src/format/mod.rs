@@ -50,7 +50,7 @@ pub mod metrics;
 pub mod model;
 pub mod run_dir;
 
-pub use checkpoint::{EarlyStopping, StopReason, TrainState};
+pub use checkpoint::{EarlyStopping, GradGuardState, StopReason, TrainState};
 pub use metrics::{
     ClassifierInfo, EpochLosses, EpochRecord, EvalInfo, PcaFitInfo, PcaKMetrics, PcaMetrics, PcaSplitMetrics,
     RunMetrics, SampleScores, SplitEval, VaeMetrics, VaeSplitMetrics,

@@ -2,13 +2,20 @@
 //! ([`crate::util::atomic_dir`]): `model.safetensors` (model tensors, buffers included),
 //! `state.json` ([`crate::format::TrainState`]: epoch, counters, RNG states, history) and, in
 //! `last/` only, `optim.safetensors` (Adam moments: only a resume needs them, and a resume
-//! continues from `last/`). A `manifest.json` with the epoch and the SHA-256 of every file is
+//! continues from `last/`).
+//!
+//! Runs that keep an average of the weights (`train.ema_decay`): `best/model.safetensors` holds
+//! the averaged weights (what validation chose, and what `eval`, `sample` and the final metrics
+//! use), with the model's own batch-norm running statistics; `last/model.safetensors` holds the
+//! raw training weights and `last/ema.safetensors` the average of every tensor, so a resume
+//! continues both exactly. A `manifest.json` with the epoch and the SHA-256 of every file is
 //! written last and checked on load, so a reader gets the whole previous checkpoint or the whole
 //! new one, never weights of one epoch with the state of another.
 //!
 //! Run directories from before the units (flat `checkpoints/{best,last}.safetensors`,
 //! `.optim.safetensors`, `.json`) still load; the next save writes a unit beside them, which then
 //! takes precedence.
+use super::ema::Ema;
 use super::optim::Adam;
 use crate::format::{StopReason, TrainState, FORMAT_VERSION};
 use crate::model::params::{safetensors_bytes, ParamStore};
@@ -39,6 +46,8 @@ impl CheckpointKind {
 pub const PARAMS_FILE: &str = "model.safetensors";
 pub const OPTIM_FILE: &str = "optim.safetensors";
 pub const STATE_FILE: &str = "state.json";
+/// `last/` of a run with `train.ema_decay`: the weight average ([`Ema::tensors`]).
+pub const EMA_FILE: &str = "ema.safetensors";
 
 /// The unit directory of a checkpoint: `RUN/checkpoints/{best,last}`.
 pub fn unit_dir(run_dir: &Path, kind: CheckpointKind) -> PathBuf {
@@ -122,32 +131,74 @@ fn params_bytes(store: &ParamStore) -> Result<Vec<u8>> {
     safetensors_bytes(&map)
 }
 
-/// Write a checkpoint as one unit. The optimizer moments go into `last/` only.
+/// Write a checkpoint as one unit. The optimizer moments (and the weight average, if any) go into
+/// `last/` only; with an average, `best/` holds the averaged model.
 pub fn save(
     run_dir: &Path,
     kind: CheckpointKind,
     store: &ParamStore,
     opt: &Adam,
     state: &TrainState,
+    ema: Option<&Ema>,
 ) -> Result<()> {
-    let params = params_bytes(store)?;
     let st = state_bytes(state)?;
     match kind {
         CheckpointKind::Last => {
+            let params = params_bytes(store)?;
             let optim = safetensors_bytes(&opt.state_tensors())?;
+            let mut files: Vec<(&str, &[u8])> =
+                vec![(PARAMS_FILE, &params), (OPTIM_FILE, &optim), (STATE_FILE, &st)];
+            let average = ema.map(|e| safetensors_bytes(&e.tensors())).transpose()?;
+            if let Some(bytes) = &average {
+                files.push((EMA_FILE, bytes));
+            }
+            write_unit(run_dir, kind, state.epochs_done, &files)
+        }
+        CheckpointKind::Best => {
+            let params = match ema {
+                Some(e) => safetensors_bytes(&e.model_tensors(store))?,
+                None => params_bytes(store)?,
+            };
             write_unit(
                 run_dir,
                 kind,
                 state.epochs_done,
-                &[(PARAMS_FILE, &params), (OPTIM_FILE, &optim), (STATE_FILE, &st)],
+                &[(PARAMS_FILE, &params), (STATE_FILE, &st)],
             )
         }
-        CheckpointKind::Best => write_unit(
-            run_dir,
-            kind,
-            state.epochs_done,
-            &[(PARAMS_FILE, &params), (STATE_FILE, &st)],
+    }
+}
+
+/// Resuming: restore the weight average from `last/ema.safetensors` into `ema` (a run with
+/// `train.ema_decay`), or check that the checkpoint has none (a run without). Either mismatch
+/// is an error: the average cannot be started or dropped half-way without changing the result.
+pub fn load_ema(run_dir: &Path, ema: Option<&mut Ema>, steps: u64, device: &Device) -> Result<()> {
+    let dir = unit_dir(run_dir, CheckpointKind::Last);
+    let has_file = |unit: &atomic_dir::Unit| unit.manifest.files.contains_key(EMA_FILE);
+    let unit = if dir.exists() {
+        Some(atomic_dir::load_unit(&dir).context("refusing to load a damaged checkpoint")?)
+    } else {
+        None
+    };
+    match (ema, unit) {
+        (Some(ema), Some(unit)) if has_file(&unit) => {
+            let t = candle_core::safetensors::load_buffer(&unit.read(EMA_FILE)?, device)
+                .with_context(|| format!("reading {}", unit.path(EMA_FILE).display()))?;
+            ema.load(&t, steps)
+                .with_context(|| format!("restoring the weight average {}", unit.path(EMA_FILE).display()))?;
+            Ok(())
+        }
+        (Some(_), unit) => anyhow::bail!(
+            "train.ema_decay is set but {} has no weight average ({EMA_FILE}): the run was \
+             trained without one; resume it without train.ema_decay",
+            unit.map_or(dir.clone(), |u| u.dir.clone()).display()
         ),
+        (None, Some(unit)) if has_file(&unit) => anyhow::bail!(
+            "{} holds a weight average ({EMA_FILE}) but train.ema_decay is not set: resume with \
+             the run's own train.ema_decay",
+            unit.dir.display()
+        ),
+        (None, _) => Ok(()),
     }
 }
 

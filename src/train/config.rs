@@ -199,21 +199,6 @@ impl TrainConfig {
         if t.min_delta < 0.0 {
             return Err(out_of_range("train.min_delta", "not negative", t.min_delta));
         }
-        // The gradient guard and the weight average are tested units (train::grad_guard,
-        // train::ema) that the trainer does not apply yet: refuse them rather than ignore them.
-        for (key, set) in [
-            ("train.grad_clip", t.grad_clip.is_some()),
-            ("train.grad_skip_threshold", t.grad_skip_threshold.is_some()),
-            ("train.ema_decay", t.ema_decay.is_some()),
-        ] {
-            if set {
-                return Err(conflict(
-                    key,
-                    "not applied by the trainer yet (train::grad_guard and train::ema are tested \
-                     units awaiting wiring); leave it unset",
-                ));
-            }
-        }
         if t.grad_clip.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
             return Err(out_of_range(
                 "train.grad_clip",

@@ -51,6 +51,84 @@ impl Ema {
         Ok(())
     }
 
+    /// Every tensor of the average by name (`last/ema.safetensors`).
+    pub fn tensors(&self) -> std::collections::HashMap<String, Tensor> {
+        self.shadow.iter().cloned().collect()
+    }
+
+    /// The model to evaluate (what `best/model.safetensors` holds when the run keeps an average):
+    /// the averaged weights with `store`'s current buffers (batch-norm running statistics are
+    /// already running averages, and NVAE swaps in the averaged parameters only, too).
+    pub fn model_tensors(&self, store: &ParamStore) -> std::collections::HashMap<String, Tensor> {
+        store
+            .all()
+            .into_iter()
+            .map(|(name, v)| {
+                let t = if is_buffer(&name) {
+                    v.as_tensor().clone()
+                } else {
+                    self.get(&name).cloned().unwrap_or_else(|| v.as_tensor().clone())
+                };
+                (name, t)
+            })
+            .collect()
+    }
+
+    /// Continue from saved averages (`last/ema.safetensors`), after `updates` updates. Every
+    /// tensor of the model must be there with its shape; extra ones are an error too.
+    pub fn load(&mut self, saved: &std::collections::HashMap<String, Tensor>, updates: u64) -> Result<()> {
+        if saved.len() != self.shadow.len() {
+            candle_core::bail!(
+                "the weight average has {} tensors, the model {}",
+                saved.len(),
+                self.shadow.len()
+            );
+        }
+        let mut next = Vec::with_capacity(self.shadow.len());
+        for (name, s) in &self.shadow {
+            let t = saved
+                .get(name)
+                .ok_or_else(|| candle_core::Error::Msg(format!("the weight average has no tensor {name}")))?;
+            if t.shape() != s.shape() {
+                candle_core::bail!(
+                    "weight average {name}: shape {:?}, expected {:?}",
+                    t.dims(),
+                    s.dims()
+                );
+            }
+            next.push((name.clone(), t.to_dtype(s.dtype())?.to_device(s.device())?));
+        }
+        self.shadow = next;
+        self.updates = updates;
+        Ok(())
+    }
+
+    /// Run `f` with the averaged weights in `store` (validation, pictures), then put the store's
+    /// own weights back, bit for bit, whatever `f` returned. Buffers stay the store's own
+    /// (as in [`Ema::model_tensors`]).
+    pub fn with_averaged<T>(
+        &self,
+        store: &ParamStore,
+        f: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut own = Vec::new();
+        for (name, var) in store.all() {
+            if is_buffer(&name) {
+                continue;
+            }
+            let avg = self
+                .get(&name)
+                .ok_or_else(|| anyhow::anyhow!("the weight average has no tensor {name}"))?;
+            own.push((var.as_tensor().copy()?, var.clone()));
+            var.set(avg)?;
+        }
+        let out = f();
+        for (value, var) in own {
+            var.set(&value)?;
+        }
+        out
+    }
+
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.shadow.iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }

@@ -127,6 +127,26 @@ impl EpochLogger {
         if let Some(f) = rec.val_on_floor {
             scalars.push(("val/on_floor", f));
         }
+        for (tag, v) in [
+            ("opt/skipped_updates", rec.skipped_updates.map(|n| n as f64)),
+            ("opt/clipped_updates", rec.clipped_updates.map(|n| n as f64)),
+            ("opt/grad_norm", rec.grad_norm),
+        ] {
+            if let Some(v) = v {
+                scalars.push((tag, v));
+            }
+        }
+        // Hierarchical VAE: `kl/group_<g>` as trained, `val/kl_group_<g>` on the validation split.
+        let mut group_scalars = Vec::new();
+        for (prefix, groups) in [
+            ("kl/group_", &rec.train_kl_groups),
+            ("val/kl_group_", &rec.val_kl_groups),
+        ] {
+            for (g, v) in groups.iter().flatten().enumerate() {
+                group_scalars.push((format!("{prefix}{g}"), *v));
+            }
+        }
+        scalars.extend(group_scalars.iter().map(|(t, v)| (t.as_str(), *v)));
         w.scalars(step, &scalars)?;
         let every = self.opts.images_every_epochs;
         if rec.epoch == 1 || rec.epoch.is_multiple_of(every) {
@@ -181,13 +201,55 @@ fn pictures(s: &Session, set: &ImageSet, run: &RunDir) -> Result<(Vec<u8>, Vec<u
 }
 
 /// `metrics.csv`: one row per epoch, the columns of [`EpochRecord`] (an empty cell where a value
-/// does not apply), rewritten whole and atomically like `metrics.jsonl`.
+/// does not apply), rewritten whole and atomically like `metrics.jsonl`. A hierarchical VAE's
+/// per-group KL lists become columns `train_kl_group_0`, ..., `val_kl_group_0`, ... at the end.
 pub fn write_csv(run: &RunDir, history: &[EpochRecord]) -> Result<()> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    for r in history {
-        w.serialize(r).context("metrics.csv")?;
-    }
-    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("metrics.csv: {e}"))?;
-    run.write("metrics.csv", &bytes)?;
+    run.write("metrics.csv", &csv_bytes(history)?)?;
     Ok(())
+}
+
+fn csv_bytes(history: &[EpochRecord]) -> Result<Vec<u8>> {
+    let groups = |pick: fn(&EpochRecord) -> &Option<Vec<f64>>| {
+        history
+            .iter()
+            .filter_map(|r| pick(r).as_ref().map(Vec::len))
+            .max()
+            .unwrap_or(0)
+    };
+    let (n_train, n_val) = (groups(|r| &r.train_kl_groups), groups(|r| &r.val_kl_groups));
+    // The scalar columns, as serde names them (the lists are left out here).
+    let mut scalars = csv::Writer::from_writer(Vec::new());
+    for r in history {
+        let mut r = r.clone();
+        r.train_kl_groups = None;
+        r.val_kl_groups = None;
+        scalars.serialize(&r).context("metrics.csv")?;
+    }
+    let scalars = scalars
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("metrics.csv: {e}"))?;
+    if n_train + n_val == 0 {
+        return Ok(scalars);
+    }
+    let mut rows = csv::Reader::from_reader(scalars.as_slice());
+    let mut header = rows.headers().context("metrics.csv")?.clone();
+    for g in 0..n_train {
+        header.push_field(&format!("train_kl_group_{g}"));
+    }
+    for g in 0..n_val {
+        header.push_field(&format!("val_kl_group_{g}"));
+    }
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&header).context("metrics.csv")?;
+    for (row, r) in rows.records().zip(history) {
+        let mut row = row.context("metrics.csv")?;
+        for (list, n) in [(&r.train_kl_groups, n_train), (&r.val_kl_groups, n_val)] {
+            for g in 0..n {
+                let cell = list.as_ref().and_then(|v| v.get(g)).map(|v| v.to_string());
+                row.push_field(cell.as_deref().unwrap_or(""));
+            }
+        }
+        w.write_record(&row).context("metrics.csv")?;
+    }
+    w.into_inner().map_err(|e| anyhow::anyhow!("metrics.csv: {e}"))
 }

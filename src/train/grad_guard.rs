@@ -2,6 +2,7 @@
 //! is non-finite or more than `skip_threshold` times the running norm is skipped (and counted), so
 //! one bad batch cannot throw the weights off; the others are scaled down to at most `clip`.
 //! The running norm is an exponential average of the accepted norms (clipped to `clip`).
+use crate::format::GradGuardState;
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Var};
 
@@ -35,6 +36,26 @@ impl GradGuard {
             running_norm: None,
             accepted: 0,
             skipped: 0,
+        }
+    }
+
+    /// A guard that continues from a saved memory (a resumed run).
+    pub fn resumed(clip: Option<f64>, skip_threshold: Option<f64>, saved: &GradGuardState) -> Self {
+        Self {
+            clip,
+            skip_threshold,
+            running_norm: saved.running_norm,
+            accepted: saved.accepted,
+            skipped: saved.skipped,
+        }
+    }
+
+    /// The memory to save in a checkpoint.
+    pub fn state(&self) -> GradGuardState {
+        GradGuardState {
+            running_norm: self.running_norm,
+            accepted: self.accepted,
+            skipped: self.skipped,
         }
     }
 
@@ -81,6 +102,16 @@ pub fn global_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
         }
     }
     Ok(sq.sqrt())
+}
+
+/// Multiply every gradient of `vars` in `grads` by `scale` (clipping).
+pub fn scale_grads(grads: &mut GradStore, vars: &[Var], scale: f64) -> Result<()> {
+    for v in vars {
+        if let Some(g) = grads.remove(v) {
+            grads.insert(v, (g * scale)?);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

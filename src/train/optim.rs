@@ -4,6 +4,7 @@
 //! When every variable is an f32 CPU tensor the moments live in plain buffers and each step is
 //! the fused in-place kernel `crate::kernels::adam_update_all` (one multi-threaded pass over all
 //! variables, no temporaries); otherwise (CUDA) the candle ops below run.
+use super::grad_guard::{global_norm, scale_grads, GradDecision, GradGuard};
 use crate::kernels;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Result, Tensor, Var};
@@ -68,6 +69,11 @@ impl Adam {
         self.t
     }
 
+    /// The trained variables, in the order of the moments.
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
     fn hyper(&self) -> AdamHyper {
         self.params
     }
@@ -84,6 +90,23 @@ impl Adam {
             return Ok(());
         }
         self.step(&loss.backward()?)
+    }
+
+    /// The backward pass of `loss`, then the global gradient norm, then `guard`'s decision: the
+    /// update is skipped (no step: weights, moments and step count unchanged) or made with the
+    /// gradients scaled to the clipping norm. Unlike [`Adam::backward_step`] the whole gradient
+    /// store exists before the first variable changes, since the norm needs every gradient.
+    pub fn backward_guarded_step(&mut self, loss: &Tensor, guard: &mut GradGuard) -> Result<GuardedStep> {
+        let mut grads = loss.backward()?;
+        let norm = global_norm(&grads, &self.vars)?;
+        let decision = guard.decide(norm);
+        if let GradDecision::Apply { scale } = decision {
+            if scale != 1.0 {
+                scale_grads(&mut grads, &self.vars, scale)?;
+            }
+            self.step(&grads)?;
+        }
+        Ok(GuardedStep { norm, decision })
     }
 
     /// One update from the gradients of the last backward pass; variables without a gradient
@@ -190,6 +213,14 @@ impl Adam {
         self.t = steps;
         Ok(())
     }
+}
+
+/// What [`Adam::backward_guarded_step`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GuardedStep {
+    /// The global L2 norm of the gradients before clipping.
+    pub norm: f64,
+    pub decision: GradDecision,
 }
 
 /// Adam's first and second moments per variable, flat, for the fused CPU kernel.

@@ -1,11 +1,24 @@
 //! The training loop: Adam on the (beta-weighted) negative ELBO, validation after every epoch,
 //! early stopping with patience / min-delta (and the reason recorded), best / last checkpoints,
 //! exact resume, and divergence detection that keeps the last good checkpoint.
+//!
+//! Training aids ([`Aids`]): with `train.grad_clip` / `train.grad_skip_threshold` each update is a
+//! backward pass, the global gradient norm, then the guard's decision and Adam's step
+//! ([`Adam::backward_guarded_step`]); without them Adam runs inside the backward pass
+//! ([`Adam::backward_step`]), unchanged. A skipped update changes no weight, moment, step count,
+//! learning rate or weight average; its batch still counts in the epoch's losses. A non-finite
+//! loss is divergence either way (the guard skips non-finite gradients of a finite loss). With
+//! `train.ema_decay` the average is updated after every applied update and used for validation
+//! (so for early stopping and the best checkpoint), the TensorBoard pictures and everything
+//! evaluated from `best/` (see `train::checkpoint`); batch-norm running statistics are the
+//! model's own, not averaged.
 use super::checkpoint::{self, CheckpointKind};
 use super::config::ValidTrainConfig;
+use super::ema::Ema;
+use super::grad_guard::{GradDecision, GradGuard};
 use super::input::ModelData;
 use super::metrics;
-use super::optim::Adam;
+use super::optim::{Adam, GuardedStep};
 use super::schedule::LrSchedule;
 use super::session::{default_device, Session};
 use crate::data::{Split, Splits};
@@ -115,6 +128,15 @@ pub fn train_with(
     } else {
         TrainState::new(cfg.seed)
     };
+    let mut aids = Aids::new(cfg, &session, &state)?;
+    if resume {
+        checkpoint::load_ema(run_dir, aids.ema.as_mut(), state.steps, &device).with_context(|| {
+            format!(
+                "resuming {}: the checkpoint does not fit this config (the run is left as it was)",
+                run_dir.display()
+            )
+        })?;
+    }
     run.write_toml("config.toml", cfg.config())?;
     run.write_json("model.json", &session.model_meta())?;
     // metrics.json marks a finished run; this one is being trained again.
@@ -135,7 +157,7 @@ pub fn train_with(
     let mut speed = Vec::new();
     while state.epochs_done < cfg.train.max_epochs {
         let epoch = state.epochs_done + 1;
-        match run_epoch(&session, &mut opt, &mut state, &data, epoch, &mut tb)? {
+        match run_epoch(&session, &mut opt, &mut aids, &mut state, &data, epoch, &mut tb)? {
             EpochOutcome::Diverged(msg) => {
                 if !checkpoint::exists(run_dir, CheckpointKind::Best) {
                     anyhow::bail!(
@@ -163,7 +185,10 @@ pub fn train_with(
                 );
                 state.epochs_done = epoch;
                 state.history.push(rec.clone());
-                tb.epoch(&session, splits, &rec, state.steps, opt.params().lr)?;
+                state.grad_guard = aids.guard.as_ref().map(GradGuard::state);
+                aids.evaluating(&session, || {
+                    tb.epoch(&session, splits, &rec, state.steps, opt.params().lr)
+                })?;
                 let patience_hit = verdict.stop;
                 if patience_hit {
                     state.stopped_because = Some(StopReason::Patience);
@@ -171,9 +196,11 @@ pub fn train_with(
                     state.stopped_because = Some(StopReason::MaxEpochs);
                 }
                 if verdict.improved {
-                    checkpoint::save(run_dir, CheckpointKind::Best, &session.store, &opt, &state)?;
+                    let ema = aids.ema.as_ref();
+                    checkpoint::save(run_dir, CheckpointKind::Best, &session.store, &opt, &state, ema)?;
                 }
-                checkpoint::save(run_dir, CheckpointKind::Last, &session.store, &opt, &state)?;
+                let ema = aids.ema.as_ref();
+                checkpoint::save(run_dir, CheckpointKind::Last, &session.store, &opt, &state, ema)?;
                 write_history(&run, &state.history)?;
                 if patience_hit {
                     stop = StopReason::Patience;
@@ -202,6 +229,35 @@ fn mean(v: &[f64]) -> f64 {
         0.0
     } else {
         v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// The optional training aids: the gradient guard and the weight average.
+struct Aids {
+    guard: Option<GradGuard>,
+    ema: Option<Ema>,
+}
+
+impl Aids {
+    /// From the config; the guard continues from `state` (a resumed run's memory). The average
+    /// starts from the store's weights (on resume `checkpoint::load_ema` replaces it).
+    fn new(cfg: &ValidTrainConfig, s: &Session, state: &TrainState) -> Result<Self> {
+        let t = &cfg.train;
+        let guard =
+            (t.grad_clip.is_some() || t.grad_skip_threshold.is_some()).then(|| match &state.grad_guard {
+                Some(saved) => GradGuard::resumed(t.grad_clip, t.grad_skip_threshold, saved),
+                None => GradGuard::new(t.grad_clip, t.grad_skip_threshold),
+            });
+        let ema = t.ema_decay.map(|d| Ema::new(&s.store, d)).transpose()?;
+        Ok(Self { guard, ema })
+    }
+
+    /// Run `f` on the model to evaluate: the weight average when there is one.
+    fn evaluating<T>(&self, s: &Session, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        match &self.ema {
+            Some(ema) => ema.with_averaged(&s.store, f),
+            None => f(),
+        }
     }
 }
 
@@ -245,6 +301,13 @@ struct EpochSums {
     items: usize,
     /// Seconds inside training steps (throughput leaves out the progress display).
     step_seconds: f64,
+    /// Hierarchical VAE: KL per group, summed over the batches' images.
+    kl_groups: Option<Vec<f64>>,
+    /// Gradient guard: skipped and clipped updates, and the finite norms' sum and count.
+    skipped: u64,
+    clipped: u64,
+    norm_sum: f64,
+    norms: u64,
 }
 
 impl EpochSums {
@@ -254,6 +317,29 @@ impl EpochSums {
         self.kl += step.kl;
         self.items += images;
         self.step_seconds += seconds;
+        if let Some(groups) = &step.kl_groups {
+            let sums = self.kl_groups.get_or_insert_with(|| vec![0.0; groups.len()]);
+            for (acc, g) in sums.iter_mut().zip(groups) {
+                *acc += g;
+            }
+        }
+        if let Some(g) = &step.guard {
+            match g.decision {
+                GradDecision::Skip => self.skipped += 1,
+                GradDecision::Apply { scale } if scale < 1.0 => self.clipped += 1,
+                GradDecision::Apply { .. } => {}
+            }
+            if g.norm.is_finite() {
+                self.norm_sum += g.norm;
+                self.norms += 1;
+            }
+        }
+    }
+
+    /// KL per group per image (hierarchical VAE).
+    fn kl_group_means(&self) -> Option<Vec<f64>> {
+        let n = self.items.max(1) as f64;
+        self.kl_groups.as_ref().map(|v| v.iter().map(|s| s / n).collect())
     }
 
     fn means(&self) -> (f64, f64, f64) {
@@ -267,6 +353,23 @@ struct StepResult {
     loss: f64,
     rec: f64,
     kl: f64,
+    /// Hierarchical VAE: each group's KL summed over the batch.
+    kl_groups: Option<Vec<f64>>,
+    /// With a gradient guard: the norm and what was done.
+    guard: Option<GuardedStep>,
+}
+
+impl StepResult {
+    /// Whether the parameters were updated (false: the guard skipped the update).
+    fn applied(&self) -> bool {
+        !matches!(
+            self.guard,
+            Some(GuardedStep {
+                decision: GradDecision::Skip,
+                ..
+            })
+        )
+    }
 }
 
 /// What one step did: updated the parameters, or found a non-finite loss (no update made).
@@ -275,11 +378,13 @@ enum StepOutcome {
     NonFinite(f64),
 }
 
-/// One optimisation step on the batch `idx`: the loss at KL weight `beta`, then Adam's update.
+/// One optimisation step on the batch `idx`: the loss at KL weight `beta`, then Adam's update
+/// (through the gradient guard when there is one) and the weight average's.
 /// The other workers stay awake through it (`kernels::with_workers_awake`).
 fn train_step(
     s: &Session,
     opt: &mut Adam,
+    aids: &mut Aids,
     state: &mut TrainState,
     data: &ModelData,
     idx: &[usize],
@@ -295,19 +400,42 @@ fn train_step(
         if !loss.is_finite() {
             return Ok(Err(loss));
         }
-        opt.backward_step(&parts.loss)?;
-        Ok(Ok((parts, loss)))
+        let guarded = match aids.guard.as_mut() {
+            Some(guard) => Some(opt.backward_guarded_step(&parts.loss, guard)?),
+            None => {
+                opt.backward_step(&parts.loss)?;
+                None
+            }
+        };
+        Ok(Ok((parts, loss, guarded)))
     })?;
-    let (parts, loss) = match parts {
+    let (parts, loss, guard) = match parts {
         Ok(p) => p,
         Err(loss) => return Ok(StepOutcome::NonFinite(loss)),
     };
-    state.steps += 1;
-    Ok(StepOutcome::Done(StepResult {
+    let kl_groups = match &parts.kl_groups {
+        Some(groups) => Some(
+            groups
+                .iter()
+                .map(|g| scalar(&g.sum_all()?))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        None => None,
+    };
+    let step = StepResult {
         loss,
         rec: scalar(&parts.rec.sum_all()?)?,
         kl: scalar(&parts.kl.sum_all()?)?,
-    }))
+        kl_groups,
+        guard,
+    };
+    if step.applied() {
+        state.steps += 1;
+        if let Some(ema) = aids.ema.as_mut() {
+            ema.update(&s.store)?;
+        }
+    }
+    Ok(StepOutcome::Done(step))
 }
 
 /// A parameter that went non-finite without the loss showing it yet.
@@ -323,6 +451,7 @@ fn non_finite_parameter(s: &Session) -> Result<Option<String>> {
 fn run_epoch(
     s: &Session,
     opt: &mut Adam,
+    aids: &mut Aids,
     state: &mut TrainState,
     data: &TrainData,
     epoch: usize,
@@ -351,7 +480,7 @@ fn run_epoch(
         let started = Instant::now();
         beta = kl::beta_at(&cfg.kl, (epoch - 1) as f64 + (i + 1) as f64 / n_batches as f64);
         opt.set_lr(data.lr.lr(state.steps as usize));
-        let step = match train_step(s, opt, state, &data.train, idx, beta)? {
+        let step = match train_step(s, opt, aids, state, &data.train, idx, beta)? {
             StepOutcome::Done(step) => step,
             StepOutcome::NonFinite(loss) => {
                 pb.finish_and_clear();
@@ -361,7 +490,9 @@ fn run_epoch(
                 )));
             }
         };
-        tb.step(state.steps, step.loss)?;
+        if step.applied() {
+            tb.step(state.steps, step.loss)?;
+        }
         sums.add(&step, idx.len(), started.elapsed().as_secs_f64());
         let (loss, rec, klv) = sums.means();
         let images_per_second = sums.items as f64 / sums.step_seconds.max(1e-9);
@@ -375,7 +506,9 @@ fn run_epoch(
         return Ok(EpochOutcome::Diverged(format!("parameter {name} is not finite")));
     }
     let val = if data.val.n > 0 { &data.val } else { &data.train };
-    let vm = metrics::likelihood_terms(s, val, SeededRng::derived(cfg.seed, "val-noise"))?;
+    let vm = aids.evaluating(s, || {
+        metrics::likelihood_terms(s, val, SeededRng::derived(cfg.seed, "val-noise"))
+    })?;
     if !vm.neg_elbo.is_finite() {
         return Ok(EpochOutcome::Diverged(format!(
             "validation loss is {}",
@@ -396,12 +529,38 @@ fn run_epoch(
         seconds: t0.elapsed().as_secs_f64(),
         train_images_per_second: sums.items as f64 / sums.step_seconds.max(1e-9),
         val_on_floor: vm.on_floor,
+        train_kl_groups: sums.kl_group_means(),
+        val_kl_groups: vm.kl_groups,
+        skipped_updates: aids.guard.is_some().then_some(sums.skipped),
+        clipped_updates: aids.guard.is_some().then_some(sums.clipped),
+        grad_norm: (aids.guard.is_some() && sums.norms > 0).then(|| sums.norm_sum / sums.norms as f64),
     };
-    eprintln!(
-        "epoch {epoch}: train loss {:.2} (rec {:.2}, kl {:.2}), val loss {:.2}, {:.0} img/s, {:.1}s",
-        rec.train_loss, rec.train_rec, rec.train_kl, rec.val_loss, rec.train_images_per_second, rec.seconds
-    );
+    eprintln!("{}", epoch_line(&rec));
     Ok(EpochOutcome::Done(rec))
+}
+
+/// The epoch's line on stderr: losses, then per-group KL and the gradient guard's counts when
+/// the run has them.
+fn epoch_line(rec: &EpochRecord) -> String {
+    let mut line = format!(
+        "epoch {}: train loss {:.2} (rec {:.2}, kl {:.2}), val loss {:.2}",
+        rec.epoch, rec.train_loss, rec.train_rec, rec.train_kl, rec.val_loss
+    );
+    if let Some(groups) = &rec.val_kl_groups {
+        let g: Vec<String> = groups.iter().map(|k| format!("{k:.2}")).collect();
+        line.push_str(&format!(", val kl per group [{}]", g.join(", ")));
+    }
+    if let Some(skipped) = rec.skipped_updates {
+        line.push_str(&format!(
+            ", {skipped} updates skipped, {} clipped",
+            rec.clipped_updates.unwrap_or(0)
+        ));
+    }
+    line.push_str(&format!(
+        ", {:.0} img/s, {:.1}s",
+        rec.train_images_per_second, rec.seconds
+    ));
+    line
 }
 
 fn write_history(run: &RunDir, history: &[EpochRecord]) -> Result<()> {
