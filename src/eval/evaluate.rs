@@ -5,7 +5,10 @@
 use super::classifier::{self, ClassifierParams};
 use super::frechet::{frechet_distance, GaussianStats};
 use super::image_metrics::recon_quality;
-use super::latent::{decode_to_pixels, posterior, LatentSampler, SamplerKind, SamplerOptions};
+use super::latent::{
+    active_units_per_group, decode_to_pixels, posterior, reconstruct_to_pixels, LatentSampler, SamplerKind,
+    SamplerOptions,
+};
 use super::likelihood::bounds;
 use super::pictures;
 use crate::data::{Split, Splits};
@@ -161,11 +164,20 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
         &format!("reconstructions of {} images", set.n),
     );
     let post = posterior(&run, set)?;
-    let recon = decode_to_pixels(&run, &post.mu, set.n)?;
+    let recon = reconstruct_to_pixels(&run, set)?;
     let q = recon_quality(&set.images, &recon, set.n, set.channels, set.height, set.width)?;
     out.ssim = Some(q.ssim);
-    out.active_units = Some(post.active_units());
-    out.latent_dim = Some(post.latent);
+    // The code size and active units count every latent group (a hierarchy's too), so the
+    // comparison with PCA uses k = all the latents.
+    let groups = run.vae().group_dims();
+    if groups.len() > 1 {
+        let units = active_units_per_group(&run, set)?;
+        out.active_units = Some(units.iter().sum());
+        out.active_units_groups = Some(units);
+    } else {
+        out.active_units = Some(post.active_units());
+    }
+    out.latent_dim = Some(run.vae().latent_dim);
 
     if opts.pictures {
         step(
@@ -284,6 +296,7 @@ fn merge_split_eval(old: SplitEval, new: SplitEval) -> SplitEval {
         pca_tail_nll: new.pca_tail_nll.or(old.pca_tail_nll),
         ssim: new.ssim.or(old.ssim),
         active_units: new.active_units.or(old.active_units),
+        active_units_groups: new.active_units_groups.or(old.active_units_groups),
         latent_dim: new.latent_dim.or(old.latent_dim),
         samples: new.samples.or(old.samples),
     }

@@ -91,6 +91,53 @@ pub fn decode_to_pixels(run: &LoadedRun, z: &[f32], n: usize) -> Result<Vec<f32>
     Ok(out)
 }
 
+/// Reconstructions of a set: decoder means at the posterior means of every latent group
+/// (`Vae::reconstruct`; for a hierarchy, decoding the top group's mean alone would put the lower
+/// groups at their prior means), pixels [n, c, h, w] in [0, 1].
+pub fn reconstruct_to_pixels(run: &LoadedRun, set: &ImageSet) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(set.images.len());
+    for start in (0..set.n).step_by(EVAL_BATCH) {
+        let idx: Vec<usize> = (start..(start + EVAL_BATCH).min(set.n)).collect();
+        let x = run.model_input(&set.select(&idx))?;
+        let dec = run.vae().reconstruct(&x, crate::model::Mode::Eval)?;
+        out.extend(run.mean_pixels(&dec)?);
+    }
+    Ok(out)
+}
+
+/// Active units (Burda's criterion) of each latent group, top group first: a hierarchy's lower
+/// groups at the posterior means of the groups above.
+pub fn active_units_per_group(run: &LoadedRun, set: &ImageSet) -> Result<Vec<usize>> {
+    let mut means: Vec<Vec<f32>> = Vec::new();
+    let mut dims = Vec::new();
+    for start in (0..set.n).step_by(EVAL_BATCH) {
+        let idx: Vec<usize> = (start..(start + EVAL_BATCH).min(set.n)).collect();
+        let x = run.model_input(&set.select(&idx))?;
+        let groups = run.vae().posterior_means(&x, crate::model::Mode::Eval)?;
+        means.resize(groups.len(), Vec::new());
+        dims = groups
+            .iter()
+            .map(|g| g.dim(1))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        for (acc, g) in means.iter_mut().zip(groups) {
+            acc.extend(g.flatten_all()?.to_vec1::<f32>()?);
+        }
+    }
+    Ok(means
+        .into_iter()
+        .zip(dims)
+        .map(|(mu, latent)| {
+            Posterior {
+                mu,
+                logvar: Vec::new(),
+                n: set.n,
+                latent,
+            }
+            .active_units()
+        })
+        .collect())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum SamplerKind {

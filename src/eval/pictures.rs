@@ -1,6 +1,6 @@
 //! What the latents encode, as pictures: traversals of the most active latents, interpolations
 //! between pairs of test images, and reconstructions along each NORB factor for a fixed object.
-use super::latent::{decode_to_pixels, posterior, Posterior};
+use super::latent::{decode_to_pixels, Posterior};
 use crate::data::grid::{save_labelled_grid, save_recon_grid, GridLabels};
 use crate::data::{ImageSet, NorbFactors};
 use crate::train::LoadedRun;
@@ -135,8 +135,7 @@ pub fn factor_reconstructions(run: &LoadedRun, set: &ImageSet, dir: &Path) -> Re
             continue;
         }
         let sub = set.select(&idx);
-        let post = posterior(run, &sub)?;
-        let recon = decode_to_pixels(run, &post.mu, sub.n)?;
+        let recon = super::latent::reconstruct_to_pixels(run, &sub)?;
         let path = dir.join(format!("factor_{name}.png"));
         let cols = if sub.n > 9 { 6 } else { sub.n };
         save_recon_grid(

@@ -37,6 +37,8 @@ pub struct VaeMetrics {
     /// Trainable scalars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_parameters: Option<usize>,
+    /// Latent scalars per image over every group (the code size PCA is compared at; for a
+    /// hierarchy more than `model.latent_dim`, which is its top group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latent_dim: Option<usize>,
     /// The likelihood's kind as written by the trainer (e.g. "GaussianFixed").
@@ -141,9 +143,15 @@ pub struct SplitEval {
     pub pca_tail_nll: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssim: Option<f64>,
-    /// Latent dimensions whose posterior mean varies across images (Burda's criterion).
+    /// Latent dimensions whose posterior mean varies across images (Burda's criterion), over
+    /// every latent group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_units: Option<usize>,
+    /// Hierarchical VAE: active units of each group (top first, as `kl_groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_units_groups: Option<Vec<usize>>,
+    /// The code size: latent scalars per image over every group (for a hierarchy more than the
+    /// top group's `model.latent_dim`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latent_dim: Option<usize>,
     /// Per sampler (prior, gmm, two_stage, ...).

@@ -213,6 +213,26 @@ impl Vae {
         }
     }
 
+    /// Posterior means of every group, each [b, d_g], top group first: a hierarchy's lower groups
+    /// at the posterior means of the groups above (the pass [`Vae::reconstruct`] makes).
+    pub fn posterior_means(&self, x: &Tensor, mode: Mode) -> Result<Vec<Tensor>> {
+        match &self.network {
+            Network::Hierarchical(n) => {
+                let (feats, mu, _) = n.bottom_up(x, mode)?;
+                let (_, states) = n.top_down(&mu, Some(&feats), Codes::Mean, mode)?;
+                let b = mu.dim(0)?;
+                let mut out = vec![mu];
+                for s in states {
+                    if let Some(m) = s.mu_q {
+                        out.push(m.reshape((b, ()))?);
+                    }
+                }
+                Ok(out)
+            }
+            _ => Ok(vec![self.encode(x, mode)?.0]),
+        }
+    }
+
     /// z = mu + exp(lv / 2) * eps with the caller's noise (from the seeded RNG).
     pub fn reparameterise(mu: &Tensor, logvar: &Tensor, eps: &Tensor) -> Result<Tensor> {
         mu + (logvar * 0.5)?.exp()?.mul(eps)?

@@ -150,7 +150,14 @@ impl RunInfo {
         })
     }
 
+    /// The code size: metrics.json's `latent_dim` (every latent group of a hierarchy), else the
+    /// config's `model.latent_dim`.
     pub fn latent_dim(&self) -> Option<usize> {
+        if let RunMetrics::Vae(m) = &self.metrics {
+            if let Some(l) = m.latent_dim {
+                return Some(l);
+            }
+        }
         self.config_str("model.latent_dim").and_then(|s| s.parse().ok())
     }
 
