@@ -243,13 +243,18 @@ fn underfits(run: &RunInfo) -> Option<bool> {
 
 /// The verdict on capacity from how many of the VAEs (with both splits) underfit.
 pub fn capacity_verdict(underfit: &[String], judged: usize) -> String {
+    let (all, s) = if judged == 1 {
+        ("the 1 VAE".to_string(), "s")
+    } else {
+        (format!("all {judged} VAEs"), "")
+    };
     match underfit.len() {
         _ if judged == 0 => "Cannot tell: no VAE has both train and test metrics.".into(),
         n if n == judged => format!(
-            "Probably yes: all {judged} VAEs underfit (train and test −ELBO within 2%), so a larger model or longer training can still gain."
+            "Probably yes: {all} underfit{s} (train and test −ELBO within 2%), so a larger model or longer training can still gain."
         ),
         0 => format!(
-            "Not without more data or regularisation: all {judged} VAEs already show a train/test gap of 2% or more."
+            "Not without more data or regularisation: {all} already show{s} a train/test gap of 2% or more."
         ),
         n => format!(
             "For {n} of {judged} VAEs ({}): they underfit (train and test −ELBO within 2%); the others already overfit.",
@@ -697,6 +702,34 @@ fn density(runs: &[RunInfo], vaes: &[&RunInfo]) -> Option<Answer> {
     })
 }
 
+/// The verdict on prior holes from the VAEs where a sampler fitted to q(z) beat the prior's sample
+/// FD, out of `judged` VAEs scored with a fitted sampler. Sampler scores come from one run each.
+pub fn samples_verdict(helped: &[String], judged: usize) -> String {
+    let vaes = |n: usize| if n == 1 { "VAE" } else { "VAEs" };
+    const ONE_RUN: &str = "(one run each, no seed spread to judge by)";
+    if judged == 0 {
+        "Cannot tell: only prior samples were scored (add --samplers prior,gmm,two_stage to eval).".into()
+    } else if helped.len() == judged {
+        format!(
+            "Prior holes: for {} {judged} {}, a sampler fitted to q(z) gives a lower sample FD than the prior {ONE_RUN}.",
+            if judged == 1 { "the" } else { "all" },
+            vaes(judged)
+        )
+    } else if helped.is_empty() {
+        format!(
+            "Not prior holes: for {} {judged} {}, no sampler fitted to q(z) beats the prior's FD, so the decoder is the limit {ONE_RUN}.",
+            if judged == 1 { "the" } else { "all" },
+            vaes(judged)
+        )
+    } else {
+        format!(
+            "Prior holes for {} of {judged} VAEs ({}): a sampler fitted to q(z) beats the prior's FD there {ONE_RUN}.",
+            helped.len(),
+            join_names(helped)
+        )
+    }
+}
+
 fn samples(runs: &[RunInfo], vaes: &[&RunInfo]) -> Option<Answer> {
     let mut table = Table::new(&[
         "run",
@@ -738,24 +771,7 @@ fn samples(runs: &[RunInfo], vaes: &[&RunInfo]) -> Option<Answer> {
     if table.rows.is_empty() {
         return None;
     }
-    let verdict = if judged == 0 {
-        "Cannot tell: only prior samples were scored (add --samplers prior,gmm,two_stage to eval)."
-            .to_string()
-    } else if helped.len() == judged {
-        format!(
-            "Prior holes: for all {judged} VAEs, a sampler fitted to q(z) gives a lower sample FD than the prior (one run each, no seed spread)."
-        )
-    } else if helped.is_empty() {
-        format!(
-            "Not prior holes: for none of the {judged} VAEs does a sampler fitted to q(z) beat the prior's FD; the decoder is the limit."
-        )
-    } else {
-        format!(
-            "Prior holes for {} of {judged} VAEs ({}): a sampler fitted to q(z) beats the prior's FD there (one run each, no seed spread).",
-            helped.len(),
-            join_names(&helped)
-        )
-    };
+    let verdict = samples_verdict(&helped, judged);
     let mut notes = vec!["FD: Frechet distance of classifier features to the real test images, lower is better. Prior samples decode codes from N(0, I), which puts mass where q(z) has none; fitted samplers draw where the encoder puts images.".to_string()];
     let floor = runs
         .iter()
@@ -861,6 +877,7 @@ mod tests {
             "For 2 of 3 VAEs (a and c): they underfit (train and test −ELBO within 2%); the others already overfit."
         );
         assert!(capacity_verdict(&[], 0).starts_with("Cannot tell"));
+        assert!(capacity_verdict(&names(&["a"]), 1).starts_with("Probably yes: the 1 VAE underfits ("));
 
         assert_eq!(stopping("patience", 12, 9), Stopping::Met);
         assert_eq!(stopping("max_epochs", 12, 12), Stopping::StillImproving);
@@ -876,6 +893,18 @@ mod tests {
         );
         let v = training_verdict(&[("a".into(), Stopping::Met), ("b".into(), Stopping::CapAfterBest)]);
         assert_eq!(v, "No: none of the 2 runs was still improving when it stopped.");
+    }
+
+    #[test]
+    fn the_samples_verdict_counts_and_qualifies() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            samples_verdict(&[], 1),
+            "Not prior holes: for the 1 VAE, no sampler fitted to q(z) beats the prior's FD, so the decoder is the limit (one run each, no seed spread to judge by)."
+        );
+        assert!(samples_verdict(&names(&["a", "b"]), 2).starts_with("Prior holes: for all 2 VAEs,"));
+        assert!(samples_verdict(&names(&["b"]), 3).starts_with("Prior holes for 1 of 3 VAEs (b)"));
+        assert!(samples_verdict(&[], 0).starts_with("Cannot tell"));
     }
 
     #[test]
