@@ -139,6 +139,17 @@ fn report_of_real_runs_reads_well_in_chromium_at_1000_and_1400_px() {
             .unwrap_or_else(|| panic!("no test reconstruction grid for k = {k}"))
     };
     assert!(at(4) < at(16) && at(16) < at(64), "PCA grids out of order");
+    // Answers lead with their verdict; the MSE chart names each VAE in its legend (no labels on
+    // the points); the loss charts are plotters' SVG with their titles.
+    assert!(html.contains("<p class=\"verdict\">"), "no verdicts");
+    for needle in [
+        "Test reconstruction MSE against code size",
+        "basic-convolutional-vae (k=10,",
+        "fitted-variance-convolutional-vae (k=100,",
+        "basic-convolutional-vae: loss per epoch",
+    ] {
+        assert!(html.contains(needle), "{needle} not in the report");
+    }
 
     let Some(chromium) = chromium() else {
         return skip("chromium not found (apt install chromium)");
@@ -198,6 +209,17 @@ fn report_of_real_runs_reads_well_in_chromium_at_1000_and_1400_px() {
         assert!(list("emptyCharts").is_empty(), "{w} px: empty charts: {r}");
         assert!(list("consoleErrors").is_empty(), "{w} px: console: {r}");
         assert_eq!(n("tableColumns"), 15.0, "{w} px: {r}");
+        // `norbvae report` answers the log's questions its runs can answer (capacity, training,
+        // density against PPCA, samples), each with its table inside the page's width.
+        assert!(
+            n("answerTables") >= 4.0,
+            "{w} px: {} answer tables",
+            n("answerTables")
+        );
+        assert!(
+            list("answerTablesTooWide").is_empty(),
+            "{w} px: answer tables too wide: {r}"
+        );
         assert!(
             n("tableWidth") <= n("tableBoxWidth"),
             "{w} px: the runs table ({} px) is wider than its box ({} px)",

@@ -15,11 +15,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let runs = crate::report::load_runs(&args.runs)?;
     let opts = crate::report::ReportOptions {
         title: args.title,
-        ..Default::default()
+        subtitle: None,
+        answers: crate::report::answers::answers(&runs),
     };
-    let runs = crate::report::build_report(&args.runs, &args.out, &opts)?;
+    crate::report::write_report(&runs, &args.out, &opts)?;
     println!("report of {} runs written to {}", runs.len(), args.out.display());
     Ok(())
 }

@@ -220,8 +220,16 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
     );
     let runs: Vec<RunInfo> = dirs.iter().map(|d| RunInfo::load(d)).collect::<Result<_>>()?;
     let mut qa = answers::answers(&runs);
-    for f in &failures {
-        qa.push(("Runs that did not finish".into(), f.clone()));
+    if !failures.is_empty() {
+        let mut a = answers::Answer::new(
+            "Runs that did not finish",
+            &format!(
+                "{} step(s) failed; the report shows what finished.",
+                failures.len()
+            ),
+        );
+        a.notes = failures.clone();
+        qa.push(a);
     }
     let out = opts.out.join("report.html");
     let report_opts = ReportOptions {

@@ -34,6 +34,8 @@ pub struct Axis {
     pub include: Option<(f64, f64)>,
     /// Category names: the values are their indices 0, 1, ... and the ticks show the names.
     pub categories: Vec<String>,
+    /// Counts (epochs): ticks only at whole numbers, never 0.95 or 1.05.
+    pub integer: bool,
 }
 
 impl Axis {
@@ -43,6 +45,15 @@ impl Axis {
             scale: Scale::Linear,
             include: None,
             categories: vec![],
+            integer: false,
+        }
+    }
+
+    /// A linear axis of whole numbers (epochs, counts).
+    pub fn integer(title: &str) -> Self {
+        Self {
+            integer: true,
+            ..Self::linear(title)
         }
     }
 
@@ -215,7 +226,7 @@ pub fn loss_curves(
     } else {
         Axis::linear(y_title)
     };
-    let mut chart = Chart::new(title, Axis::linear("epoch"), y);
+    let mut chart = Chart::new(title, Axis::integer("epoch"), y);
     for (i, (name, points)) in curves.iter().enumerate() {
         let mark = if points.len() <= 40 {
             Mark::LinePoints
@@ -430,7 +441,7 @@ pub fn overlaid_curves(title: &str, y_title: &str, runs: &[(String, Vec<(f64, f6
     } else {
         Axis::linear(y_title)
     };
-    let mut chart = Chart::new(title, Axis::linear("epoch"), y);
+    let mut chart = Chart::new(title, Axis::integer("epoch"), y);
     let mut groups: Vec<&str> = Vec::new();
     for (group, points) in runs {
         let idx = match groups.iter().position(|g| g == group) {

@@ -68,6 +68,7 @@ impl AxisLayout {
         }
         if hi - lo < 1e-12 * lo.abs().max(1.0) {
             let half = match scale {
+                Scale::Linear if axis.integer => 1.0,
                 Scale::Linear => (lo.abs() * 0.1).max(1e-3),
                 Scale::Log => 0.5,
             };
@@ -81,7 +82,12 @@ impl AxisLayout {
         let (bold, light, step) = match scale {
             Scale::Linear => {
                 let (b, s) = ticks::linear(lo, hi, ticks_wanted);
-                (b, vec![], s)
+                if axis.integer && s < 1.0 {
+                    let whole: Vec<f64> = (lo.ceil() as i64..=hi.floor() as i64).map(|i| i as f64).collect();
+                    (whole, vec![], 1.0)
+                } else {
+                    (b, vec![], s)
+                }
             }
             Scale::Log => {
                 let (b, l) = ticks::log(lo, hi, ticks_wanted);

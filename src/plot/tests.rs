@@ -409,3 +409,31 @@ fn write_examples_when_asked() {
     )
     .unwrap();
 }
+
+#[test]
+fn epoch_axes_tick_whole_epochs_only() {
+    // One epoch (the demo's shortest runs) and three: no 0.95 or 1.05 epochs on the axis.
+    for n in [1usize, 3] {
+        let train: Vec<(f64, f64)> = (1..=n).map(|e| (e as f64, 700.0 - e as f64)).collect();
+        let val: Vec<(f64, f64)> = (1..=n).map(|e| (e as f64, 705.0 - e as f64)).collect();
+        let chart = loss_curves(
+            "short run",
+            "loss",
+            &[("train", train), ("validation", val)],
+            None,
+        );
+        let ((x0, x1), _) = chart.ranges();
+        assert!(x0 < 1.0 && x1 > n as f64, "x range {x0}..{x1}");
+        let texts = svg_texts(&chart.svg().unwrap());
+        // The y ticks are near 700; the epoch ticks are the small numbers.
+        let x_ticks: Vec<&str> = texts
+            .iter()
+            .map(|t| t.trim())
+            .filter(|t| t.parse::<f64>().is_ok_and(|v| v < 10.0))
+            .collect();
+        assert!(!x_ticks.is_empty(), "no epoch ticks in {texts:?}");
+        for t in x_ticks {
+            assert!(!t.contains('.'), "fractional epoch tick {t} in {texts:?}");
+        }
+    }
+}

@@ -1,10 +1,12 @@
-//! The report page: one self-contained HTML file (CSS inline, charts as inline SVG, pictures as
-//! base64 PNG data URIs), so it can be mailed or opened offline.
+//! The report page: one self-contained HTML file (CSS inline, charts as inline SVG drawn by
+//! [`crate::plot`], pictures as base64 PNG data URIs), so it can be mailed or opened offline.
+//! The markup is a maud template: every interpolated value is escaped by the template engine.
+use super::answers::{Answer, Table};
 use super::runs::{RunInfo, RunKind};
-use super::svg::{escape, Chart, Series, PALETTE};
 use crate::format::VaeSplitMetrics;
+use crate::plot::{self, ModelPoint};
 use anyhow::{Context, Result};
-use std::fmt::Write as _;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 use std::path::Path;
 
 /// What the page says besides the runs.
@@ -14,7 +16,7 @@ pub struct ReportOptions {
     /// A line under the title (dataset, command that produced the runs, ...).
     pub subtitle: Option<String>,
     /// Questions of the experiment log with answers written from the numbers.
-    pub answers: Vec<(String, String)>,
+    pub answers: Vec<Answer>,
 }
 
 const CSS: &str = r#"
@@ -40,8 +42,9 @@ table.runs td:last-child{white-space:normal;text-align:left} span.fd{display:blo
 .figs{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
 figure{margin:0} figcaption{font-size:12px;color:#5a6475;margin-top:3px}
 img.grid{image-rendering:pixelated;border:1px solid #d5dae2;max-width:100%}
-svg.chart{background:#fff;font-size:11px;max-width:100%;height:auto} .ctitle{font-size:13px;font-weight:600} .tick{fill:#5a6475}
-.axis{fill:#333;font-size:12px} .legend{font-size:12px} .plabel{font-size:11px;font-weight:600}
+figure.chart svg{display:block;max-width:100%;height:auto;background:#fff}
+.qa p.verdict{margin:2px 0 8px;font-weight:600;color:#123a6b} table.qa-table{width:auto;min-width:40%;font-size:12.5px;margin:4px 0}
+table.qa-table th,table.qa-table td{padding:4px 10px} ul.notes{margin:8px 0 2px;padding-left:20px;font-size:13px;color:#3d4a5c} ul.notes li{margin:2px 0}
 .tablewrap{overflow-x:auto;max-width:100%} details{margin-top:10px} summary{cursor:pointer;color:#1f4f8a;font-size:13px}
 "#;
 
@@ -63,17 +66,13 @@ fn fmt_count(v: Option<u64>) -> String {
 }
 
 /// A PNG as an `<img>` with a data URI, shown at twice its size when it is small.
-pub fn img_tag(path: &Path, alt: &str) -> Result<String> {
+pub fn img_tag(path: &Path, alt: &str) -> Result<Markup> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let (w, _h) = png_size(&bytes).with_context(|| format!("{} is not a PNG file", path.display()))?;
     // Small grids are shown enlarged (pixelated), large ones at their size.
     let scale = if w < 200 { 2 } else { 1 };
-    Ok(format!(
-        r#"<img class="grid" alt="{}" width="{}" src="data:image/png;base64,{}">"#,
-        escape(alt),
-        w * scale,
-        base64::encode(&bytes)
-    ))
+    let src = format!("data:image/png;base64,{}", base64::encode(&bytes));
+    Ok(html! { img.grid alt=(alt) width=(w * scale) src=(src); })
 }
 
 fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
@@ -85,26 +84,27 @@ fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
     Some((w, h))
 }
 
-/// Sample-quality cell (HTML): Frechet distance per sampler found in the split's `samples` object,
-/// one sampler per line so the cell stays narrow.
-fn sample_score(run: &RunInfo, split: &str) -> String {
-    let Some(samples) = run.split(split).and_then(|m| m.eval.samples.as_ref()) else {
-        return "–".into();
-    };
-    let mut parts = Vec::new();
-    for name in ["prior", "gmm", "two_stage"] {
-        if let Some(fd) = samples.get(name).and_then(|s| s.fd) {
-            parts.push(format!(
-                r#"<span class="fd">{} {:.2}</span>"#,
-                if name == "two_stage" { "2-stage" } else { name },
-                fd
-            ));
+/// Sample-quality cell: Frechet distance per sampler found in the split's `samples` object, one
+/// sampler per line so the cell stays narrow.
+fn sample_score(run: &RunInfo, split: &str) -> Markup {
+    let scores: Vec<(&str, f64)> = run
+        .split(split)
+        .and_then(|m| m.eval.samples.as_ref())
+        .map(|samples| {
+            ["prior", "gmm", "two_stage"]
+                .into_iter()
+                .filter_map(|name| Some((name, samples.get(name)?.fd?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    html! {
+        @if scores.is_empty() {
+            "–"
         }
-    }
-    if parts.is_empty() {
-        "–".into()
-    } else {
-        parts.join(" ")
+        @for (i, (name, fd)) in scores.iter().enumerate() {
+            @if i > 0 { " " }
+            span.fd { (if *name == "two_stage" { "2-stage" } else { name }) " " (format!("{fd:.2}")) }
+        }
     }
 }
 
@@ -164,63 +164,99 @@ fn is_primary(file: &str, run: &RunInfo) -> bool {
     file != "loss_curve.png" || run.epochs.is_empty()
 }
 
-fn table(runs: &[RunInfo]) -> String {
-    let mut s = String::from(
-        r#"<table class="runs"><thead><tr class="groups"><th class="l" rowspan="2">run</th><th colspan="4">model</th><th colspan="2">training</th><th colspan="3">test likelihood</th><th colspan="3">test reconstruction</th><th colspan="2">latents and samples</th></tr><tr><th class="l">model</th><th class="l">likelihood</th><th>latent</th><th>params</th><th>epochs<br>(best)</th><th class="l">stopped</th><th>−ELBO<br>nats/img</th><th>bits/dim</th><th>IWAE<br>nats/img</th><th>MSE</th><th>PSNR<br>dB</th><th>SSIM</th><th>active<br>units</th><th class="l">sample FD<br>(lower is better)</th></tr></thead><tbody>"#,
-    );
-    for run in runs {
-        match run.kind {
-            RunKind::Vae => {
-                let test = run.test();
-                let t = |f: fn(&VaeSplitMetrics) -> Option<f64>| test.and_then(f);
-                let epochs = match run.vae() {
-                    Some(m) => format!("{} ({})", m.epochs_run, m.best_epoch),
-                    None => "–".into(),
-                };
-                let _ = write!(
-                    s,
-                    r#"<tr><td class="l">{}</td><td class="l">{}</td><td class="l">{}</td><td>{}</td><td>{}</td><td>{}</td><td class="l">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="l">{}</td></tr>"#,
-                    escape(&run.name),
-                    escape(&run.model_label()),
-                    escape(&run.likelihood_label()),
-                    run.latent_dim()
-                        .map(|d| d.to_string())
-                        .unwrap_or_else(|| "–".into()),
-                    fmt_count(run.n_params),
-                    epochs,
-                    escape(run.stopped_because().unwrap_or("–")),
-                    fmt(t(|m| Some(m.neg_elbo_pixels_or_model())), 1),
-                    fmt(t(|m| m.bits_per_dim), 3),
-                    fmt(t(|m| m.eval.iwae), 1),
-                    fmt(t(|m| Some(m.mse)), 5),
-                    fmt(t(|m| Some(m.psnr)), 2),
-                    fmt(t(|m| m.eval.ssim), 3),
-                    fmt(t(|m| m.eval.active_units.map(|u| u as f64)), 0),
-                    sample_score(run, "test"),
-                );
+fn vae_row(run: &RunInfo) -> Markup {
+    let test = run.test();
+    let t = |f: fn(&VaeSplitMetrics) -> Option<f64>| test.and_then(f);
+    let epochs = match run.vae() {
+        Some(m) => format!("{} ({})", m.epochs_run, m.best_epoch),
+        None => "–".into(),
+    };
+    html! {
+        tr {
+            td.l { (run.name) }
+            td.l { (run.model_label()) }
+            td.l { (run.likelihood_label()) }
+            td { (run.latent_dim().map(|d| d.to_string()).unwrap_or_else(|| "–".into())) }
+            td { (fmt_count(run.n_params)) }
+            td { (epochs) }
+            td.l { (run.stopped_because().unwrap_or("–")) }
+            td { (fmt(t(|m| Some(m.neg_elbo_pixels_or_model())), 1)) }
+            td { (fmt(t(|m| m.bits_per_dim), 3)) }
+            td { (fmt(t(|m| m.eval.iwae), 1)) }
+            td { (fmt(t(|m| Some(m.mse)), 5)) }
+            td { (fmt(t(|m| Some(m.psnr)), 2)) }
+            td { (fmt(t(|m| m.eval.ssim), 3)) }
+            td { (fmt(t(|m| m.eval.active_units.map(|u| u as f64)), 0)) }
+            td.l { (sample_score(run, "test")) }
+        }
+    }
+}
+
+fn pca_rows(run: &RunInfo) -> Markup {
+    html! {
+        @for k in run.pca_components() {
+            @let test = run.pca_test(k);
+            tr.pca {
+                td.l { (run.name) " k=" (k) }
+                td.l { "PCA" }
+                td.l { "Gaussian (PPCA)" }
+                td { (k) }
+                td { (fmt_count(run.pca_dim().map(|d| (k as u64 + 1) * d as u64))) }
+                td { "–" }
+                td.l { "closed form" }
+                td { (fmt(test.and_then(|m| m.ppca_nll), 1)) }
+                td { (fmt(test.and_then(|m| m.ppca_bits_per_dim), 3)) }
+                td { "exact" }
+                td { (fmt(test.map(|m| m.mse), 5)) }
+                td { (fmt(test.map(|m| m.psnr), 2)) }
+                // PCA has no SSIM in its metrics.
+                td { "–" }
+                td { "–" }
+                td.l { "–" }
             }
-            RunKind::Pca => {
-                for k in run.pca_components() {
-                    let test = run.pca_test(k);
-                    let _ = write!(
-                        s,
-                        r#"<tr class="pca"><td class="l">{} k={}</td><td class="l">PCA</td><td class="l">Gaussian (PPCA)</td><td>{}</td><td>{}</td><td>–</td><td class="l">closed form</td><td>{}</td><td>{}</td><td>exact</td><td>{}</td><td>{}</td><td>{}</td><td>–</td><td class="l">–</td></tr>"#,
-                        escape(&run.name),
-                        k,
-                        k,
-                        fmt_count(run.pca_dim().map(|d| (k as u64 + 1) * d as u64)),
-                        fmt(test.and_then(|m| m.ppca_nll), 1),
-                        fmt(test.and_then(|m| m.ppca_bits_per_dim), 3),
-                        fmt(test.map(|m| m.mse), 5),
-                        fmt(test.map(|m| m.psnr), 2),
-                        // PCA has no SSIM in its metrics.
-                        fmt(None, 3)
-                    );
+        }
+    }
+}
+
+fn runs_table(runs: &[RunInfo]) -> Markup {
+    html! {
+        table.runs {
+            thead {
+                tr.groups {
+                    th.l rowspan="2" { "run" }
+                    th colspan="4" { "model" }
+                    th colspan="2" { "training" }
+                    th colspan="3" { "test likelihood" }
+                    th colspan="3" { "test reconstruction" }
+                    th colspan="2" { "latents and samples" }
+                }
+                tr {
+                    th.l { "model" }
+                    th.l { "likelihood" }
+                    th { "latent" }
+                    th { "params" }
+                    th { "epochs" br; "(best)" }
+                    th.l { "stopped" }
+                    th { "−ELBO" br; "nats/img" }
+                    th { "bits/dim" }
+                    th { "IWAE" br; "nats/img" }
+                    th { "MSE" }
+                    th { "PSNR" br; "dB" }
+                    th { "SSIM" }
+                    th { "active" br; "units" }
+                    th.l { "sample FD" br; "(lower is better)" }
+                }
+            }
+            tbody {
+                @for run in runs {
+                    @match run.kind {
+                        RunKind::Vae => (vae_row(run)),
+                        RunKind::Pca => (pca_rows(run)),
+                    }
                 }
             }
         }
     }
-    s + "</tbody></table>"
 }
 
 impl RunInfo {
@@ -239,86 +275,97 @@ impl RunInfo {
     }
 }
 
-/// Test MSE of PCA against k, with each VAE placed at its latent size.
-fn pca_curve(runs: &[RunInfo]) -> Option<String> {
-    let mut series = Vec::new();
-    for (i, run) in runs.iter().filter(|r| r.kind == RunKind::Pca).enumerate() {
+/// An inline SVG chart; plotters writes the markup (its text escaped by the SVG backend).
+fn chart(c: &plot::Chart) -> Result<Markup> {
+    Ok(PreEscaped(c.svg()?))
+}
+
+/// Test MSE of PCA against k (a line per PCA run), each VAE a marked point at its latent size,
+/// named in the legend.
+pub fn mse_against_code_size(runs: &[RunInfo]) -> Option<plot::Chart> {
+    let pcas: Vec<&RunInfo> = runs.iter().filter(|r| r.kind == RunKind::Pca).collect();
+    let baseline: Vec<(f64, f64)> = pcas
+        .first()
+        .map(|run| {
+            run.pca_components()
+                .into_iter()
+                .filter_map(|k| run.pca_test(k).map(|m| (k as f64, m.mse)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let models: Vec<ModelPoint> = runs
+        .iter()
+        .filter(|r| r.kind == RunKind::Vae)
+        .filter_map(|r| {
+            Some(ModelPoint {
+                name: r.name.clone(),
+                k: r.latent_dim()? as f64,
+                value: r.test()?.mse,
+            })
+        })
+        .collect();
+    if baseline.is_empty() && models.is_empty() {
+        return None;
+    }
+    let baseline_name = match pcas.first() {
+        Some(p) => format!("PCA ({}), test MSE at k", p.name),
+        None => "PCA (no run)".into(),
+    };
+    let mut c = plot::pca_and_models(
+        "Test reconstruction MSE against code size",
+        "test MSE per pixel (log scale)",
+        &baseline_name,
+        &baseline,
+        &models,
+    );
+    // Further PCA runs (e.g. another dataset size) as dashed lines.
+    for (i, run) in pcas.iter().enumerate().skip(1) {
         let pts: Vec<(f64, f64)> = run
             .pca_components()
             .into_iter()
             .filter_map(|k| run.pca_test(k).map(|m| (k as f64, m.mse)))
             .collect();
-        let mut s = Series::line(
-            &format!("PCA ({})", run.name),
-            pts,
-            if i == 0 { "#333" } else { "#777" },
-        );
-        s.dashed = i > 0;
-        series.push(s);
+        let mut s = plot::Series::new(&format!("PCA ({})", run.name), pts, plot::Mark::LinePoints, 0);
+        s.dashed = true;
+        s.shape = plot::Shape::ALL[i % plot::Shape::ALL.len()];
+        c.series.push(s);
     }
-    let vaes: Vec<&RunInfo> = runs.iter().filter(|r| r.kind == RunKind::Vae).collect();
-    for (i, run) in vaes.iter().enumerate() {
-        if let (Some(l), Some(m)) = (run.latent_dim(), run.test().map(|m| m.mse)) {
-            // Named by its label beside the point, not in the legend.
-            let mut s = Series::line("", vec![(l as f64, m)], PALETTE[i % PALETTE.len()]);
-            s.line = false;
-            s.point_labels = vec![run.name.clone()];
-            series.push(s);
-        }
-    }
-    if series.iter().all(|s| s.points.is_empty()) {
-        return None;
-    }
-    let chart = Chart {
-        title: "Test reconstruction MSE against code size".into(),
-        x_label: "PCA components k / VAE latent size (log scale)".into(),
-        y_label: "test MSE per pixel".into(),
-        log_x: true,
-        log_y: true,
-        width: 900.0,
-        height: 440.0,
-    };
-    Some(chart.render(&series))
+    c.width = 900;
+    c.height = 460;
+    Some(c)
 }
 
-fn loss_chart(run: &RunInfo) -> Option<String> {
+/// Train and validation loss per epoch of a run, the best epoch marked.
+pub fn loss_chart(run: &RunInfo) -> Option<plot::Chart> {
     let train = run.train_losses();
     let val = run.val_losses();
     if train.is_empty() && val.is_empty() {
         return None;
     }
-    let mut series = vec![Series::line("train", train, PALETTE[0])];
+    let mut curves = vec![];
+    if !train.is_empty() {
+        curves.push(("train", train));
+    }
     if !val.is_empty() {
-        series.push(Series::line("validation", val, PALETTE[1]));
+        curves.push(("validation", val));
     }
-    if let Some(best) = run.vae().map(|m| m.best_epoch as f64) {
-        let v = series
-            .last()
-            .and_then(|s| s.points.iter().find(|p| p.0 == best).copied());
-        if let Some(p) = v {
-            let mut b = Series::line("", vec![p], "#0b6b2f");
-            b.line = false;
-            b.point_labels = vec![format!("best (epoch {best})")];
-            series.push(b);
-        }
-    }
-    let chart = Chart {
-        title: "Loss per epoch (nats per image)".into(),
-        x_label: "epoch".into(),
-        y_label: "loss".into(),
-        log_x: false,
-        log_y: false,
-        width: 520.0,
-        height: 300.0,
-    };
-    Some(chart.render(&series))
+    let best = run.vae().and_then(|m| {
+        let e = m.best_epoch as f64;
+        let p = curves.last()?.1.iter().find(|p| p.0 == e)?;
+        Some((e, p.1))
+    });
+    let mut c = plot::loss_curves(
+        &format!("{}: loss per epoch", run.name),
+        "loss, nats per image",
+        &curves,
+        best,
+    );
+    c.width = 640;
+    c.height = 380;
+    Some(c)
 }
 
-fn run_card(run: &RunInfo) -> Result<String> {
-    let mut s = format!(
-        r#"<div class="card" id="run-{0}"><h3>{0}</h3>"#,
-        escape(&run.name)
-    );
+fn run_card(run: &RunInfo) -> Result<Markup> {
     let mut meta = vec![run.model_label(), run.likelihood_label()];
     if let Some(l) = run.latent_dim() {
         meta.push(format!("latent {l}"));
@@ -332,17 +379,7 @@ fn run_card(run: &RunInfo) -> Result<String> {
     if let Some(d) = run.config_str("data.spec") {
         meta.push(format!("data {d}"));
     }
-    let _ = write!(
-        s,
-        r#"<div class="meta">{} — <code>{}</code></div>"#,
-        escape(&meta.join(" · ")),
-        escape(&run.dir.display().to_string())
-    );
-    let mut primary = String::new();
-    let mut more = String::new();
-    if let Some(svg) = loss_chart(run) {
-        let _ = write!(primary, "<figure>{svg}</figure>");
-    }
+    let loss = loss_chart(run).map(|c| chart(&c)).transpose()?;
     let mut images = run.images.clone();
     images.sort_by_key(|p| {
         picture_rank(
@@ -351,30 +388,71 @@ fn run_card(run: &RunInfo) -> Result<String> {
                 .unwrap_or_default(),
         )
     });
+    let mut primary = Vec::new();
+    let mut more = Vec::new();
     for img in &images {
         let file = img
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let fig = format!(
-            "<figure>{}<figcaption>{}</figcaption></figure>",
-            img_tag(img, &file)?,
-            escape(&caption_for(&file))
-        );
+        let fig = html! {
+            figure {
+                (img_tag(img, &file)?)
+                figcaption { (caption_for(&file)) }
+            }
+        };
         if is_primary(&file, run) {
-            primary += &fig;
+            primary.push(fig);
         } else {
-            more += &fig;
+            more.push(fig);
         }
     }
-    let _ = write!(s, r#"<div class="figs">{primary}</div>"#);
-    if !more.is_empty() {
-        let _ = write!(
-            s,
-            r#"<details><summary>training and validation pictures</summary><div class="figs">{more}</div></details>"#
-        );
+    Ok(html! {
+        div.card id={ "run-" (run.name) } {
+            h3 { (run.name) }
+            div.meta { (meta.join(" · ")) " — " code { (run.dir.display()) } }
+            div.figs {
+                @if let Some(svg) = loss {
+                    figure.chart { (svg) }
+                }
+                @for f in &primary { (f) }
+            }
+            @if !more.is_empty() {
+                details {
+                    summary { "training and validation pictures" }
+                    div.figs { @for f in &more { (f) } }
+                }
+            }
+        }
+    })
+}
+
+fn answer_table(t: &Table) -> Markup {
+    html! {
+        div.tablewrap {
+            table.qa-table {
+                thead { tr { @for (i, c) in t.columns.iter().enumerate() { th.l[i == 0] { (c) } } } }
+                tbody {
+                    @for row in &t.rows {
+                        tr { @for (i, c) in row.iter().enumerate() { td.l[i == 0] { (c) } } }
+                    }
+                }
+            }
+        }
     }
-    Ok(s + "</div>")
+}
+
+fn answer(i: usize, a: &Answer) -> Markup {
+    html! {
+        div.qa id={ "answer-" (i + 1) } {
+            b { (a.question) }
+            p.verdict { (a.verdict) }
+            @if let Some(t) = &a.table { (answer_table(t)) }
+            @if !a.notes.is_empty() {
+                ul.notes { @for n in &a.notes { li { (n) } } }
+            }
+        }
+    }
 }
 
 /// The whole page for these runs.
@@ -384,51 +462,52 @@ pub fn render(runs: &[RunInfo], opts: &ReportOptions) -> Result<String> {
     } else {
         &opts.title
     };
-    let mut s = format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{CSS}</style></head><body><main>",
-        escape(title)
-    );
-    let _ = write!(s, "<h1>{}</h1>", escape(title));
-    if let Some(sub) = &opts.subtitle {
-        let _ = write!(s, r#"<p class="sub">{}</p>"#, escape(sub));
-    }
     let accuracy = runs.iter().find_map(|r| r.classifier().map(|c| c.test_accuracy));
     let real_fd = runs
         .iter()
         .find_map(|r| r.classifier().map(|c| c.fd_train_vs_test));
-    let _ = write!(
-        s,
-        r#"<div class="note">{} runs. Losses are negative log-likelihoods in nats per image (lower is better); PCA rows give the exact probabilistic-PCA likelihood. Sample FD is the Frechet distance between the features of real test images and of generated samples under a small classifier trained on this dataset's labels{}{}.</div>"#,
-        runs.len(),
-        accuracy
-            .map(|a| format!(" (its test accuracy: {:.1}%)", 100.0 * a))
-            .unwrap_or_default(),
-        real_fd
-            .map(|f| format!(
-                "; real training images score {f:.2} against the test images, the floor to compare with"
-            ))
-            .unwrap_or_default()
-    );
-    if !opts.answers.is_empty() {
-        s += "<h2>The log's questions, answered from the numbers</h2>";
-        for (q, a) in &opts.answers {
-            let _ = write!(s, r#"<div class="qa"><b>{}</b>{}</div>"#, escape(q), escape(a));
+    let mse_chart = mse_against_code_size(runs).map(|c| chart(&c)).transpose()?;
+    let cards = runs.iter().map(run_card).collect::<Result<Vec<_>>>()?;
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { (title) }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                main {
+                    h1 { (title) }
+                    @if let Some(sub) = &opts.subtitle {
+                        p.sub { (sub) }
+                    }
+                    div.note {
+                        (runs.len()) " runs. Losses are negative log-likelihoods in nats per image (lower is better); PCA rows give the exact probabilistic-PCA likelihood. Sample FD is the Frechet distance between the features of real test images and of generated samples under a small classifier trained on this dataset's labels"
+                        @if let Some(a) = accuracy { (format!(" (its test accuracy: {:.1}%)", 100.0 * a)) }
+                        @if let Some(f) = real_fd { (format!("; real training images score {f:.2} against the test images, the floor to compare with")) }
+                        "."
+                    }
+                    @if !opts.answers.is_empty() {
+                        h2 { "The log's questions, answered from the numbers" }
+                        @for (i, a) in opts.answers.iter().enumerate() { (answer(i, a)) }
+                    }
+                    h2 { "All runs" }
+                    div.tablewrap { (runs_table(runs)) }
+                    @if let Some(svg) = mse_chart {
+                        h2 { "PCA against the VAEs" }
+                        div.card {
+                            figure.chart {
+                                (svg)
+                                figcaption { "PCA test MSE for each k (line); each VAE at its latent size (marker, named in the legend with its k and MSE). A VAE below the line reconstructs better than PCA with as many numbers per image." }
+                            }
+                        }
+                    }
+                    h2 { "Runs" }
+                    @for c in &cards { (c) }
+                }
+            }
         }
-    }
-    s += "<h2>All runs</h2>";
-    s += r#"<div class="tablewrap">"#;
-    s += &table(runs);
-    s += "</div>";
-    if let Some(svg) = pca_curve(runs) {
-        let _ = write!(
-            s,
-            r#"<h2>PCA against the VAEs</h2><div class="card"><figure>{svg}<figcaption>PCA test MSE for each k (line); each VAE at its latent size (points). A VAE below the line reconstructs better than PCA with as many numbers per image.</figcaption></figure></div>"#
-        );
-    }
-    s += "<h2>Runs</h2>";
-    for run in runs {
-        s += &run_card(run)?;
-    }
-    s += "</main></body></html>\n";
-    Ok(s)
+    };
+    Ok(page.into_string() + "\n")
 }

@@ -85,7 +85,7 @@ try {
         .filter((el) => el.getBoundingClientRect().right > window.innerWidth + 0.5 && !scrollsX(el))
         .map((el) => el.tagName.toLowerCase() + (el.getAttribute("class") ? "." + el.getAttribute("class") : ""));
       // The runs table: how much of it is visible without scrolling its box.
-      const table = document.querySelector("table");
+      const table = document.querySelector("table.runs");
       const wrap = table?.parentElement;
       return {
         scrollWidth: doc.scrollWidth,
@@ -99,6 +99,11 @@ try {
         tableWidth: table ? Math.round(table.getBoundingClientRect().width) : null,
         tableBoxWidth: wrap ? Math.round(wrap.clientWidth) : null,
         tableColumns: table ? table.querySelector("tbody tr")?.children.length ?? 0 : null,
+        // The answers' tables, each wider than its box or not.
+        answerTables: document.querySelectorAll("table.qa-table").length,
+        answerTablesTooWide: [...document.querySelectorAll("table.qa-table")]
+          .filter((t) => t.getBoundingClientRect().width > t.parentElement.clientWidth + 0.5)
+          .map((t) => t.closest(".qa")?.querySelector("b")?.textContent),
       };
     });
     const screenshot = join(shotDir, `report-${width}px.png`);
