@@ -4,6 +4,7 @@ pub mod answers;
 pub mod html;
 pub mod runs;
 pub mod svg;
+pub mod sweep;
 
 pub use html::ReportOptions;
 pub use runs::{discover_runs, RunInfo, RunKind};
