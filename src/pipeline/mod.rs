@@ -1,4 +1,4 @@
-//! The experiment pipeline (`norbvae reproduce`, `norbvae demo`; [`reproduce`]: its presets as a sweep): PCA at
+//! The experiment pipeline (`norbvae reproduce`, `norbvae demo`; `reproduce.rs`: its presets as a sweep): PCA at
 //! the log's component counts (plus the VAEs' latent sizes, so every VAE has a PCA point to compare
 //! with), the log's four VAE presets, the sigma-VAE variants and a tanh-output PCA-VAE, `eval` of
 //! every VAE, written answers to the log's questions, and the report.
