@@ -190,7 +190,7 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
         sets
     };
     // With an executor, every preset's run trains first, through the sweep machinery.
-    let mut swept: Option<(Vec<(String, PathBuf)>, Vec<(String, String, String)>)> = None;
+    let mut swept: Option<reproduce::Trained> = None;
     if let Some(x) = &opts.executor {
         progress(
             step,
@@ -210,11 +210,11 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
         let runs = reproduce::preset_runs(&resolved, x.seeds.as_deref())?;
         match reproduce::train_presets(&opts.out, &data.spec, &opts.train_overrides, x, &runs)? {
             reproduce::Outcome::Printed(script) => return Ok(script),
-            reproduce::Outcome::Trained { done, failed } => swept = Some((done, failed)),
+            reproduce::Outcome::Trained(t) => swept = Some(t),
         }
     }
     for (name, text, extra) in &presets {
-        let run_dirs: Vec<PathBuf> = if let Some((done, failed)) = &swept {
+        let run_dirs: Vec<PathBuf> = if let Some(reproduce::Trained { done, failed }) = &swept {
             step += 1;
             for (_, run, e) in failed.iter().filter(|f| f.0 == *name) {
                 eprintln!("  {run} failed: {e}");
@@ -264,7 +264,7 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
         .filter(|d| d.join("metrics.json").is_file())
         .collect();
     match &swept {
-        Some((done, _)) => dirs.extend(done.iter().map(|d| d.1.clone())),
+        Some(t) => dirs.extend(t.done.iter().map(|d| d.1.clone())),
         None => dirs.extend(
             presets
                 .iter()

@@ -65,14 +65,18 @@ pub fn run_name(preset: &str, seed: Option<u64>) -> String {
 /// What the sweep did.
 #[derive(Debug, Clone)]
 pub(super) enum Outcome {
-    /// The runs are trained (or failed): (preset, run dir) of the finished ones, (run, error) of
-    /// the others.
-    Trained {
-        done: Vec<(String, PathBuf)>,
-        failed: Vec<(String, String, String)>,
-    },
+    Trained(Trained),
     /// The print executor wrote the batch script (its path): nothing trained.
     Printed(PathBuf),
+}
+
+/// The preset runs after the sweep.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Trained {
+    /// (preset, run dir) of the finished runs.
+    pub done: Vec<(String, PathBuf)>,
+    /// (preset, run, error) of the others.
+    pub failed: Vec<(String, String, String)>,
 }
 
 /// Train `runs` as one sweep in `out`.
@@ -165,7 +169,7 @@ pub(super) fn train_presets(
             failed.push((p.preset.clone(), r.name.clone(), why));
         }
     }
-    Ok(Outcome::Trained { done, failed })
+    Ok(Outcome::Trained(Trained { done, failed }))
 }
 
 /// Submit the unfinished runs as one job array (unless this sweep's array is still queued) and

@@ -456,7 +456,9 @@ pub fn num(v: f64) -> String {
     let a = v.abs();
     if a == 0.0 {
         "0".into()
-    } else if a >= 1e5 || a < 1e-3 {
+    } else if v.fract() == 0.0 && a < 1e5 {
+        format!("{v:.0}")
+    } else if !(1e-3..1e5).contains(&a) {
         format!("{v:.3e}")
     } else {
         let decimals = (3 - a.log10().floor() as i32).max(0) as usize;
@@ -469,6 +471,16 @@ fn mean_sd(s: &Stats) -> String {
         Some(sd) => format!("{} ± {}", num(s.mean), num(sd)),
         None => format!("{} (1 seed)", num(s.mean)),
     }
+}
+
+/// The metrics the answers judge: test neg-ELBO and MSE (bits/dim is the neg-ELBO in other
+/// units: it stays in the charts and the grid table, not twice in every answer).
+fn judged_metrics(view: &SweepView) -> Vec<Metric> {
+    let have = view.metrics();
+    [Metric::TestNegElbo, Metric::TestMse]
+        .into_iter()
+        .filter(|m| have.contains(m))
+        .collect()
 }
 
 /// Keys that set a model's capacity (size of the code or of the networks).
@@ -513,10 +525,7 @@ pub fn capacity_answers(view: &SweepView) -> Vec<Answer> {
             rows: vec![],
         }];
     }
-    let metrics: Vec<Metric> = [Metric::TestNegElbo, Metric::TestMse, Metric::TestBitsPerDim]
-        .into_iter()
-        .filter(|m| view.metrics().contains(m))
-        .collect();
+    let metrics = judged_metrics(view);
     let mut answers = Vec::new();
     for key in keys {
         let mut rows = Vec::new();
@@ -747,10 +756,7 @@ pub fn training_verdict(
 
 /// "Random variation?": the seed spread against the differences between grid points, per metric.
 pub fn variation_answer(view: &SweepView) -> Answer {
-    let metrics: Vec<Metric> = [Metric::TestNegElbo, Metric::TestMse, Metric::TestBitsPerDim]
-        .into_iter()
-        .filter(|m| view.metrics().contains(m))
-        .collect();
+    let metrics = judged_metrics(view);
     let mut rows = Vec::new();
     let mut verdict = None;
     for &m in &metrics {
@@ -1414,6 +1420,7 @@ mod tests {
         assert_eq!(num(12.345678), "12.35");
         assert_eq!(num(0.0123456), "0.01235");
         assert_eq!(num(0.0), "0");
+        assert_eq!(num(3.0), "3");
         assert_eq!(num(1.5e-5), "1.500e-5");
     }
 }
