@@ -105,6 +105,170 @@ fn a_2x2_grid_with_2_seeds_runs_locally_and_a_rerun_trains_nothing() {
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("8 runs: 8 done"), "{t}");
+
+    report_agrees_with_the_sweep(dir, &sweep);
+}
+
+/// An attribute's value in the first tag after `anchor` that has it.
+fn attr_after<'a>(html: &'a str, anchor: &str, attr: &str) -> &'a str {
+    let at = html
+        .find(anchor)
+        .unwrap_or_else(|| panic!("{anchor} not in the report"));
+    let key = format!("{attr}=\"");
+    let start = at
+        + html[at..]
+            .find(&key)
+            .unwrap_or_else(|| panic!("no {attr} after {anchor}"))
+        + key.len();
+    &html[start..start + html[start..].find('"').unwrap()]
+}
+
+/// `norbvae report SWEEP_DIR`: every run listed with its status, each grid point's means over
+/// seeds equal to its runs' metrics.json values, charts that decode; then unfinished and broken
+/// runs are shown as such instead of failing the report.
+fn report_agrees_with_the_sweep(dir: &Path, sweep: &Path) {
+    let o = norbvae(&["report", "sw", "--out", "sw/report.html"], dir);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("sweep report of 8 runs (8 finished)"), "{t}");
+    let html = std::fs::read_to_string(sweep.join("report.html")).unwrap();
+    let m = manifest(sweep);
+    let runs = m["runs"].as_array().unwrap();
+    let mut points: std::collections::BTreeMap<String, Vec<serde_json::Value>> = Default::default();
+    for r in runs {
+        let name = r["name"].as_str().unwrap();
+        assert_eq!(
+            attr_after(&html, &format!("data-run=\"{name}\""), "data-status"),
+            "done"
+        );
+        let p = &r["params"];
+        let label = format!(
+            "first_filters={}, latent_dim={}",
+            p["model.conv.first_filters"].as_str().unwrap(),
+            p["model.latent_dim"].as_str().unwrap()
+        );
+        let metrics = read_json(&sweep.join(r["dir"].as_str().unwrap()).join("metrics.json"));
+        points.entry(label).or_default().push(metrics);
+    }
+    assert_eq!(points.len(), 4);
+    for (label, seeds) in &points {
+        assert_eq!(seeds.len(), 2, "{label}");
+        let row = &html[html.find(&format!("data-point=\"{label}\"")).unwrap()..];
+        for (metric, value) in [
+            (
+                "test_mse",
+                &(|m: &serde_json::Value| m["metrics"]["test"]["mse"].as_f64().unwrap())
+                    as &dyn Fn(&serde_json::Value) -> f64,
+            ),
+            ("test_neg_elbo", &|m: &serde_json::Value| {
+                m["metrics"]["test"]["neg_elbo_pixels"].as_f64().unwrap()
+            }),
+            ("test_bits_per_dim", &|m: &serde_json::Value| {
+                m["metrics"]["test"]["bits_per_dim"].as_f64().unwrap()
+            }),
+            ("epochs_trained", &|m: &serde_json::Value| {
+                m["epochs_run"].as_f64().unwrap()
+            }),
+        ] {
+            let anchor = format!("data-metric=\"{metric}\"");
+            let shown: f64 = attr_after(row, &anchor, "data-mean").parse().unwrap();
+            let expect = seeds.iter().map(value).sum::<f64>() / seeds.len() as f64;
+            assert!(
+                (shown - expect).abs() <= 1e-12 * expect.abs(),
+                "{label} {metric}: report {shown}, runs {expect}"
+            );
+            assert_eq!(attr_after(row, &anchor, "data-n"), "2", "{label} {metric}");
+        }
+    }
+    for id in [
+        "capacity-model-latent_dim",
+        "capacity-model-conv-first_filters",
+        "training",
+        "variation",
+    ] {
+        // Each answer leads with a one-line verdict, then its table.
+        let at = html
+            .find(&format!("id=\"answer-{id}\""))
+            .unwrap_or_else(|| panic!("answer {id}"));
+        let rest = &html[at..];
+        let v = rest.find("class=\"verdict\">").unwrap() + "class=\"verdict\">".len();
+        let verdict = &rest[v..v + rest[v..].find('<').unwrap()];
+        assert!(
+            [
+                "Yes",
+                "Partly",
+                "No",
+                "Cannot tell",
+                "Longer training may help",
+                "Probably not"
+            ]
+            .iter()
+            .any(|p| verdict.starts_with(p)),
+            "{id}: {verdict}"
+        );
+        assert!(
+            rest[v..].find("<table").unwrap() < rest[v..].find("</div>").unwrap(),
+            "{id}: no table"
+        );
+    }
+    // Two epochs of max_epochs 2: every run hit the cap.
+    assert!(html.contains("2 of 2"), "epochs column");
+    // The charts: each metric against each swept key, and the learning curves, as PNG and SVG.
+    let charts = sweep.join("report_charts");
+    let mut ids = vec!["curves-val".to_string(), "curves-train".to_string()];
+    for metric in ["test_neg_elbo", "test_mse", "test_bits_per_dim", "epochs_trained"] {
+        for key in ["model-latent_dim", "model-conv-first_filters"] {
+            ids.push(format!("{metric}-vs-{key}"));
+        }
+    }
+    for id in &ids {
+        let png = image::open(charts.join(format!("{id}.png"))).unwrap_or_else(|e| panic!("{id}.png: {e}"));
+        assert_eq!((png.width(), png.height()), (800, 480), "{id}");
+        let svg = std::fs::read_to_string(charts.join(format!("{id}.svg"))).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{id}.svg"
+        );
+        assert!(html.contains(&format!("id=\"chart-{id}\"")), "{id} not inline");
+    }
+    assert!(
+        html.contains("latent_dim against model.latent_dim") || html.contains("against model.latent_dim")
+    );
+
+    // A run without metrics.json (stopped) and one with a broken metrics.json: listed as such,
+    // left out of the means, the report still written.
+    let a = sweep.join("runs/first_filters=2,latent_dim=2,seed=0");
+    let b = sweep.join("runs/first_filters=4,latent_dim=4,seed=1");
+    std::fs::remove_file(a.join("metrics.json")).unwrap();
+    std::fs::write(b.join("metrics.json"), "{").unwrap();
+    let o = norbvae(&["report", "sw", "--out", "sw/report2.html"], dir);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("8 runs (6 finished)"), "{t}");
+    let html = std::fs::read_to_string(sweep.join("report2.html")).unwrap();
+    assert_eq!(
+        attr_after(
+            &html,
+            "data-run=\"first_filters=2,latent_dim=2,seed=0\"",
+            "data-status"
+        ),
+        "partial"
+    );
+    assert_eq!(
+        attr_after(
+            &html,
+            "data-run=\"first_filters=4,latent_dim=4,seed=1\"",
+            "data-status"
+        ),
+        "failed"
+    );
+    assert!(html.contains("unreadable metrics.json"), "no error shown");
+    let row = &html[html.find("data-point=\"first_filters=2, latent_dim=2\"").unwrap()..];
+    assert_eq!(attr_after(row, "data-metric=\"test_mse\"", "data-n"), "1");
+    assert!(
+        html.contains("2 of 8 runs are not finished"),
+        "no unfinished note"
+    );
 }
 
 #[test]
@@ -381,4 +545,93 @@ fn sigint_to_a_local_sweep_stops_its_runs_with_checkpoints_and_a_rerun_resumes_t
         log.contains("stopped by SIGINT") && log.contains("resuming run"),
         "{log}"
     );
+}
+
+#[test]
+fn reproduce_with_the_local_executor_trains_the_presets_as_one_sweep() {
+    use norbvae::format::sweep::ExecutorKind;
+    use norbvae::pipeline::{reproduce, ReproduceExecutor, ReproduceOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (data, _) = setup(dir);
+    let out = dir.join("rep");
+    let data = norbvae::data::DataOptions {
+        spec: data,
+        limit: Some(96),
+        val_fraction: 0.1,
+        ..Default::default()
+    };
+    let mut opts = ReproduceOptions::new(data, out.clone());
+    opts.presets = vec!["pca-vae".into(), "pca-vae-tanh".into()];
+    opts.pca_components = vec![4, 8];
+    opts.train_overrides = vec!["train.max_epochs=1".into(), "train.batch_size=16".into()];
+    opts.eval.iwae_samples = 2;
+    opts.eval.likelihood_images = Some(10);
+    opts.eval.sample_quality = false;
+    opts.eval.pictures = false;
+    opts.eval.samplers = vec![norbvae::eval::SamplerKind::Prior];
+    let mut x = ReproduceExecutor::new(ExecutorKind::Local, std::path::PathBuf::from(EXE));
+    x.jobs = 2;
+    x.seeds = Some(vec![0, 1]);
+    opts.executor = Some(x);
+    let t0 = std::time::Instant::now();
+    let report = reproduce(&opts).unwrap();
+    eprintln!(
+        "reproduce, 2 presets x 2 seeds, --jobs 2: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(report, out.join("report.html"));
+    assert!(report.is_file());
+    let m = manifest(&out);
+    assert_eq!(m["executor"], "local");
+    assert_eq!(m["grid"][0]["key"], "preset");
+    let runs = m["runs"].as_array().unwrap();
+    let names: Vec<&str> = runs.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "pca-vae,seed=0",
+            "pca-vae,seed=1",
+            "pca-vae-tanh,seed=0",
+            "pca-vae-tanh,seed=1"
+        ]
+    );
+    let html = std::fs::read_to_string(&report).unwrap();
+    for r in runs {
+        assert_eq!(r["status"], "done", "{r}");
+        let run = out.join(r["dir"].as_str().unwrap());
+        let cfg = norbvae::train::TrainConfig::load(&run.join("config.toml"), &[]).unwrap();
+        assert_eq!(cfg.seed.to_string(), r["params"]["seed"].as_str().unwrap());
+        assert_eq!(cfg.train.max_epochs, 1);
+        // The PCA-VAEs use the PCA fitted first, as in the in-process path.
+        assert_eq!(cfg.model.dense.components, 8);
+        let tanh = r["name"].as_str().unwrap().starts_with("pca-vae-tanh");
+        assert_eq!(
+            format!("{:?}", cfg.likelihood.output_activation).to_lowercase(),
+            if tanh { "tanh" } else { "none" }.to_string()
+        );
+        // Evaluated after the sweep, and in the report.
+        let metrics = read_json(&run.join("metrics.json"));
+        assert!(metrics["eval"].is_object(), "{}", r["name"]);
+        assert!(html.contains(r["name"].as_str().unwrap()));
+    }
+    // Seeds make different runs.
+    assert_ne!(
+        outcome(&out.join("pca-vae,seed=0")).0,
+        outcome(&out.join("pca-vae,seed=1")).0
+    );
+    let view = std::fs::read_to_string(out.join("sweep_report.html")).unwrap();
+    assert!(view.contains("data-point=\"preset=pca-vae\""), "sweep view");
+    assert!(view.contains("answer-pca"), "PCA beside the sweep");
+
+    // Again: nothing is trained or evaluated twice.
+    let stamp = |p: &str| {
+        std::fs::metadata(out.join(p).join("metrics.json"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let before: Vec<_> = names.iter().map(|n| stamp(n)).collect();
+    reproduce(&opts).unwrap();
+    assert_eq!(before, names.iter().map(|n| stamp(n)).collect::<Vec<_>>());
 }

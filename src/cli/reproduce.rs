@@ -1,8 +1,10 @@
 //! `norbvae reproduce`: PCA, the log's VAE presets and variants, eval, answers and the report.
 use crate::cli::common::DataArgs;
 use crate::data::DataOptions;
-use crate::pipeline::{reproduce, ReproduceOptions, PRESETS};
-use anyhow::{bail, Result};
+use crate::format::sweep::ExecutorKind;
+use crate::pipeline::{reproduce, ReproduceExecutor, ReproduceOptions, PRESETS};
+use crate::sweep::spec::parse_seeds;
+use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -27,6 +29,34 @@ pub struct Args {
     /// Images for the likelihood bounds.
     #[arg(long, default_value_t = 1000)]
     pub likelihood_images: usize,
+    /// Train the presets as one sweep in --out: local child processes (--jobs at once), one
+    /// Slurm job array (waited for), or print (the batch script only). Default: in this process.
+    #[arg(long, value_enum)]
+    pub executor: Option<ExecutorKind>,
+    /// With --executor local: runs at once (each gets cores / jobs threads).
+    #[arg(long, default_value_t = 1, requires = "executor")]
+    pub jobs: usize,
+    /// With --executor: one run per preset and seed (0,1,2 or 0..3); OUT/sweep_report.html shows
+    /// each preset's mean and spread.
+    #[arg(long, requires = "executor")]
+    pub seeds: Option<String>,
+    /// Slurm: --cpus-per-task, --mem, --time, --partition of each task.
+    #[arg(long, requires = "executor")]
+    pub cpus_per_task: Option<usize>,
+    #[arg(long, requires = "executor")]
+    pub mem: Option<String>,
+    #[arg(long, requires = "executor")]
+    pub time: Option<String>,
+    #[arg(long, requires = "executor")]
+    pub partition: Option<String>,
+    /// Slurm: a further sbatch option passed through (repeatable).
+    #[arg(
+        long = "sbatch-opt",
+        value_name = "OPTION",
+        allow_hyphen_values = true,
+        requires = "executor"
+    )]
+    pub sbatch_opt: Vec<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -52,7 +82,30 @@ pub fn run(args: Args) -> Result<()> {
     opts.train_overrides.extend(args.set);
     opts.eval.iwae_samples = args.iwae_samples;
     opts.eval.likelihood_images = (args.likelihood_images > 0).then_some(args.likelihood_images);
+    if let Some(kind) = args.executor {
+        if args.jobs == 0 {
+            bail!("--jobs must be at least 1");
+        }
+        let exe = std::env::current_exe().context("locating the norbvae binary")?;
+        let mut x = ReproduceExecutor::new(kind, exe);
+        x.jobs = args.jobs;
+        x.seeds = args.seeds.as_deref().map(parse_seeds).transpose()?;
+        x.slurm.cpus_per_task = args.cpus_per_task;
+        x.slurm.mem = args.mem;
+        x.slurm.time = args.time;
+        x.slurm.partition = args.partition;
+        x.slurm.extra = args.sbatch_opt;
+        opts.executor = Some(x);
+    }
+    let printed = opts
+        .executor
+        .as_ref()
+        .is_some_and(|x| x.kind == ExecutorKind::Print);
     let report = reproduce(&opts)?;
-    println!("report: {}", report.display());
+    if printed {
+        println!("batch script: {}", report.display());
+    } else {
+        println!("report: {}", report.display());
+    }
     Ok(())
 }

@@ -42,7 +42,9 @@ pub struct SweepManifest {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GridAxis {
-    /// A config key path, e.g. `model.latent_dim`.
+    /// A config key path, e.g. `model.latent_dim`; or `preset` in the sweep that
+    /// `norbvae reproduce --executor` makes of its presets (each value names a config in
+    /// `base_config`, which is then that directory).
     pub key: String,
     /// Values as TOML literals (`10`, `"sigmoid"`, `true`), each applied as `key=value`.
     pub values: Vec<String>,

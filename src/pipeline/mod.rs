@@ -1,4 +1,4 @@
-//! The experiment pipeline (`norbvae reproduce`, `norbvae demo`, and the sweeps to come): PCA at
+//! The experiment pipeline (`norbvae reproduce`, `norbvae demo`; `reproduce.rs`: its presets as a sweep): PCA at
 //! the log's component counts (plus the VAEs' latent sizes, so every VAE has a PCA point to compare
 //! with), the log's four VAE presets, the sigma-VAE variants and a tanh-output PCA-VAE, `eval` of
 //! every VAE, written answers to the log's questions, and the report.
@@ -7,6 +7,10 @@
 //! [`crate::train::train_from_config`], [`crate::eval::evaluate_run`]) with typed options, so a
 //! reproduction runs exactly the documented workflow. A run directory that already has results is
 //! reused, so an interrupted reproduction continues where it stopped.
+pub mod reproduce;
+
+pub use reproduce::ReproduceExecutor;
+
 use crate::data::DataOptions;
 use crate::eval::{evaluate_run, EvalOptions};
 use crate::pca::BaselineOptions;
@@ -66,6 +70,8 @@ pub struct ReproduceOptions {
     pub conv_overrides: Vec<String>,
     pub eval: EvalOptions,
     pub title: String,
+    /// Train the presets through the sweep machinery (None: in this process, one by one).
+    pub executor: Option<ReproduceExecutor>,
 }
 
 impl ReproduceOptions {
@@ -79,6 +85,7 @@ impl ReproduceOptions {
             conv_overrides: vec![],
             eval: EvalOptions::default(),
             title: "norbvae: the experiment log, reproduced".into(),
+            executor: None,
         }
     }
 }
@@ -90,7 +97,8 @@ fn progress(i: usize, total: usize, what: &str, started: Instant) {
     );
 }
 
-/// The whole pipeline. Returns the report's path.
+/// The whole pipeline. Returns the report's path (with the print executor: the batch script's,
+/// nothing trained).
 pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
     let started = Instant::now();
     let presets: Vec<&(&str, &str, &[&str])> = opts
@@ -167,42 +175,85 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
 
     // VAE presets: train, then evaluate.
     let configs = opts.out.join("configs");
-    for (name, text, extra) in &presets {
-        let run_dir = opts.out.join(name);
-        progress(step, total, &format!("training {name}"), started);
-        step += 1;
-        if run_dir.join("metrics.json").is_file() && run_dir.join("checkpoints").is_dir() {
-            eprintln!("  reusing {}", run_dir.display());
+    let preset_sets = |name: &str, extra: &[&str]| {
+        let mut sets: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if name.starts_with("pca-vae") {
+            let comps = 500.min(kmax);
+            sets.push(format!("model.dense.components={comps}"));
+            if pca_model.is_file() {
+                sets.push(format!("model.dense.pca_model=\"{}\"", pca_model.display()));
+            }
         } else {
+            sets.extend(opts.conv_overrides.iter().cloned());
+        }
+        sets.extend(opts.train_overrides.iter().cloned());
+        sets
+    };
+    // With an executor, every preset's run trains first, through the sweep machinery.
+    let mut swept: Option<reproduce::Trained> = None;
+    if let Some(x) = &opts.executor {
+        progress(
+            step,
+            total,
+            &format!("training {} presets ({:?} executor)", presets.len(), x.kind),
+            started,
+        );
+        let mut resolved = Vec::new();
+        for (name, text, extra) in &presets {
             let cfg_path = configs.join(format!("{name}.toml"));
             crate::util::write_atomic(&cfg_path, text.as_bytes())?;
-            let mut sets: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-            if name.starts_with("pca-vae") {
-                let comps = 500.min(kmax);
-                sets.push(format!("model.dense.components={comps}"));
-                if pca_model.is_file() {
-                    sets.push(format!("model.dense.pca_model=\"{}\"", pca_model.display()));
-                }
-            } else {
-                sets.extend(opts.conv_overrides.iter().cloned());
-            }
-            sets.extend(opts.train_overrides.iter().cloned());
-            if let Err(e) = train_preset(&cfg_path, &sets, &data, &run_dir) {
-                eprintln!("  {name} failed: {e:#}");
-                failures.push(format!("{name}: training failed: {e:#}"));
-                step += 1;
-                continue;
-            }
+            resolved.push((
+                name.to_string(),
+                preset_config(&cfg_path, &preset_sets(name, extra), &data)?,
+            ));
         }
+        let runs = reproduce::preset_runs(&resolved, x.seeds.as_deref())?;
+        match reproduce::train_presets(&opts.out, &data.spec, &opts.train_overrides, x, &runs)? {
+            reproduce::Outcome::Printed(script) => return Ok(script),
+            reproduce::Outcome::Trained(t) => swept = Some(t),
+        }
+    }
+    for (name, text, extra) in &presets {
+        let run_dirs: Vec<PathBuf> = if let Some(reproduce::Trained { done, failed }) = &swept {
+            step += 1;
+            for (_, run, e) in failed.iter().filter(|f| f.0 == *name) {
+                eprintln!("  {run} failed: {e}");
+                failures.push(format!("{run}: training failed: {e}"));
+            }
+            done.iter()
+                .filter(|d| d.0 == *name)
+                .map(|d| d.1.clone())
+                .collect()
+        } else {
+            let run_dir = opts.out.join(name);
+            progress(step, total, &format!("training {name}"), started);
+            step += 1;
+            if run_dir.join("metrics.json").is_file() && run_dir.join("checkpoints").is_dir() {
+                eprintln!("  reusing {}", run_dir.display());
+            } else {
+                let cfg_path = configs.join(format!("{name}.toml"));
+                crate::util::write_atomic(&cfg_path, text.as_bytes())?;
+                if let Err(e) = train_preset(&cfg_path, &preset_sets(name, extra), &data, &run_dir) {
+                    eprintln!("  {name} failed: {e:#}");
+                    failures.push(format!("{name}: training failed: {e:#}"));
+                    step += 1;
+                    continue;
+                }
+            }
+            vec![run_dir]
+        };
         progress(step, total, &format!("evaluating {name}"), started);
         step += 1;
-        let has_eval = crate::format::read_json::<crate::format::RunMetrics>(&run_dir.join("metrics.json"))
-            .is_ok_and(|m| matches!(m, crate::format::RunMetrics::Vae(v) if v.eval.is_some()));
-        if has_eval {
-            eprintln!("  reusing the evaluation in {}", run_dir.display());
-        } else if let Err(e) = evaluate_run(&run_dir, &opts.eval) {
-            eprintln!("  evaluating {name} failed: {e:#}");
-            failures.push(format!("{name}: evaluation failed: {e:#}"));
+        for run_dir in run_dirs {
+            let has_eval =
+                crate::format::read_json::<crate::format::RunMetrics>(&run_dir.join("metrics.json"))
+                    .is_ok_and(|m| matches!(m, crate::format::RunMetrics::Vae(v) if v.eval.is_some()));
+            if has_eval {
+                eprintln!("  reusing the evaluation in {}", run_dir.display());
+            } else if let Err(e) = evaluate_run(&run_dir, &opts.eval) {
+                eprintln!("  evaluating {} failed: {e:#}", run_dir.display());
+                failures.push(format!("{name}: evaluation failed: {e:#}"));
+            }
         }
     }
 
@@ -212,12 +263,15 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
         .into_iter()
         .filter(|d| d.join("metrics.json").is_file())
         .collect();
-    dirs.extend(
-        presets
-            .iter()
-            .map(|p| opts.out.join(p.0))
-            .filter(|d| d.join("metrics.json").is_file()),
-    );
+    match &swept {
+        Some(t) => dirs.extend(t.done.iter().map(|d| d.1.clone())),
+        None => dirs.extend(
+            presets
+                .iter()
+                .map(|p| opts.out.join(p.0))
+                .filter(|d| d.join("metrics.json").is_file()),
+        ),
+    }
     let runs: Vec<RunInfo> = dirs.iter().map(|d| RunInfo::load(d)).collect::<Result<_>>()?;
     let mut qa = answers::answers(&runs);
     if !failures.is_empty() {
@@ -249,6 +303,12 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
         answers: qa,
     };
     build_report(&dirs, &out, &report_opts)?;
+    if swept.is_some() {
+        // The presets' sweep (seeds side by side, stopping conditions, PCA at k = latent_dim).
+        let view = opts.out.join("sweep_report.html");
+        crate::report::sweep::build_sweep_report(&opts.out, &view, &Default::default())?;
+        eprintln!("sweep view of the presets: {}", view.display());
+    }
     Ok(out)
 }
 
@@ -269,14 +329,21 @@ pub fn demo_data(dir: &Path, side: usize, seed: u64) -> Result<()> {
 /// `norbvae train --config CONFIG --out RUN_DIR [data options] --set ...` as a library call:
 /// the config with its overrides, the data options over the config's `[data]`, checked once.
 fn train_preset(config: &Path, sets: &[String], data: &DataOptions, out: &Path) -> Result<()> {
-    let mut cfg = TrainConfig::load(config, sets)?;
-    cfg.data = override_data(cfg.data, data);
-    let cfg = cfg
+    let cfg = preset_config(config, sets, data)?
         .check()
         .with_context(|| format!("config {}", config.display()))?;
     let summary = crate::train::train_from_config(&cfg, out, false)?;
     println!("{}", crate::train::summary_text(&summary, out));
     Ok(())
+}
+
+/// The config with its overrides and the data options over its `[data]`, checked.
+fn preset_config(config: &Path, sets: &[String], data: &DataOptions) -> Result<TrainConfig> {
+    let mut cfg = TrainConfig::load(config, sets)?;
+    cfg.data = override_data(cfg.data, data);
+    cfg.check()
+        .with_context(|| format!("config {}", config.display()))?;
+    Ok(cfg)
 }
 
 /// `data`'s options over a config's: every option `reproduce` decides replaces the config's;

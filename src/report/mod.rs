@@ -3,6 +3,7 @@
 pub mod answers;
 pub mod html;
 pub mod runs;
+pub mod sweep;
 
 pub use html::ReportOptions;
 pub use runs::{discover_runs, RunInfo, RunKind};
