@@ -116,7 +116,7 @@ pub fn train_with(
         TrainState::new(cfg.seed)
     };
     run.write_toml("config.toml", cfg.config())?;
-    run.write_json("model.json", &session.model_meta())?;
+    run.write_json("model.json", &session.model_meta()?)?;
     // metrics.json marks a finished run; this one is being trained again.
     let metrics_path = run.path("metrics.json");
     if metrics_path.exists() {
