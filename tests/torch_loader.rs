@@ -4,7 +4,8 @@
 //! inside the conv nets, so the size rule's padding and cropping are exercised), then PyTorch
 //! rebuilds it from model.json and model.safetensors alone and reconstructs a fixed batch; the
 //! reconstructions must match norbvae's (train::metrics' reconstruct: decoder mean at the
-//! posterior mean, in pixels) to 1e-5, and the codes' mean and log-variance closely.
+//! posterior mean, in pixels) to 1e-5, as must the decoder means of fixed codes; the codes' mean
+//! and log-variance must match to 1e-4, and PyTorch's samples be pixels of the right shape.
 //!
 //! The interpreter: NORBVAE_TORCH_PYTHON, else .venv-torch/bin/python (scripts/torch_venv.sh).
 //! Without one the test is skipped with a message, unless NORBVAE_REQUIRE_TORCH=1 (CI).
@@ -19,6 +20,13 @@ use std::process::Command;
 
 const SIDE: usize = 20;
 const RECON_TOLERANCE: f32 = 1e-5;
+/// Every case's code width (`model.latent_dim`), and the fixed codes decoded by both sides.
+const LATENT: usize = 3;
+const CODES: usize = 4;
+
+fn codes() -> Vec<f32> {
+    norbvae::util::SeededRng::new(21).normal_vec(CODES * LATENT)
+}
 
 fn python() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("NORBVAE_TORCH_PYTHON") {
@@ -66,6 +74,7 @@ fn batch() -> norbvae::data::ImageSet {
 
 struct Diff {
     recon: f32,
+    decoded: f32,
     mu: f32,
     logvar: f32,
 }
@@ -73,6 +82,8 @@ struct Diff {
 /// norbvae's reconstructions, posterior means and log-variances of `batch()` for a run.
 struct Expected {
     recon: Vec<f32>,
+    /// Decoder means in pixels of `codes()`.
+    decoded: Vec<f32>,
     mu: Vec<f32>,
     logvar: Vec<f32>,
 }
@@ -84,8 +95,11 @@ fn norbvae_outputs(run: &Path) -> Expected {
     let recon = loaded.mean_pixels(&dec).unwrap();
     let (mu, lv) = loaded.encode(&x).unwrap();
     let flat = |t: candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let z = candle_core::Tensor::from_vec(codes(), (CODES, LATENT), &loaded.device).unwrap();
+    let decoded = loaded.mean_pixels(&loaded.decode(&z).unwrap()).unwrap();
     Expected {
         recon,
+        decoded,
         mu: flat(mu),
         logvar: flat(lv),
     }
@@ -95,13 +109,19 @@ fn norbvae_outputs(run: &Path) -> Expected {
 /// seconds): each writes `torch_out.safetensors` and `torch_recon.png` into its run directory.
 fn run_pytorch(py: &Path, runs: &[PathBuf], images: &Path) {
     let python_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
-    let driver = "import json, sys\n\
+    let driver = "import json, sys, torch\n\
+                  from safetensors.torch import load_file, save_file\n\
                   sys.path.insert(0, sys.argv[1])\n\
                   import norbvae_torch\n\
                   for run in json.loads(sys.argv[3]):\n\
                   \x20   code = norbvae_torch.main([run, '--which', 'best', '--images', sys.argv[2],\n\
                   \x20       '--out', run + '/torch_out.safetensors', '--grid', run + '/torch_recon.png'])\n\
-                  \x20   assert code == 0, run\n";
+                  \x20   assert code == 0, run\n\
+                  \x20   vae = norbvae_torch.load_run(run)\n\
+                  \x20   s = vae.sample(5, torch.Generator().manual_seed(0))\n\
+                  \x20   assert s.shape == (5,) + vae.image_shape and 0 <= s.min() and s.max() <= 1, run\n\
+                  \x20   z = load_file(sys.argv[2])['codes']\n\
+                  \x20   save_file({'decoded': vae.decode(z).contiguous()}, run + '/torch_decoded.safetensors')\n";
     let list =
         serde_json::to_string(&runs.iter().map(|r| r.display().to_string()).collect::<Vec<_>>()).unwrap();
     let o = Command::new(py)
@@ -116,18 +136,25 @@ fn run_pytorch(py: &Path, runs: &[PathBuf], images: &Path) {
 }
 
 fn pytorch_outputs(run: &Path) -> HashMap<String, Vec<f32>> {
-    let bytes = std::fs::read(run.join("torch_out.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert!(run.join("torch_recon.png").is_file());
-    ["recon", "mu", "logvar"]
-        .iter()
-        .map(|k| (k.to_string(), f32s(&st.tensor(k).unwrap())))
-        .collect()
+    let mut out = HashMap::new();
+    for (file, keys) in [
+        ("torch_out.safetensors", &["recon", "mu", "logvar"][..]),
+        ("torch_decoded.safetensors", &["decoded"][..]),
+    ] {
+        let bytes = std::fs::read(run.join(file)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        for k in keys {
+            out.insert(k.to_string(), f32s(&st.tensor(k).unwrap()));
+        }
+    }
+    out
 }
 
 fn diff(want: &Expected, got: &HashMap<String, Vec<f32>>) -> Diff {
     Diff {
         recon: max_abs(&want.recon, &got["recon"]),
+        decoded: max_abs(&want.decoded, &got["decoded"]),
         mu: max_abs(&want.mu, &got["mu"]),
         logvar: max_abs(&want.logvar, &got["logvar"]),
     }
@@ -158,7 +185,7 @@ spec = \"norb:{}\"
 image_size = {SIDE}
 limit = 64
 [model]
-latent_dim = 3
+latent_dim = {LATENT}
 [model.conv]
 downsizings = 3
 first_filters = 2
@@ -298,9 +325,13 @@ grid_images = 4
     let view =
         safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![set.n, 1, SIDE, SIDE], &bytes)
             .unwrap();
+    let code_bytes: Vec<u8> = codes().iter().flat_map(|v| v.to_le_bytes()).collect();
+    let code_view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![CODES, LATENT], &code_bytes)
+            .unwrap();
     std::fs::write(
         &images,
-        safetensors::serialize(vec![("images", view)], None).unwrap(),
+        safetensors::serialize(vec![("images", view), ("codes", code_view)], None).unwrap(),
     )
     .unwrap();
     run_pytorch(&py, &runs, &images);
@@ -317,16 +348,18 @@ grid_images = 4
         let d = diff(want, &pytorch_outputs(run));
         // Codes are not clamped and PCA inputs are sums over 400 pixels: 1e-4 absolute.
         let code_tolerance = 1e-4f32;
-        if d.recon > RECON_TOLERANCE || d.mu > code_tolerance || d.logvar > code_tolerance {
-            failures.push(format!(
-                "{name}: recon {:.2e}, mu {:.2e}, logvar {:.2e}",
-                d.recon, d.mu, d.logvar
-            ));
+        let line = format!(
+            "{name:<28} recon {:.2e}  decode {:.2e}  mu {:.2e}  logvar {:.2e}",
+            d.recon, d.decoded, d.mu, d.logvar
+        );
+        if d.recon > RECON_TOLERANCE
+            || d.decoded > RECON_TOLERANCE
+            || d.mu > code_tolerance
+            || d.logvar > code_tolerance
+        {
+            failures.push(line.clone());
         }
-        table.push(format!(
-            "{name:<28} recon {:.2e}  mu {:.2e}  logvar {:.2e}",
-            d.recon, d.mu, d.logvar
-        ));
+        table.push(line);
     }
     eprintln!(
         "max abs difference, norbvae vs PyTorch (6 images {SIDE}x{SIDE}):\n{}",

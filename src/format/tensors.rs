@@ -60,3 +60,53 @@ pub fn check_header(bytes: &[u8], expected: &str, path: &Path) -> Result<u32, Fo
     }
     Ok(version)
 }
+
+/// `bytes` (a safetensors file) with its `__metadata__` entries in sorted key order.
+/// safetensors writes the metadata map in `HashMap` order, which differs from run to run; sorted,
+/// the same tensors always give the same bytes (reproducibility checks compare files). The
+/// entries keep their length, so the header and every data offset stay as they were.
+pub fn canonical(mut bytes: Vec<u8>) -> Vec<u8> {
+    const START: &[u8] = b"{\"__metadata__\":";
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    else {
+        return bytes;
+    };
+    let Some(header) = bytes.get(8..8 + len) else {
+        return bytes;
+    };
+    if !header.starts_with(START) {
+        return bytes;
+    }
+    // The metadata object: string keys and values only, so it ends at its first unquoted '}'.
+    let body = &header[START.len()..];
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut end = None;
+    for (i, &c) in body.iter().enumerate() {
+        match (in_string, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (false, _, b'"') => in_string = true,
+            (false, _, b'}') => {
+                end = Some(i + 1);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let Some(end) = end else { return bytes };
+    let Ok(map) = serde_json::from_slice::<std::collections::BTreeMap<String, String>>(&body[..end]) else {
+        return bytes;
+    };
+    let Ok(sorted) = serde_json::to_vec(&map) else {
+        return bytes;
+    };
+    if sorted.len() == end {
+        let at = 8 + START.len();
+        bytes[at..at + end].copy_from_slice(&sorted);
+    }
+    bytes
+}

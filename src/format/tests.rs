@@ -109,6 +109,7 @@ fn tensor_files_carry_their_format_and_version_and_old_ones_still_read() {
         safetensors::serialize(vec![("w", view)], meta).unwrap()
     };
     let path = Path::new("run/checkpoints/best/model.safetensors");
+    let bytes = |meta| tensors::canonical(bytes(meta));
     let current = bytes(Some(tensors::header(tensors::WEIGHTS_FORMAT)));
     assert_eq!(
         tensors::check_header(&current, tensors::WEIGHTS_FORMAT, path).unwrap(),
@@ -136,4 +137,13 @@ fn tensor_files_carry_their_format_and_version_and_old_ones_still_read() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("format_version 2") && err.contains("newer"), "{err}");
+    // The same tensors give the same bytes (safetensors writes its metadata in HashMap order).
+    for _ in 0..8 {
+        assert_eq!(bytes(Some(tensors::header(tensors::WEIGHTS_FORMAT))), current);
+    }
+    let sorted = String::from_utf8_lossy(&current[8..80]).to_string();
+    assert!(
+        sorted.contains("{\"format\":\"norbvae-weights\",\"format_version\":\"1\"}"),
+        "{sorted}"
+    );
 }

@@ -124,10 +124,8 @@ pub fn safetensors_bytes(
     let mut names: Vec<&String> = map.keys().collect();
     names.sort();
     let data: Vec<(&str, &Tensor)> = names.iter().map(|n| (n.as_str(), &map[*n])).collect();
-    Ok(safetensors::tensor::serialize(
-        data,
-        Some(tensors::header(format)),
-    )?)
+    let bytes = safetensors::tensor::serialize(data, Some(tensors::header(format)))?;
+    Ok(tensors::canonical(bytes))
 }
 
 impl ParamStore {

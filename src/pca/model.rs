@@ -234,7 +234,9 @@ impl PcaModel {
         let mut meta = crate::format::tensors::header(crate::format::tensors::PCA_FORMAT);
         meta.insert("kind".to_string(), "norbvae-pca".to_string());
         meta.insert("n_samples".to_string(), self.n_samples.to_string());
-        safetensors::serialize(tensors, Some(meta)).map_err(st)
+        safetensors::serialize(tensors, Some(meta))
+            .map(crate::format::tensors::canonical)
+            .map_err(st)
     }
 
     /// Load a model written by [`Self::save`].
