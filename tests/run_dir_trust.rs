@@ -298,7 +298,9 @@ fn poison_best_checkpoint(run: &Path) {
             (n, nan)
         })
         .collect();
-    let bytes = norbvae::model::params::safetensors_bytes(&poisoned).unwrap();
+    let bytes =
+        norbvae::model::params::safetensors_bytes(&poisoned, norbvae::format::tensors::WEIGHTS_FORMAT)
+            .unwrap();
     let state = unit.read("state.json").unwrap();
     let mut w = UnitWriter::begin(&dir, unit.epoch()).unwrap();
     w.write("model.safetensors", &bytes).unwrap();

@@ -6,9 +6,12 @@
 //! # Versions
 //!
 //! `metrics.json`, `model.json` and each checkpoint's state JSON carry `format_version`
-//! ([`FORMAT_VERSION`], written by this build). Files written before the field existed have no
-//! version and load as version 0, which has the same layout as version 1 (version 1 only adds the
-//! field). A file with a version newer than this build's is refused with an error naming the file
+//! ([`FORMAT_VERSION`], written by this build; `model.json` has its own,
+//! [`model::MODEL_FORMAT_VERSION`], 2 since it describes the architecture). Files written before
+//! the field existed have no version and load as version 0, which has the same layout as version 1
+//! (version 1 only adds the field). The safetensors files of a run (`model.safetensors`,
+//! `optim.safetensors`, `pca.safetensors`) carry theirs in the header's `__metadata__`
+//! ([`tensors`]). A file with a version newer than this build's is refused with an error naming the file
 //! and both versions ([`FormatError::NewerVersion`]). A change that makes old files unreadable
 //! bumps the version and keeps a reader for the old one.
 //!
@@ -17,7 +20,7 @@
 //! | file | written by | type / content |
 //! |---|---|---|
 //! | `config.toml` | train | the resolved `train::TrainConfig` (seed, data, model, likelihood, kl, train) |
-//! | `model.json` | train | [`ModelMeta`]: image shape and parameter count |
+//! | `model.json` | train | [`ModelMeta`]: image shape, parameter count, the architecture layer by layer |
 //! | `metrics.jsonl` | train, after every epoch | one [`EpochRecord`] per line |
 //! | `checkpoints/{best,last}/model.safetensors` | train | model tensors (batch-norm buffers included) |
 //! | `checkpoints/last/optim.safetensors` | train | Adam moments (only `last/`: resume starts there) |
@@ -49,13 +52,14 @@ pub mod checkpoint;
 pub mod metrics;
 pub mod model;
 pub mod run_dir;
+pub mod tensors;
 
 pub use checkpoint::{EarlyStopping, GradGuardState, StopReason, TrainState};
 pub use metrics::{
     ClassifierInfo, EpochLosses, EpochRecord, EvalInfo, PcaFitInfo, PcaKMetrics, PcaMetrics, PcaSplitMetrics,
     RunMetrics, SampleScores, SplitEval, VaeMetrics, VaeSplitMetrics,
 };
-pub use model::ModelMeta;
+pub use model::{Architecture, ModelMeta, MODEL_FORMAT_VERSION};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -94,6 +98,8 @@ pub enum FormatError {
 
 /// A file of the run format: knows its version.
 pub trait Versioned {
+    /// The newest version of this file this build reads (and writes).
+    const NEWEST: u32 = FORMAT_VERSION;
     fn format_version(&self) -> u32;
 }
 
@@ -116,22 +122,22 @@ pub fn parse_json<T: DeserializeOwned + Versioned>(text: &str, path: &Path) -> R
         format_version: u32,
     }
     if let Ok(v) = serde_json::from_str::<VersionOnly>(text) {
-        check_version(v.format_version, path)?;
+        check_version(v.format_version, T::NEWEST, path)?;
     }
     let value: T = serde_json::from_str(text).map_err(|source| FormatError::Parse {
         path: path.to_path_buf(),
         source,
     })?;
-    check_version(value.format_version(), path)?;
+    check_version(value.format_version(), T::NEWEST, path)?;
     Ok(value)
 }
 
-fn check_version(found: u32, path: &Path) -> Result<(), FormatError> {
-    if found > FORMAT_VERSION {
+fn check_version(found: u32, supported: u32, path: &Path) -> Result<(), FormatError> {
+    if found > supported {
         return Err(FormatError::NewerVersion {
             path: path.to_path_buf(),
             found,
-            supported: FORMAT_VERSION,
+            supported,
         });
     }
     Ok(())

@@ -59,7 +59,12 @@ fn newer_versions_are_refused_by_name() {
     for rel in ["vae/metrics.json", "vae/model.json", "vae/checkpoints/last.json"] {
         let mut v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(fixture(rel)).unwrap()).unwrap();
-        v["format_version"] = serde_json::json!(FORMAT_VERSION + 1);
+        let newer = if rel == "vae/model.json" {
+            MODEL_FORMAT_VERSION + 1
+        } else {
+            FORMAT_VERSION + 1
+        };
+        v["format_version"] = serde_json::json!(newer);
         let path = tmp.path().join(rel.replace('/', "_"));
         std::fs::write(&path, v.to_string()).unwrap();
         let err = match rel {
@@ -69,8 +74,7 @@ fn newer_versions_are_refused_by_name() {
         }
         .to_string();
         assert!(
-            err.contains(&format!("format_version {}", FORMAT_VERSION + 1))
-                && err.contains(&path.display().to_string()),
+            err.contains(&format!("format_version {newer}")) && err.contains(&path.display().to_string()),
             "{err}"
         );
     }
@@ -82,9 +86,64 @@ fn current_files_carry_the_version_and_read_back() {
     let path = tmp.path().join("model.json");
     std::fs::write(&path, to_json(&ModelMeta::new((1, 8, 8), 42)).unwrap()).unwrap();
     let meta: ModelMeta = read_json(&path).unwrap();
-    assert_eq!((meta.format_version, meta.num_parameters), (FORMAT_VERSION, 42));
+    assert_eq!(
+        (meta.format_version, meta.num_parameters),
+        (MODEL_FORMAT_VERSION, 42)
+    );
+    assert!(
+        meta.architecture.is_none(),
+        "version 0 and 1 files have no architecture"
+    );
     // A metrics.json of another kind of run is named as such.
     std::fs::write(&path, "{\"kind\": \"gan\"}").unwrap();
     let err = RunMetrics::read(&path).unwrap_err().to_string();
     assert!(err.contains("\"kind\" must be"), "{err}");
+}
+
+#[test]
+fn tensor_files_carry_their_format_and_version_and_old_ones_still_read() {
+    use safetensors::tensor::TensorView;
+    let data = [0u8; 8];
+    let bytes = |meta: Option<std::collections::HashMap<String, String>>| {
+        let view = TensorView::new(safetensors::Dtype::F32, vec![2], &data).unwrap();
+        safetensors::serialize(vec![("w", view)], meta).unwrap()
+    };
+    let path = Path::new("run/checkpoints/best/model.safetensors");
+    let bytes = |meta| tensors::canonical(bytes(meta));
+    let current = bytes(Some(tensors::header(tensors::WEIGHTS_FORMAT)));
+    assert_eq!(
+        tensors::check_header(&current, tensors::WEIGHTS_FORMAT, path).unwrap(),
+        tensors::TENSORS_FORMAT_VERSION
+    );
+    // Written before the header carried a version: version 0.
+    assert_eq!(
+        tensors::check_header(&bytes(None), tensors::WEIGHTS_FORMAT, path).unwrap(),
+        0
+    );
+    // The optimizer's file where the model's tensors are expected, and a newer version.
+    let err = tensors::check_header(&current, tensors::OPTIMIZER_FORMAT, path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("norbvae-weights") && err.contains(&path.display().to_string()),
+        "{err}"
+    );
+    let mut newer = tensors::header(tensors::WEIGHTS_FORMAT);
+    newer.insert(
+        "format_version".into(),
+        (tensors::TENSORS_FORMAT_VERSION + 1).to_string(),
+    );
+    let err = tensors::check_header(&bytes(Some(newer)), tensors::WEIGHTS_FORMAT, path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("format_version 2") && err.contains("newer"), "{err}");
+    // The same tensors give the same bytes (safetensors writes its metadata in HashMap order).
+    for _ in 0..8 {
+        assert_eq!(bytes(Some(tensors::header(tensors::WEIGHTS_FORMAT))), current);
+    }
+    let sorted = String::from_utf8_lossy(&current[8..80]).to_string();
+    assert!(
+        sorted.contains("{\"format\":\"norbvae-weights\",\"format_version\":\"1\"}"),
+        "{sorted}"
+    );
 }

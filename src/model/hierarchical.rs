@@ -22,7 +22,7 @@ use super::layers::{Conv, Mode};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-const LV_CLAMP: f64 = 5.0;
+pub const LV_CLAMP: f64 = 5.0;
 
 fn soft_clamp(x: &Tensor) -> Result<Tensor> {
     (x / LV_CLAMP)?.tanh()? * LV_CLAMP

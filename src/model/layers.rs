@@ -138,7 +138,7 @@ pub struct BatchNorm {
 }
 
 pub const BN_EPS: f64 = 1e-5;
-const BN_MOMENTUM: f64 = 0.1;
+pub const BN_MOMENTUM: f64 = 0.1;
 
 impl BatchNorm {
     pub fn new(vb: VarBuilder, c: usize) -> Result<Self> {

@@ -5,6 +5,7 @@ pub mod budget;
 pub mod config;
 pub mod conv_vae;
 pub mod dense_vae;
+pub mod describe;
 pub mod discretized;
 pub mod hierarchical;
 pub mod kl;

@@ -4,6 +4,7 @@
 //!
 //! Names ending in `running_mean` / `running_var` (batch-norm statistics) and `buffer.*` are
 //! buffers: saved in checkpoints but never handed to the optimizer.
+use crate::format::tensors;
 use crate::util::SeededRng;
 use candle_core::{DType, Device, Result, Shape, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
@@ -67,7 +68,7 @@ impl ParamStore {
             .into_iter()
             .map(|(n, v)| (n, v.as_tensor().clone()))
             .collect();
-        let bytes = safetensors_bytes(&map)?;
+        let bytes = safetensors_bytes(&map, tensors::WEIGHTS_FORMAT)?;
         crate::util::write_atomic(path, &bytes)
     }
 
@@ -75,7 +76,9 @@ impl ParamStore {
     /// this model's tensors with the same shapes.
     pub fn load(&self, path: &Path) -> anyhow::Result<()> {
         use anyhow::Context;
-        let loaded = candle_core::safetensors::load(path, &self.device)
+        let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+        tensors::check_header(&bytes, tensors::WEIGHTS_FORMAT, path)?;
+        let loaded = candle_core::safetensors::load_buffer(&bytes, &self.device)
             .with_context(|| format!("reading checkpoint {}", path.display()))?;
         self.load_tensors(&loaded, path)
     }
@@ -112,12 +115,17 @@ impl ParamStore {
     }
 }
 
-/// Serialise named tensors to safetensors bytes (for atomic writes).
-pub fn safetensors_bytes(map: &std::collections::HashMap<String, Tensor>) -> anyhow::Result<Vec<u8>> {
+/// Serialise named tensors to safetensors bytes (for atomic writes), the header naming `format`
+/// (one of [`tensors`]' formats) and this build's version.
+pub fn safetensors_bytes(
+    map: &std::collections::HashMap<String, Tensor>,
+    format: &str,
+) -> anyhow::Result<Vec<u8>> {
     let mut names: Vec<&String> = map.keys().collect();
     names.sort();
     let data: Vec<(&str, &Tensor)> = names.iter().map(|n| (n.as_str(), &map[*n])).collect();
-    Ok(safetensors::tensor::serialize(data, None)?)
+    let bytes = safetensors::tensor::serialize(data, Some(tensors::header(format)))?;
+    Ok(tensors::canonical(bytes))
 }
 
 impl ParamStore {

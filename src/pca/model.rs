@@ -2,10 +2,13 @@
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use safetensors::{Dtype, SafeTensors};
-use std::collections::HashMap;
 use std::path::Path;
 
 use super::PcaError;
+
+/// Whitening divides by `sqrt(max(variance, floor))`, floor = `total_variance / dim` times this
+/// (and at least `f64::MIN_POSITIVE`), so axes without variance stay finite.
+pub const WHITENING_FLOOR_FACTOR: f64 = 1e-12;
 
 /// Rows processed at once by the projections (bounds the temporary centred copy).
 const CHUNK_ROWS: usize = 2048;
@@ -167,7 +170,8 @@ impl PcaModel {
 
     /// Standard deviation along each of the first `k` axes (floored to keep whitening finite).
     fn whitening_scales(&self, k: usize) -> Vec<f32> {
-        let floor = (self.total_variance / self.dim() as f64 * 1e-12).max(f64::MIN_POSITIVE) as f32;
+        let floor =
+            (self.total_variance / self.dim() as f64 * WHITENING_FLOOR_FACTOR).max(f64::MIN_POSITIVE) as f32;
         self.explained_variance[..k]
             .iter()
             .map(|&v| v.max(floor).sqrt())
@@ -227,11 +231,12 @@ impl PcaModel {
                 TensorView::new(Dtype::F64, vec![1], &tv).map_err(st)?,
             ),
         ];
-        let meta = HashMap::from([
-            ("kind".to_string(), "norbvae-pca".to_string()),
-            ("n_samples".to_string(), self.n_samples.to_string()),
-        ]);
-        safetensors::serialize(tensors, Some(meta)).map_err(st)
+        let mut meta = crate::format::tensors::header(crate::format::tensors::PCA_FORMAT);
+        meta.insert("kind".to_string(), "norbvae-pca".to_string());
+        meta.insert("n_samples".to_string(), self.n_samples.to_string());
+        safetensors::serialize(tensors, Some(meta))
+            .map(crate::format::tensors::canonical)
+            .map_err(st)
     }
 
     /// Load a model written by [`Self::save`].

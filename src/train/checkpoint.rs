@@ -17,7 +17,7 @@
 //! takes precedence.
 use super::ema::Ema;
 use super::optim::Adam;
-use crate::format::{StopReason, TrainState, FORMAT_VERSION};
+use crate::format::{tensors, StopReason, TrainState, FORMAT_VERSION};
 use crate::model::params::{safetensors_bytes, ParamStore};
 use crate::util::atomic_dir::{self, Step, UnitWriter};
 use anyhow::{Context, Result};
@@ -128,7 +128,7 @@ fn params_bytes(store: &ParamStore) -> Result<Vec<u8>> {
         .into_iter()
         .map(|(n, v)| (n, v.as_tensor().clone()))
         .collect();
-    safetensors_bytes(&map)
+    safetensors_bytes(&map, tensors::WEIGHTS_FORMAT)
 }
 
 /// Write a checkpoint as one unit. The optimizer moments (and the weight average, if any) go into
@@ -145,10 +145,12 @@ pub fn save(
     match kind {
         CheckpointKind::Last => {
             let params = params_bytes(store)?;
-            let optim = safetensors_bytes(&opt.state_tensors())?;
+            let optim = safetensors_bytes(&opt.state_tensors(), tensors::OPTIMIZER_FORMAT)?;
             let mut files: Vec<(&str, &[u8])> =
                 vec![(PARAMS_FILE, &params), (OPTIM_FILE, &optim), (STATE_FILE, &st)];
-            let average = ema.map(|e| safetensors_bytes(&e.tensors())).transpose()?;
+            let average = ema
+                .map(|e| safetensors_bytes(&e.tensors(), tensors::WEIGHTS_FORMAT))
+                .transpose()?;
             if let Some(bytes) = &average {
                 files.push((EMA_FILE, bytes));
             }
@@ -156,7 +158,7 @@ pub fn save(
         }
         CheckpointKind::Best => {
             let params = match ema {
-                Some(e) => safetensors_bytes(&e.model_tensors(store))?,
+                Some(e) => safetensors_bytes(&e.model_tensors(store), tensors::WEIGHTS_FORMAT)?,
                 None => params_bytes(store)?,
             };
             write_unit(
@@ -261,7 +263,9 @@ pub fn load(
             unit.epoch()
         );
     }
-    let params = candle_core::safetensors::load_buffer(&unit.read(PARAMS_FILE)?, device)
+    let param_bytes = unit.read(PARAMS_FILE)?;
+    tensors::check_header(&param_bytes, tensors::WEIGHTS_FORMAT, &unit.path(PARAMS_FILE))?;
+    let params = candle_core::safetensors::load_buffer(&param_bytes, device)
         .with_context(|| format!("reading checkpoint {}", unit.path(PARAMS_FILE).display()))?;
     // Check the optimizer's file before touching the model, so a failure loads nothing.
     let optim = match &opt {
@@ -272,6 +276,7 @@ pub fn load(
                     unit.dir.display()
                 )
             })?;
+            tensors::check_header(&bytes, tensors::OPTIMIZER_FORMAT, &unit.path(OPTIM_FILE))?;
             Some(
                 candle_core::safetensors::load_buffer(&bytes, device).with_context(|| {
                     format!("reading optimizer state {}", unit.path(OPTIM_FILE).display())
@@ -301,7 +306,10 @@ fn load_legacy(
     let state: TrainState = crate::format::read_json(&p.state)?;
     store.load(&p.params)?;
     if let Some(opt) = opt {
-        let t = candle_core::safetensors::load(&p.optim, device)
+        let bytes = std::fs::read(&p.optim)
+            .with_context(|| format!("reading optimizer state {}", p.optim.display()))?;
+        tensors::check_header(&bytes, tensors::OPTIMIZER_FORMAT, &p.optim)?;
+        let t = candle_core::safetensors::load_buffer(&bytes, device)
             .with_context(|| format!("reading optimizer state {}", p.optim.display()))?;
         opt.load_state(&t, state.steps)
             .with_context(|| format!("restoring optimizer state {}", p.optim.display()))?;

@@ -1,6 +1,7 @@
 //! A model with its parameters and input mapping: what training and a loaded run share.
 use super::config::TrainConfig;
 use super::input::InputMap;
+use crate::format::model::InputSpec;
 use crate::format::ModelMeta;
 use crate::model::{ParamStore, Vae};
 use anyhow::Result;
@@ -43,8 +44,32 @@ impl Session {
         })
     }
 
-    /// `model.json` of this model.
-    pub fn model_meta(&self) -> ModelMeta {
-        ModelMeta::new(self.input.image_shape(), self.store.num_trainable())
+    /// `model.json` of this model, its architecture included.
+    pub fn model_meta(&self) -> Result<ModelMeta> {
+        let (c, h, w) = self.input.image_shape();
+        let input = match &self.input {
+            InputMap::Pixels { .. } => InputSpec::Image {
+                channels: c,
+                height: h,
+                width: w,
+            },
+            InputMap::Pca { model, whiten, .. } => InputSpec::Pca {
+                file: "pca.safetensors".into(),
+                components: model.k(),
+                whiten: *whiten,
+                whitening_floor_factor: crate::pca::model::WHITENING_FLOOR_FACTOR,
+                image_channels: c,
+                image_height: h,
+                image_width: w,
+            },
+        };
+        let arch = crate::model::describe::architecture(
+            &self.config.model,
+            &self.config.likelihood,
+            input,
+            self.vae.likelihood.outputs_per_dim(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        Ok(ModelMeta::new(self.input.image_shape(), self.store.num_trainable()).with_architecture(arch))
     }
 }

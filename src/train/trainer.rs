@@ -138,7 +138,7 @@ pub fn train_with(
         })?;
     }
     run.write_toml("config.toml", cfg.config())?;
-    run.write_json("model.json", &session.model_meta())?;
+    run.write_json("model.json", &session.model_meta()?)?;
     // metrics.json marks a finished run; this one is being trained again.
     let metrics_path = run.path("metrics.json");
     if metrics_path.exists() {
