@@ -238,7 +238,9 @@ impl ConvVae {
             h = residual::run(cells, h, mode)?;
             h = before_step(i, h)?;
             h = blk.layer.forward(&h)?;
-            if blk.bn.is_some() {
+            // Every transposed convolution but the output's is followed by (batch norm and) the
+            // activation, with or without batch norm.
+            if i + 1 < self.dec.len() {
                 h = self.norm_act(h, &blk.bn, mode)?;
             }
         }

@@ -194,9 +194,8 @@ fn conv_networks(
             weight: format!("decoder.deconv{i}.weight"),
             bias: format!("decoder.deconv{i}.bias"),
         });
-        // As conv_vae.rs: between transposed convolutions the batch norm and the activation come
-        // together, and without batch norm neither is applied.
-        if !last && cfg.batch_norm {
+        // Between transposed convolutions: batch norm (when configured), then the activation.
+        if !last {
             norm_act(&mut dec, bn(format!("decoder.bn{i}")), c_out, cfg.activation);
         }
         c_prev = c_out;
