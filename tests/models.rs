@@ -147,3 +147,78 @@ fn new_presets_and_vamp_prior_train_and_evaluate_on_small_synthetic_norb() {
         assert!(out.join("traversal.png").is_file() && out.join("samples_gmm.png").is_file());
     }
 }
+
+/// A hierarchical VAE with a discretized logistic likelihood (single and mixture) on real 28x28
+/// Fashion-MNIST trains with a finite, falling loss; so does the flat conv VAE padded 28 -> 32.
+/// A fresh hierarchical model once put out log-scales near 300, whose bin width `2h / s`
+/// underflowed f32 and made the first step's loss infinite.
+#[test]
+fn hierarchical_and_conv_train_with_discretized_logistics_on_fashion_mnist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("hier.toml");
+    std::fs::write(
+        &config,
+        r#"seed = 5
+[data]
+spec = "fashion-mnist"
+limit = 96
+[model]
+kind = "hierarchical"
+latent_dim = 8
+[model.conv]
+downsizings = 2
+first_filters = 8
+max_filters = 16
+intermediate = 32
+batch_norm = true
+activation = "silu"
+size_rule = "pad"
+blocks_per_stage = 1
+[model.hierarchical]
+spatial_groups = 2
+latent_channels = 2
+[likelihood]
+kind = "discretized_logistic"
+output_activation = "sigmoid"
+[train]
+batch_size = 32
+max_epochs = 4
+grid_images = 4
+"#,
+    )
+    .unwrap();
+    let cases: [(&str, &[&str]); 3] = [
+        ("hier_logistic", &[]),
+        (
+            "hier_mixture",
+            &[
+                "likelihood.kind=\"discretized_logistic_mixture\"",
+                "likelihood.components=3",
+            ],
+        ),
+        (
+            "conv_logistic_padded",
+            &["model.kind=\"conv\"", "model.conv.downsizings=3"],
+        ),
+    ];
+    for (name, set) in cases {
+        let out = tmp.path().join(name);
+        let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+        train_cli(config.clone(), &out, &set).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let epochs: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(epochs.len(), 4, "{name}");
+        let train: Vec<f64> = epochs.iter().map(|e| e["train_loss"].as_f64().unwrap()).collect();
+        let val: Vec<f64> = epochs.iter().map(|e| e["val_loss"].as_f64().unwrap()).collect();
+        assert!(
+            train.iter().chain(&val).all(|v| v.is_finite() && *v > 0.0),
+            "{name}: train {train:?} val {val:?}"
+        );
+        assert!(train[3] < train[0], "{name}: train loss did not fall: {train:?}");
+        // Validation is not asserted to fall: the flat conv VAE starts at log-scales near 10
+        // and 12 updates barely move its validation loss.
+    }
+}

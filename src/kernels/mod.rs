@@ -19,6 +19,7 @@ pub mod batchnorm;
 mod bn_rows;
 pub mod conv;
 pub mod dense;
+pub mod ema;
 mod gemm;
 pub mod grads;
 pub mod linear;
@@ -35,6 +36,7 @@ pub use awake::{keep_workers_awake, with_workers_awake};
 pub use batchnorm::{batch_norm_train, Activation};
 pub use conv::{conv2d, conv_transpose2d};
 pub use dense::dense_bn_act_train;
+pub use ema::ema_update;
 pub use grads::backward_with_update;
 pub use loss::bce_with_logits_sum;
 

@@ -30,17 +30,27 @@ const SERIES_BELOW: f64 = 0.1;
 /// `ln(1 - e^-d)` for d > 0, accurate for tiny d (wide logistics) and without NaN gradients in
 /// the branch not taken.
 pub fn log1mexp_neg(d: &Tensor) -> Result<Tensor> {
-    let small = d.lt(SERIES_BELOW)?;
+    log1mexp_neg_of_log(&d.log()?)
+}
+
+/// `ln(1 - e^-d)` from `ln d`. Taking the logarithm rather than `d` keeps it finite where `d`
+/// itself underflows: a bin of width `d = 2h / s` with a log-scale above ~87 is 0 in f32, and
+/// `ln 0 = -inf` made the loss infinite (a freshly initialised hierarchical decoder put out
+/// log-scales near 300). Here `ln d = ln 2h - ln s` exactly.
+pub fn log1mexp_neg_of_log(log_d: &Tensor) -> Result<Tensor> {
+    let log_below = SERIES_BELOW.ln();
+    let small = log_d.lt(log_below)?;
     // ln d + ln((1 - e^-d) / d), the latter's series sum_n (-d)^n / (n+1)! to n = 6 by Horner,
     // on d <= 0.1 (its value stays in (0.95, 1]).
-    let ds = d.minimum(SERIES_BELOW)?;
+    let log_ds = log_d.minimum(log_below)?;
+    let ds = log_ds.exp()?;
     let mut poly = (ds.ones_like()? * (1.0 / 5040.0))?;
     for n in (0..6).rev() {
         let coef = 1.0 / (1..=n + 1).product::<usize>() as f64;
         poly = (poly.mul(&ds)?.neg()? + coef)?;
     }
-    let series = (ds.log()? + poly.log()?)?;
-    let db = d.maximum(SERIES_BELOW)?;
+    let series = (log_ds + poly.log()?)?;
+    let db = log_d.maximum(log_below)?.exp()?;
     let direct = (db.neg()?.exp()?.neg()? + 1.0)?.log()?;
     small.where_cond(&series, &direct)
 }
@@ -54,8 +64,8 @@ pub fn log_prob(x: &Tensor, mu: &Tensor, log_s: &Tensor) -> Result<Tensor> {
     let b = (&centred - HALF_BIN)?.broadcast_mul(&inv_s)?;
     let log_cdf_a = softplus(&a.neg()?)?.neg()?;
     let log_sf_b = softplus(&b)?.neg()?;
-    let width = (&inv_s * (2.0 * HALF_BIN))?;
-    let mid = ((&log_cdf_a + &log_sf_b)?.broadcast_add(&log1mexp_neg(&width)?))?;
+    let log_width = (log_s.neg()? + (2.0 * HALF_BIN).ln())?;
+    let mid = ((&log_cdf_a + &log_sf_b)?.broadcast_add(&log1mexp_neg_of_log(&log_width)?))?;
     // Edge levels by the data value (k = 0 below half a bin, k = 255 above 254.5 / 255).
     let lowest = x.lt(HALF_BIN)?.broadcast_as(mid.shape())?;
     let highest = x.gt(1.0 - HALF_BIN)?.broadcast_as(mid.shape())?;
@@ -314,7 +324,8 @@ mod tests {
             .unwrap()
             .reshape((1, 6))
             .unwrap();
-        for ls in [-40.0f32, -7.0, 0.0, 15.0, 60.0] {
+        // Up to log-scales whose bin width 2h/s underflows f32 (above ~87).
+        for ls in [-40.0f32, -7.0, 0.0, 15.0, 60.0, 95.0, 300.0] {
             let dec: Vec<f32> = vec![0.1, 3.0, -2.0, 0.0, 40.0, -40.0, ls, ls, ls, ls, ls, ls];
             let dec = Var::from_tensor(&Tensor::from_vec(dec, (1, 12), &dev).unwrap()).unwrap();
             let lik = DiscretizedLogistic {

@@ -10,6 +10,11 @@
 //! same network for prior and posterior. The sample `z_g` is merged back by a 1x1 convolution
 //! added to `d`. Log-variances are soft-clamped to (-5, 5) per output (`5 tanh(x / 5)`).
 //!
+//! The prior and posterior heads start at zero weights, so a fresh model's groups are
+//! `N(0, 1)` with the posterior equal to the prior (zero KL). With He-initialised heads on the
+//! unnormalised top-down state the log-variances started near the clamps (posterior up to
+//! e^10), the merged codes reached hundreds and so did the decoder's outputs.
+//!
 //! The KL of each group is the analytic KL between the Gaussians of the posterior and the
 //! conditional prior at the sampled upper groups (a single-sample estimate of the hierarchical KL
 //! `E_q[ln q(z|x) - ln p(z)]`, exact in expectation).
@@ -127,8 +132,8 @@ impl HierVae {
                     height: geometry.padded_height / side,
                     width: geometry.padded_width / side,
                     level,
-                    prior: Conv::new(vg.pp("prior"), c_in, 2 * cz, 3, 1, 1)?,
-                    posterior: Conv::new(vg.pp("posterior"), 2 * c_in, 2 * cz, 3, 1, 1)?,
+                    prior: Conv::zeroed(vg.pp("prior"), c_in, 2 * cz, 3, 1, 1)?,
+                    posterior: Conv::zeroed(vg.pp("posterior"), 2 * c_in, 2 * cz, 3, 1, 1)?,
                     merge: Conv::new(vg.pp("merge"), cz, c_in, 1, 1, 0)?,
                 })
             } else {

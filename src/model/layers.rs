@@ -92,6 +92,24 @@ impl Conv {
         })
     }
 
+    /// A convolution whose weights start at zero: an output head that starts at its neutral
+    /// value (the hierarchical VAE's prior and posterior heads) and learns from there.
+    pub fn zeroed(
+        vb: VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Self> {
+        Ok(Self {
+            w: vb.get_with_hints((c_out, c_in, k, k), "weight", Init::Const(0.0))?,
+            b: vb.get_with_hints(c_out, "bias", Init::Const(0.0))?,
+            stride,
+            pad,
+        })
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::conv2d(x, &self.w, Some(&self.b), self.stride, self.pad)
     }

@@ -460,6 +460,17 @@ mod tests {
             width: 7,
         };
         let vae = Vae::new(&model, &lik, input, store.var_builder()).unwrap();
+        // The spatial groups' prior and posterior heads start at zero (posterior = prior, zero
+        // KL); give them weights of a trained size so the groups' KL terms are exercised.
+        let mut rng = SeededRng::new(seed + 1000);
+        for (name, var) in store.trainable() {
+            if name.contains("group") && (name.contains("prior.weight") || name.contains("posterior.weight"))
+            {
+                let w: Vec<f32> = rng.normal_vec(var.elem_count()).iter().map(|v| v * 0.3).collect();
+                var.set(&Tensor::from_vec(w, var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+            }
+        }
         let px: Vec<f32> = SeededRng::new(seed)
             .uniform_vec(56)
             .into_iter()

@@ -2,7 +2,7 @@
 //! `shadow <- decay * shadow + (1 - decay) * weights` after every update, buffers (batch-norm
 //! statistics) copied as they are. NVAE and VDVAE evaluate with it (decay 0.9999 / 0.999).
 use crate::model::params::{is_buffer, ParamStore};
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
 pub struct Ema {
     pub decay: f64,
@@ -41,11 +41,15 @@ impl Ema {
                 candle_core::bail!("EMA: tensor {name} where the average has {sname}");
             }
             let v = var.as_tensor().detach();
-            *s = if is_buffer(name) {
-                v.copy()?
+            if is_buffer(name) {
+                *s = v.copy()?;
+            } else if s.device().is_cpu() && s.dtype() == DType::F32 && v.dtype() == DType::F32 {
+                // One fused in-place pass (bit-identical to the ops below); the average's
+                // storage is its own (copied in `new` and `load`).
+                crate::kernels::ema_update(s, &v, self.decay)?;
             } else {
-                ((&*s * self.decay)? + (v * (1.0 - self.decay))?)?
-            };
+                *s = ((&*s * self.decay)? + (v * (1.0 - self.decay))?)?;
+            }
         }
         self.updates += 1;
         Ok(())
@@ -96,7 +100,11 @@ impl Ema {
                     s.dims()
                 );
             }
-            next.push((name.clone(), t.to_dtype(s.dtype())?.to_device(s.device())?));
+            // A copy: the average is updated in place and must not share the caller's storage.
+            next.push((
+                name.clone(),
+                t.to_dtype(s.dtype())?.to_device(s.device())?.copy()?,
+            ));
         }
         self.shadow = next;
         self.updates = updates;

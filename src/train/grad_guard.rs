@@ -1,7 +1,10 @@
 //! Gradient-norm clipping and VDVAE's update skipping (Child 2021): an update whose gradient norm
 //! is non-finite or more than `skip_threshold` times the running norm is skipped (and counted), so
 //! one bad batch cannot throw the weights off; the others are scaled down to at most `clip`.
-//! The running norm is an exponential average of the accepted norms (clipped to `clip`).
+//! The running norm is an exponential average of the raw (pre-clip) norms of the applied updates:
+//! "far above the running norm" compares raw with raw. Averaging the clipped norms instead made
+//! the running norm `clip` whenever gradients usually exceed it, and with a clip far below the
+//! typical norm every update after the warm-up was then skipped. Skipped updates stay out of it.
 use crate::format::GradGuardState;
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Var};
@@ -79,10 +82,9 @@ impl GradGuard {
             Some(c) if norm > c => c / norm,
             _ => 1.0,
         };
-        let seen = norm * scale;
         self.running_norm = Some(match self.running_norm {
-            None => seen,
-            Some(r) => RUNNING_MOMENTUM * r + (1.0 - RUNNING_MOMENTUM) * seen,
+            None => norm,
+            Some(r) => RUNNING_MOMENTUM * r + (1.0 - RUNNING_MOMENTUM) * norm,
         });
         self.accepted += 1;
         GradDecision::Apply { scale }
@@ -179,5 +181,32 @@ mod tests {
         assert_eq!(clip_only.decide(1.0), GradDecision::Apply { scale: 1.0 });
         assert_eq!(clip_only.decide(1e9), GradDecision::Apply { scale: 2e-9 });
         assert_eq!(clip_only.skipped, 0);
+    }
+
+    /// A clip far below the typical norm clips every update but skips none of the ordinary
+    /// ones: the running norm follows the raw norms (about 10 here), not the clip. A spike far
+    /// above them is still skipped and stays out of the average.
+    #[test]
+    fn a_clip_below_the_typical_norm_clips_but_does_not_skip() {
+        let mut guard = GradGuard::new(Some(0.1), Some(3.0));
+        let mut rng = SeededRng::new(4);
+        let norms: Vec<f64> = rng
+            .uniform_vec(200)
+            .iter()
+            .map(|u| 8.0 + 4.0 * *u as f64)
+            .collect();
+        for (i, &n) in norms.iter().enumerate() {
+            match guard.decide(n) {
+                GradDecision::Apply { scale } => assert!((scale - 0.1 / n).abs() < 1e-12),
+                GradDecision::Skip => panic!("update {i} with norm {n} skipped"),
+            }
+        }
+        assert_eq!(guard.skipped, 0);
+        let run = guard.running_norm().unwrap();
+        assert!((8.0..12.0).contains(&run), "running norm {run}");
+        assert_eq!(guard.decide(100.0), GradDecision::Skip);
+        assert_eq!(guard.running_norm(), Some(run));
+        assert_eq!(guard.skipped, 1);
+        assert_eq!(guard.decide(10.0), GradDecision::Apply { scale: 0.01 });
     }
 }
