@@ -343,6 +343,21 @@ pub struct EpochLosses {
     pub val_loss: Option<f64>,
 }
 
+impl EpochLosses {
+    /// A run's loss history from its `metrics.jsonl`, for charts: empty when the file is missing,
+    /// and lines that do not parse (a line cut by an interrupted write) are left out.
+    pub fn read_history(run_dir: &std::path::Path) -> Vec<Self> {
+        std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+            .map(|t| {
+                t.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 impl RunMetrics {
     /// Read a run's `metrics.json`: its `kind` is checked first, so that a file of another kind
     /// of run is named as such rather than as a missing field.

@@ -84,12 +84,7 @@ impl Conv {
         stride: usize,
         pad: usize,
     ) -> Result<Self> {
-        Ok(Self {
-            w: vb.get_with_hints((c_out, c_in, k, k), "weight", he(c_in * k * k))?,
-            b: vb.get_with_hints(c_out, "bias", Init::Const(0.0))?,
-            stride,
-            pad,
-        })
+        Self::with_init(vb, (c_in, c_out, k, stride, pad), he(c_in * k * k))
     }
 
     /// A convolution whose weights start at zero: an output head that starts at its neutral
@@ -102,8 +97,17 @@ impl Conv {
         stride: usize,
         pad: usize,
     ) -> Result<Self> {
+        Self::with_init(vb, (c_in, c_out, k, stride, pad), Init::Const(0.0))
+    }
+
+    /// `(c_in, c_out, kernel, stride, pad)` with the weights drawn from `init`, the bias at zero.
+    fn with_init(
+        vb: VarBuilder,
+        (c_in, c_out, k, stride, pad): (usize, usize, usize, usize, usize),
+        init: Init,
+    ) -> Result<Self> {
         Ok(Self {
-            w: vb.get_with_hints((c_out, c_in, k, k), "weight", Init::Const(0.0))?,
+            w: vb.get_with_hints((c_out, c_in, k, k), "weight", init)?,
             b: vb.get_with_hints(c_out, "bias", Init::Const(0.0))?,
             stride,
             pad,

@@ -69,14 +69,7 @@ impl RunInfo {
             .ok()
             .and_then(|t| t.parse::<toml::Table>().ok())
             .map(toml::Value::Table);
-        let epochs = std::fs::read_to_string(dir.join("metrics.jsonl"))
-            .map(|t| {
-                t.lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .filter_map(|l| serde_json::from_str(l).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let epochs = EpochLosses::read_history(dir);
         let mut images: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| format!("reading {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))

@@ -114,14 +114,7 @@ impl SweepRun {
                 }
             }
         }
-        let epochs = std::fs::read_to_string(dir.join("metrics.jsonl"))
-            .map(|t| {
-                t.lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .filter_map(|l| serde_json::from_str(l).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let epochs = EpochLosses::read_history(&dir);
         let config = std::fs::read_to_string(dir.join("config.toml"))
             .ok()
             .and_then(|t| t.parse::<toml::Table>().ok());
