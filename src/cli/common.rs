@@ -64,6 +64,15 @@ pub struct DeviceArgs {
     pub device: String,
 }
 
+impl Default for DeviceArgs {
+    /// `auto`, as on the command line without `--device`.
+    fn default() -> Self {
+        Self {
+            device: "auto".into(),
+        }
+    }
+}
+
 impl DeviceArgs {
     /// Parse `--device` and select it for the rest of this process.
     pub fn select(&self) -> anyhow::Result<candle_core::Device> {
