@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 fn train_cli(config: PathBuf, out: &Path, set: &[String]) -> anyhow::Result<()> {
     norbvae::cli::train::run(norbvae::cli::train::Args {
+        device: Default::default(),
         config: Some(config),
         data: no_data_args(),
         out: Some(out.to_path_buf()),

@@ -40,6 +40,7 @@ fn train(config: &str, out: &Path, set: &[String]) {
     let path = out.with_extension("toml");
     std::fs::write(&path, config).unwrap();
     norbvae::cli::train::run(norbvae::cli::train::Args {
+        device: Default::default(),
         config: Some(path),
         data: no_data_args(),
         out: Some(out.to_path_buf()),

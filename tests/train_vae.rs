@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 fn train_cli(config: Option<PathBuf>, out: &Path, set: &[&str], resume: bool) -> anyhow::Result<()> {
     norbvae::cli::train::run(norbvae::cli::train::Args {
+        device: Default::default(),
         config,
         data: no_data_args(),
         out: Some(out.to_path_buf()),

@@ -54,3 +54,29 @@ impl DataArgs {
         base
     }
 }
+
+/// `--device`, flattened into each command that trains or runs a model.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeviceArgs {
+    /// Device for every stage: auto (the first CUDA GPU when built with `--features cuda` and one
+    /// is present, else the CPU), cpu, cuda or cuda:N.
+    #[arg(long = "device", default_value = "auto", value_name = "auto|cpu|cuda[:N]")]
+    pub device: String,
+}
+
+impl Default for DeviceArgs {
+    /// `auto`, as on the command line without `--device`.
+    fn default() -> Self {
+        Self {
+            device: "auto".into(),
+        }
+    }
+}
+
+impl DeviceArgs {
+    /// Parse `--device` and select it for the rest of this process.
+    pub fn select(&self) -> anyhow::Result<candle_core::Device> {
+        let choice: crate::util::device::DeviceChoice = self.device.parse()?;
+        crate::util::device::select(choice)
+    }
+}

@@ -1,11 +1,14 @@
 //! `norbvae demo`: the README's main command ([`crate::pipeline::demo`]). A small synthetic NORB at
 //! 32x32, PCA, short runs of every preset, eval, and the report, in minutes on a laptop.
+use crate::cli::common::DeviceArgs;
 use crate::pipeline::{demo, DemoOptions};
 use anyhow::Result;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Output directory (data, runs and report.html).
     #[arg(long, default_value = "demo")]
     pub out: PathBuf,
@@ -20,6 +23,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    args.device.select()?;
     let report = demo(&DemoOptions {
         out: args.out,
         size: args.size,

@@ -1,3 +1,4 @@
+use crate::cli::common::DeviceArgs;
 use crate::data::Split;
 use crate::eval::gmm::CovarianceType;
 use crate::eval::{evaluate_run, EvalOptions, SamplerKind};
@@ -7,6 +8,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// A VAE run directory written by `norbvae train`.
     pub run_dir: PathBuf,
     /// Which split to evaluate.
@@ -50,6 +53,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    args.device.select()?;
     let mut opts = EvalOptions {
         split: args.split,
         iwae_samples: args.iwae_samples,

@@ -1,5 +1,6 @@
 //! `norbvae reproduce`: PCA, the log's VAE presets and variants, eval, answers and the report.
 use crate::cli::common::DataArgs;
+use crate::cli::common::DeviceArgs;
 use crate::data::DataOptions;
 use crate::format::sweep::ExecutorKind;
 use crate::pipeline::{reproduce, ReproduceExecutor, ReproduceOptions, PRESETS};
@@ -9,6 +10,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub device: DeviceArgs,
     #[command(flatten)]
     pub data: DataArgs,
     /// Output directory: one run directory per step, and report.html.
@@ -60,6 +63,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    args.device.select()?;
     let data = args.data.apply(DataOptions::default());
     if args.data.spec.is_none() {
         bail!("--data is required (norb:DIR, fashion-mnist or idx:DIR)");

@@ -1,3 +1,4 @@
+use crate::cli::common::DeviceArgs;
 use crate::eval::gmm::CovarianceType;
 use crate::eval::{LatentSampler, SamplerKind, SamplerOptions};
 use crate::train::{load_run, CheckpointKind};
@@ -7,6 +8,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// A VAE run directory written by `norbvae train`.
     pub run_dir: PathBuf,
     /// prior: z ~ N(0, I); gmm: a Gaussian mixture fitted to the training posterior means;
@@ -31,6 +34,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    args.device.select()?;
     if args.n == 0 {
         bail!("--n must be at least 1");
     }

@@ -1,5 +1,6 @@
 //! `norbvae train`: train a VAE from a TOML config (see `configs/`).
 use crate::cli::common::DataArgs;
+use crate::cli::common::DeviceArgs;
 use crate::format::run_dir::Intent;
 use crate::train::{self, TrainConfig};
 use anyhow::{Context, Result};
@@ -7,6 +8,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Training config (TOML). With --resume it may be left out: the run's config.toml is used.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -27,6 +30,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    args.device.select()?;
     let out = match (&args.out, &args.config) {
         (Some(o), _) => o.clone(),
         (None, Some(c)) => {

@@ -352,7 +352,7 @@ pub fn load_or_train(
         "classifier-{}.safetensors",
         cache_key(data, params, shape)
     ));
-    let device = Device::Cpu;
+    let device = crate::util::device::selected();
     if path.is_file() && path.with_extension("json").is_file() {
         return Classifier::load(&path, &device);
     }
@@ -390,7 +390,7 @@ pub fn train(
     if params.batch_size == 0 || params.epochs == 0 {
         bail!("classifier: batch_size and epochs must be positive");
     }
-    let device = Device::Cpu;
+    let device = crate::util::device::selected();
     let mut rng = SeededRng::derived(params.seed, "classifier");
     let info = ClassifierInfo {
         arch_version: ARCH_VERSION,

@@ -60,7 +60,7 @@ pub fn fit(z: &[f32], n: usize, l: usize, params: &TwoStageParams) -> Result<Two
     if params.steps == 0 || params.batch_size < 2 {
         bail!("two-stage VAE: steps must be >= 1 and batch_size >= 2");
     }
-    let device = Device::Cpu;
+    let device = crate::util::device::selected();
     let store = ParamStore::new(params.seed, &device);
     let model = ModelConfig {
         kind: ModelKind::PcaDense,

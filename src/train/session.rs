@@ -7,15 +7,10 @@ use crate::model::{ParamStore, Vae};
 use anyhow::Result;
 use candle_core::Device;
 
-/// The device every stage runs on: the first CUDA device when built with `cuda`, else the CPU.
+/// The device every stage runs on: the one `--device` selected ([`crate::util::device`]), else
+/// the first CUDA device when built with `cuda` and one is present, else the CPU.
 pub fn default_device() -> Device {
-    #[cfg(feature = "cuda")]
-    {
-        if let Ok(d) = Device::new_cuda(0) {
-            return d;
-        }
-    }
-    Device::Cpu
+    crate::util::device::selected()
 }
 
 pub struct Session {

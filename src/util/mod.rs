@@ -2,6 +2,7 @@
 //! and their locks, seeded randomness, progress bars, finiteness and memory checks, and the units
 //! every likelihood is reported in.
 pub mod atomic_dir;
+pub mod device;
 pub mod finite;
 pub mod fs;
 pub mod lock;
