@@ -205,6 +205,21 @@ impl Chart {
     }
 }
 
+/// The y axis of loss curves: logarithmic when every finite value is positive and they span more
+/// than a factor of 10 (epoch 1 is often far above the rest), linear otherwise.
+fn loss_axis(y_title: &str, values: impl Iterator<Item = f64>) -> Axis {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if lo > 0.0 && hi / lo > 10.0 {
+        Axis::log(&format!("{y_title} (log scale)"))
+    } else {
+        Axis::linear(y_title)
+    }
+}
+
 /// A loss curve per split (e.g. train and validation) against the epoch, the best epoch marked.
 /// The y axis turns logarithmic when every value is positive and they span more than a factor of
 /// 10 (epoch 1 is often far above the rest), and covers every point either way.
@@ -214,18 +229,7 @@ pub fn loss_curves(
     curves: &[(&str, Vec<(f64, f64)>)],
     best: Option<(f64, f64)>,
 ) -> Chart {
-    let values: Vec<f64> = curves
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|q| q.1))
-        .filter(|v| v.is_finite())
-        .collect();
-    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let y = if lo > 0.0 && hi / lo > 10.0 {
-        Axis::log(&format!("{y_title} (log scale)"))
-    } else {
-        Axis::linear(y_title)
-    };
+    let y = loss_axis(y_title, curves.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)));
     let mut chart = Chart::new(title, Axis::integer("epoch"), y);
     for (i, (name, points)) in curves.iter().enumerate() {
         let mark = if points.len() <= 40 {
@@ -429,18 +433,7 @@ pub fn sweep_error_bars(
 /// Learning curves of many runs on one chart: thin, half-transparent lines, one colour per group
 /// (e.g. a configuration, its seeds sharing the colour) and one legend entry per group.
 pub fn overlaid_curves(title: &str, y_title: &str, runs: &[(String, Vec<(f64, f64)>)]) -> Chart {
-    let values: Vec<f64> = runs
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|q| q.1))
-        .filter(|v| v.is_finite())
-        .collect();
-    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let y = if lo > 0.0 && hi / lo > 10.0 {
-        Axis::log(&format!("{y_title} (log scale)"))
-    } else {
-        Axis::linear(y_title)
-    };
+    let y = loss_axis(y_title, runs.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)));
     let mut chart = Chart::new(title, Axis::integer("epoch"), y);
     let mut groups: Vec<&str> = Vec::new();
     for (group, points) in runs {
