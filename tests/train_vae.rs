@@ -393,3 +393,46 @@ fn learning_rate_schedule_reaches_the_updates() {
         assert!(err.contains(key), "{set}: {err}");
     }
 }
+
+#[test]
+fn a_decoder_without_batch_norm_from_before_model_json_2_is_not_resumed() {
+    // A run of the decoder that had no activation without batch norm (model.json without an
+    // architecture) must not resume into today's decoder; the same run with today's model.json does.
+    let tmp = tempfile::tempdir().unwrap();
+    let splits = blob_splits(16);
+    let sets = |epochs: usize| -> Vec<String> {
+        vec![
+            "model.conv.downsizings=2".into(),
+            "model.conv.batch_norm=false".into(),
+            format!("train.max_epochs={epochs}"),
+            "train.max_steps_per_epoch=1".into(),
+        ]
+    };
+    let cfg = |epochs| {
+        TrainConfig::from_toml_str(&tiny_conv(), &sets(epochs))
+            .unwrap()
+            .check()
+            .unwrap()
+    };
+    let run = tmp.path().join("run");
+    train::train(&cfg(1), &splits, &run, false).unwrap();
+    let model_json = run.join("model.json");
+    let today = std::fs::read_to_string(&model_json).unwrap();
+    let mut old: serde_json::Value = serde_json::from_str(&today).unwrap();
+    old.as_object_mut().unwrap().remove("architecture");
+    old["format_version"] = 1.into();
+    std::fs::write(&model_json, serde_json::to_string(&old).unwrap()).unwrap();
+    let config_before = std::fs::read(run.join("config.toml")).unwrap();
+
+    let e = format!("{:#}", train::train(&cfg(2), &splits, &run, true).unwrap_err());
+    assert!(e.contains("no activation") && e.contains("model.json"), "{e}");
+    assert_eq!(std::fs::read(run.join("config.toml")).unwrap(), config_before);
+    assert!(
+        run.join("metrics.json").is_file(),
+        "the finished run is left as it was"
+    );
+
+    std::fs::write(&model_json, today).unwrap();
+    let s = train::train(&cfg(2), &splits, &run, true).unwrap();
+    assert_eq!(s.epochs_run, 2);
+}

@@ -62,6 +62,28 @@ pub fn train(cfg: &ValidTrainConfig, splits: &Splits, run_dir: &Path, resume: bo
 /// [`train`] with the directory's use spelled out ([`Intent::Replace`] is `--force`). Holds the
 /// run directory's lock throughout; nothing is written into the directory before the config is
 /// known to fit the data, the memory and (on resume) the checkpoint.
+/// A conv decoder without batch norm used to skip its activation between transposed
+/// convolutions; runs from then (model.json before version 2) hold weights of that linear decoder,
+/// and resuming one with today's decoder would continue a different model.
+fn refuse_linear_decoder_runs(run_dir: &Path, cfg: &ValidTrainConfig) -> Result<()> {
+    let model = &cfg.config().model;
+    if model.kind == crate::model::config::ModelKind::PcaDense || model.conv.batch_norm {
+        return Ok(());
+    }
+    let path = run_dir.join("model.json");
+    let meta: crate::format::ModelMeta = crate::format::read_json(&path)?;
+    if meta.architecture.is_none() {
+        anyhow::bail!(
+            "resuming {}: this run was trained by a norbvae whose conv decoder without batch norm \
+             had no activation between its transposed convolutions ({} is from before version 2); \
+             resuming it would continue a different model. Start a new run (the run is left as it was)",
+            run_dir.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn train_with(
     cfg: &ValidTrainConfig,
     splits: &Splits,
@@ -110,6 +132,7 @@ pub fn train_with(
     // On resume the checkpoint is loaded (and so checked against this config) before the run's
     // config.toml and model.json are replaced: a config that does not fit leaves the run as it was.
     let mut state = if resume {
+        refuse_linear_decoder_runs(run_dir, cfg)?;
         let mut s = checkpoint::load(
             run_dir,
             CheckpointKind::Last,
