@@ -76,5 +76,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     })?;
     println!("{}", train::summary_text(&summary, &out));
+    // Where the steps' time went, per kernel (NORBVAE_KERNEL_PROFILE=1; empty otherwise).
+    eprint!("{}", crate::kernels::profile_report());
     Ok(())
 }

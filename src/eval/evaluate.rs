@@ -228,18 +228,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
             )?;
         }
         let mut entry = match &scorer {
-            Some((clf, reference)) => {
-                let q = clf.sample_quality(reference, &px, n)?;
-                SampleScores {
-                    fd: Some(q.fd),
-                    confidence: Some(q.confidence),
-                    mean_entropy: Some(q.mean_entropy),
-                    class_entropy: Some(q.class_entropy),
-                    max_class_entropy: Some(q.max_class_entropy),
-                    n_samples: Some(q.n_samples),
-                    latent_fd: None,
-                }
-            }
+            Some((clf, reference)) => scores(clf.sample_quality(reference, &px, n)?),
             None => SampleScores::default(),
         };
         entry.latent_fd = Some(frechet_distance(
@@ -249,11 +238,18 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
         sample_scores.insert(kind.name().to_string(), entry);
     }
     let classifier = match &scorer {
-        Some((clf, reference)) => Some(ClassifierInfo {
-            test_accuracy: clf.info.test_accuracy,
-            train_images: clf.info.train_images,
-            fd_train_vs_test: clf_floor(clf, reference, &splits, opts)?,
-        }),
+        Some((clf, reference)) => {
+            let n = opts.quality_samples.max(64).min(set.n);
+            let d = set.channels * set.height * set.width;
+            out.reconstructions = Some(scores(clf.sample_quality(reference, &recon[..n * d], n)?));
+            let real = clf_floor(clf, reference, &splits, opts)?;
+            Some(ClassifierInfo {
+                test_accuracy: clf.info.test_accuracy,
+                train_images: clf.info.train_images,
+                fd_train_vs_test: real.fd,
+                real: Some(scores(real)),
+            })
+        }
         None => None,
     };
     if !sample_scores.is_empty() {
@@ -299,6 +295,7 @@ fn merge_split_eval(old: SplitEval, new: SplitEval) -> SplitEval {
         active_units_groups: new.active_units_groups.or(old.active_units_groups),
         latent_dim: new.latent_dim.or(old.latent_dim),
         samples: new.samples.or(old.samples),
+        reconstructions: new.reconstructions.or(old.reconstructions),
     }
 }
 
@@ -321,17 +318,29 @@ fn classifier_and_reference(
     Ok((clf, reference))
 }
 
-/// FD of real training images against the split: what a perfect sampler would score.
+fn scores(q: classifier::SampleQuality) -> SampleScores {
+    SampleScores {
+        fd: Some(q.fd),
+        confidence: Some(q.confidence),
+        mean_entropy: Some(q.mean_entropy),
+        class_entropy: Some(q.class_entropy),
+        max_class_entropy: Some(q.max_class_entropy),
+        n_samples: Some(q.n_samples),
+        latent_fd: None,
+    }
+}
+
+/// Real training images scored against the split: what a perfect sampler would score.
 fn clf_floor(
     clf: &classifier::Classifier,
     reference: &GaussianStats,
     splits: &Splits,
     opts: &EvalOptions,
-) -> Result<f64> {
+) -> Result<classifier::SampleQuality> {
     let n = opts.quality_samples.max(64).min(splits.train.n);
     let mut idx: Vec<usize> = (0..splits.train.n).collect();
     SeededRng::derived(opts.seed, "floor").shuffle(&mut idx);
     idx.truncate(n);
     let real = splits.train.select(&idx);
-    Ok(clf.sample_quality(reference, &real.images, real.n)?.fd)
+    clf.sample_quality(reference, &real.images, real.n)
 }

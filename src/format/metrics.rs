@@ -157,6 +157,11 @@ pub struct SplitEval {
     /// Per sampler (prior, gmm, two_stage, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<BTreeMap<String, SampleScores>>,
+    /// The reconstructions of the split's first images scored like samples: the best any sampler
+    /// can do through this decoder, so a sample FD splits into the decoder's blur (this FD) and the
+    /// sampler's miss of the codes (the rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconstructions: Option<SampleScores>,
 }
 
 /// One sampler's samples scored against the split's real images. The classifier's scores are
@@ -207,6 +212,10 @@ pub struct ClassifierInfo {
     pub train_images: usize,
     /// FD of real training images against the split: what a perfect sampler would score.
     pub fd_train_vs_test: f64,
+    /// Those real training images scored like samples (their confidence and class entropy are
+    /// what samples should reach).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real: Option<SampleScores>,
 }
 
 /// A PCA run's results, per number of components.
