@@ -249,11 +249,17 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
         sample_scores.insert(kind.name().to_string(), entry);
     }
     let classifier = match &scorer {
-        Some((clf, reference)) => Some(ClassifierInfo {
-            test_accuracy: clf.info.test_accuracy,
-            train_images: clf.info.train_images,
-            fd_train_vs_test: clf_floor(clf, reference, &splits, opts)?,
-        }),
+        Some((clf, reference)) => {
+            // How the classifier sees the split's real images: what samples should match.
+            let real = clf.sample_quality(reference, &set.images, set.n)?;
+            Some(ClassifierInfo {
+                test_accuracy: clf.info.test_accuracy,
+                train_images: clf.info.train_images,
+                fd_train_vs_test: clf_floor(clf, reference, &splits, opts)?,
+                real_confidence: Some(real.confidence),
+                real_class_entropy: Some(real.class_entropy),
+            })
+        }
         None => None,
     };
     if !sample_scores.is_empty() {
