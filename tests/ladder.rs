@@ -200,5 +200,38 @@ fn the_ladder_reproduces_reuses_a_pretrained_step_and_reports_one_row_per_step()
         "{err}"
     );
     assert_eq!(before, stamps(&out, &names));
+
+    // Through the sweep machinery (the print executor: configs and batch script, nothing
+    // trained): one run per step and seed, named `<step>,seed=<S>`, each the step's config.
+    use norbvae::format::sweep::ExecutorKind;
+    let printed = dir.join("printed");
+    let mut p = options(&spec, &printed, &cache);
+    let mut x = norbvae::pipeline::ReproduceExecutor::new(ExecutorKind::Print, PathBuf::from(EXE));
+    x.seeds = Some(vec![0, 1]);
+    p.executor = Some(x);
+    let script = reproduce(&p).unwrap();
+    assert!(script.is_file());
+    let m = read_json(&printed.join("sweep.json"));
+    let planned: Vec<&str> = m["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = names
+        .iter()
+        .flat_map(|n| [format!("{n},seed=0"), format!("{n},seed=1")])
+        .collect();
+    assert_eq!(planned, expected);
+    let trained = norbvae::train::TrainConfig::load(&out.join(&names[1]).join("config.toml"), &[]).unwrap();
+    let mut planned = norbvae::train::TrainConfig::load(
+        &printed.join(format!("{},seed=1", names[1])).join("config.toml"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(planned.seed, 1);
+    planned.seed = trained.seed;
+    assert_eq!(planned, trained);
+    assert!(printed.join("ladder.json").is_file());
     eprintln!("whole test: {:.1} s", t0.elapsed().as_secs_f64());
 }

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 /// Styles of the ladder section (appended to the report's).
 pub const CSS: &str = r#"
-table.ladder th,table.ladder td{padding:5px 6px} table.ladder td.change{white-space:normal;min-width:13em;max-width:20em;text-align:left}
-table.ladder tr.groups th{text-align:center;border-left:2px solid #fff} table.ladder td.v{font-size:11.5px;color:#3d4a5c}
+table.ladder{font-size:12px} table.ladder th,table.ladder td{padding:4px 5px} table.ladder td.change{white-space:normal;min-width:10em;max-width:16em;text-align:left}
+table.ladder tr.groups th{text-align:center;border-bottom:1px solid #d5dae2;border-left:2px solid #fff} table.ladder td.v,span.v{font-size:11px;color:#3d4a5c}
 table.ladder td.better{color:#0b6b2f;font-weight:600} table.ladder td.worse{color:#a1261b;font-weight:600}
 table.ladder-pics td{vertical-align:top;white-space:normal;text-align:left} table.ladder-pics td.desc{max-width:26em;font-size:12px;color:#3d4a5c}
 img.thumb{width:150px;height:auto;border:1px solid #d5dae2;display:block}
@@ -363,7 +363,31 @@ fn sampler_label(name: &str) -> String {
     }
 }
 
-fn change_cell(change: Option<(f64, Verdict)>, unit: &str) -> Markup {
+/// What a step's change against the step before shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Bits per dimension, absolute.
+    Bits,
+    /// Test MSE, percent.
+    MsePercent,
+    /// FD / floor, absolute.
+    FdRatio,
+}
+
+/// A change as short signed text: "-0.026", "+5.4%", "-1.59".
+pub fn change_text(d: f64, what: Change) -> String {
+    match what {
+        Change::Bits => format!("{d:+.3}"),
+        Change::MsePercent => format!("{d:+.1}%"),
+        Change::FdRatio => format!("{d:+.2}"),
+    }
+}
+
+fn two(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "–".into())
+}
+
+fn change_cell(change: Option<(f64, Verdict)>, what: Change) -> Markup {
     match change {
         None => html! { td.v { "–" } },
         Some((d, v)) => {
@@ -372,7 +396,7 @@ fn change_cell(change: Option<(f64, Verdict)>, unit: &str) -> Markup {
                 Verdict::Worse => "v worse",
                 _ => "v",
             };
-            html! { td class=(class) { (format!("{}{}{unit}", if d > 0.0 { "+" } else { "" }, num(d))) br; (v.word()) } }
+            html! { td class=(class) { (change_text(d, what)) br; (v.word()) } }
         }
     }
 }
@@ -386,7 +410,7 @@ fn thumb(path: &Path, alt: &str) -> Result<Markup> {
 
 fn table(rows: &[LadderRow]) -> Markup {
     html! {
-        table.runs.ladder {
+        table.ladder {
             thead {
                 tr.groups {
                     th.l rowspan="2" { "step" }
@@ -421,16 +445,16 @@ fn table(rows: &[LadderRow]) -> Markup {
                         td { (r.code_size.map(|k| k.to_string()).unwrap_or_else(|| "–".into())) }
                         td { (stat_text(r.iwae_bits)) }
                         td { (stat_text(r.elbo_bits)) }
-                        (change_cell(r.bits_change, ""))
+                        (change_cell(r.bits_change, Change::Bits))
                         td { (stat_text(r.mse)) }
                         td { (opt(r.pca_mse)) }
                         td { (opt(r.mse_ratio())) }
-                        (change_cell(r.mse_change, "%"))
+                        (change_cell(r.mse_change, Change::MsePercent))
                         td.l { (r.best_sampler.as_deref().map(sampler_label).unwrap_or_else(|| "–".into())) }
                         td { (stat_text(r.fd)) }
                         td { (opt(r.fd_ratio())) }
-                        td { (opt(r.confidence)) " (" (opt(r.real_confidence)) ")" }
-                        td { (opt(r.class_entropy)) " (" (opt(r.max_class_entropy)) ")" }
+                        td { (two(r.confidence)) " (" (two(r.real_confidence)) ")" }
+                        td { (two(r.class_entropy)) " (" (two(r.max_class_entropy)) ")" }
                         td {
                             (r.epochs.map(|e| num(e.mean)).unwrap_or_else(|| "–".into()))
                             " (" (r.max_epochs.map(|m| m.to_string()).unwrap_or_else(|| "–".into())) ")"
@@ -571,8 +595,8 @@ pub fn answer(runs: &[RunInfo]) -> Option<Answer> {
     let mut gains: Vec<(String, f64, f64)> = Vec::new();
     let mut no_help = Vec::new();
     let mut mixed = Vec::new();
-    let fmt_change = |c: Option<(f64, Verdict)>, unit: &str| match c {
-        Some((d, v)) => format!("{}{}{unit} {}", if d > 0.0 { "+" } else { "" }, num(d), v.word()),
+    let fmt_change = |c: Option<(f64, Verdict)>, what: Change| match c {
+        Some((d, v)) => format!("{} {}", change_text(d, what), v.word()),
         None => "–".into(),
     };
     for r in rows.iter().skip(1) {
@@ -605,9 +629,9 @@ pub fn answer(runs: &[RunInfo]) -> Option<Answer> {
         table.row(vec![
             r.name.clone(),
             r.short.clone(),
-            fmt_change(r.bits_change, ""),
-            fmt_change(r.mse_change, "%"),
-            fmt_change(r.fd_change, ""),
+            fmt_change(r.bits_change, Change::Bits),
+            fmt_change(r.mse_change, Change::MsePercent),
+            fmt_change(r.fd_change, Change::FdRatio),
             verdict.into(),
         ]);
     }
@@ -634,11 +658,9 @@ pub fn ladder_verdict(gains: &[(String, f64, f64)], mixed: &[String], no_help: &
         .take(2)
         .map(|(n, mse, bits)| {
             format!(
-                "{n} (test MSE {}{}%, bits/dim {}{})",
-                if *mse > 0.0 { "+" } else { "" },
-                num(*mse),
-                if *bits > 0.0 { "+" } else { "" },
-                num(*bits)
+                "{n} (test MSE {}, bits/dim {})",
+                change_text(*mse, Change::MsePercent),
+                change_text(*bits, Change::Bits)
             )
         })
         .collect();
@@ -665,6 +687,115 @@ pub fn ladder_verdict(gains: &[(String, f64, f64)], mixed: &[String], no_help: &
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::ladder::LadderStepEntry;
+    use crate::report::tests::{write_pca_run, write_vae_run};
+
+    fn entry(name: &str) -> LadderStepEntry {
+        LadderStepEntry {
+            name: name.into(),
+            description: format!("Ladder step: {name} changes one thing (in full)."),
+            short: format!("{name} changes one thing"),
+            config: format!("configs/{name}.toml").into(),
+        }
+    }
+
+    #[test]
+    fn a_manifest_orders_the_steps_and_groups_their_seeds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        write_pca_run(d, "pca");
+        // Steps whose names sort against the ladder order: the manifest decides.
+        for (i, mse) in [0.010, 0.012].iter().enumerate() {
+            write_vae_run(
+                d,
+                &format!("b-first,seed={i}"),
+                4,
+                "gaussian_optimal",
+                *mse,
+                i as u32,
+            );
+        }
+        for (i, mse) in [0.0112, 0.0118].iter().enumerate() {
+            write_vae_run(
+                d,
+                &format!("a-second,seed={i}"),
+                16,
+                "gaussian_optimal",
+                *mse,
+                5 + i as u32,
+            );
+        }
+        for (i, mse) in [0.005, 0.0052].iter().enumerate() {
+            write_vae_run(
+                d,
+                &format!("c-third,seed={i}"),
+                16,
+                "gaussian_optimal",
+                *mse,
+                9 + i as u32,
+            );
+        }
+        write_vae_run(d, "unrelated", 4, "gaussian_optimal", 0.5, 20);
+        LadderManifest::new(vec![entry("b-first"), entry("a-second"), entry("c-third")])
+            .write_in(d)
+            .unwrap();
+        let runs = crate::report::load_runs(&[d.to_path_buf()]).unwrap();
+        let view = find(&runs).unwrap().expect("a ladder");
+        let rows = view.rows();
+        assert_eq!(
+            rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["b-first", "a-second", "c-third"]
+        );
+        assert!(rows.iter().all(|r| r.seeds == 2));
+        assert!((rows[0].mse.unwrap().mean - 0.011).abs() < 1e-15);
+        // PCA at exactly each step's code size (the hand-made PCA run has k = 4, 16, 64).
+        assert_eq!(rows[0].pca_mse, Some(0.02));
+        assert_eq!(rows[1].pca_mse, Some(0.01));
+        assert!(rows[0].mse_change.is_none());
+        assert_eq!(rows[1].mse_change.unwrap().1, Verdict::WithinSpread);
+        assert_eq!(rows[2].mse_change.unwrap().1, Verdict::Better);
+        // The same FD everywhere: no change, judged within the spread (sd 0 on both sides).
+        assert_eq!(rows[1].best_sampler.as_deref(), Some("gmm"));
+        let html = section(&runs).unwrap().unwrap().into_string();
+        assert_eq!(html.matches("<tr id=\"ladder-").count(), 3);
+        assert!(html.contains("2 seeds") && html.contains("within seed spread"));
+        let a = answer(&runs).unwrap();
+        assert!(
+            a.verdict.starts_with("The biggest gains: c-third"),
+            "{}",
+            a.verdict
+        );
+        assert!(a.verdict.contains("Did not help: a-second"), "{}", a.verdict);
+    }
+
+    #[test]
+    fn without_a_manifest_the_shipped_step_names_make_a_ladder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let steps = embedded_steps();
+        write_vae_run(d, "some-run", 4, "gaussian_optimal", 0.01, 1);
+        let runs = crate::report::load_runs(&[d.to_path_buf()]).unwrap();
+        assert!(find(&runs).unwrap().is_none());
+        assert!(answer(&runs).is_none());
+        for (i, s) in steps.iter().take(2).enumerate() {
+            write_vae_run(
+                d,
+                &s.name,
+                4,
+                "gaussian_optimal",
+                0.01 - 0.001 * i as f64,
+                i as u32,
+            );
+        }
+        let runs = crate::report::load_runs(&[d.to_path_buf()]).unwrap();
+        let rows = find(&runs).unwrap().expect("a ladder").rows();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].name, steps[0].name);
+        assert_eq!(rows[0].description, steps[0].description);
+        // One run a side: the sign decides.
+        assert_eq!(rows[1].mse_change.unwrap().1, Verdict::Better);
+        assert!(rows[0].pca_mse.is_none(), "no PCA run here");
+    }
 
     fn st(v: &[f64]) -> Stats {
         stats(v).unwrap()
@@ -699,7 +830,7 @@ mod tests {
         let v = ladder_verdict(&g, &[], &["4-residual".into(), "6-length".into()]);
         assert_eq!(
             v,
-            "The biggest gains: 2-likelihood (test MSE -40%, bits/dim 0) and 5-hierarchy (test MSE -12%, bits/dim -0.2000). Did not help: 4-residual, 6-length."
+            "The biggest gains: 2-likelihood (test MSE -40.0%, bits/dim +0.000) and 5-hierarchy (test MSE -12.0%, bits/dim -0.200). Did not help: 4-residual, 6-length."
         );
         let v = ladder_verdict(&[], &["2-x".into()], &[]);
         assert_eq!(

@@ -138,7 +138,9 @@ pub fn short_description(description: &str) -> String {
         }
     }
     let mut out = out.split_whitespace().collect::<Vec<_>>().join(" ");
-    out = out.replace(" ,", ",");
+    for p in [",", ":", ";", "."] {
+        out = out.replace(&format!(" {p}"), p);
+    }
     const MAX: usize = 80;
     if out.chars().count() > MAX {
         let cut: String = out.chars().take(MAX).collect();
@@ -206,6 +208,10 @@ mod tests {
             "Ladder step 3: step 2 with 32 latents (not 10) instead of 10. More words."
         );
         assert_eq!(short_description(&d), "step 2 with 32 latents instead of 10");
+        assert_eq!(
+            short_description("step 4 made (LVAE) : more"),
+            "step 4 made: more"
+        );
         assert_eq!(first_comment_paragraph("seed = 0\n# late\n"), "");
         let long = "Ladder step 9: ".to_string() + &"word ".repeat(40);
         let s = short_description(&long);
