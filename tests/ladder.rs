@@ -191,6 +191,20 @@ fn the_ladder_reproduces_reuses_a_pretrained_step_and_reports_one_row_per_step()
     reproduce(&opts).unwrap();
     assert_eq!(before, stamps(&out, &names));
 
+    // A step stopped before its metrics were written resumes from its last checkpoint: here at
+    // its last epoch already, so it finishes without training an epoch more.
+    let second = out.join(&names[1]);
+    let epochs = std::fs::read_to_string(second.join("metrics.jsonl")).unwrap();
+    std::fs::remove_file(second.join("metrics.json")).unwrap();
+    reproduce(&opts).unwrap();
+    let m = read_json(&second.join("metrics.json"));
+    assert!(m["eval"].is_object(), "{m}");
+    assert_eq!(
+        std::fs::read_to_string(second.join("metrics.jsonl")).unwrap(),
+        epochs
+    );
+    let before = stamps(&out, &names);
+
     // Another config for the same steps is refused before anything runs, naming the key.
     let mut other = options(&spec, &out, &cache);
     other.train_overrides.push("train.lr=0.01".into());

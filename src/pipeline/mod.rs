@@ -301,7 +301,14 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
             } else {
                 let cfg_path = configs.join(format!("{name}.toml"));
                 crate::util::write_atomic(&cfg_path, text.as_bytes())?;
-                if let Err(e) = train_preset(&cfg_path, &preset_sets(name, extra), &data, &run_dir) {
+                // A ladder step's unfinished run (its config checked equal above) resumes from its
+                // last checkpoint, exactly as `norbvae train --resume` would.
+                let resume = opts.ladder.is_some()
+                    && crate::train::checkpoint::exists(&run_dir, crate::train::CheckpointKind::Last);
+                if resume {
+                    eprintln!("  resuming {} from its last checkpoint", run_dir.display());
+                }
+                if let Err(e) = train_preset(&cfg_path, &preset_sets(name, extra), &data, &run_dir, resume) {
                     eprintln!("  {name} failed: {e:#}");
                     failures.push(format!("{name}: training failed: {e:#}"));
                     step += 1;
@@ -401,11 +408,11 @@ pub fn demo_data(dir: &Path, side: usize, seed: u64) -> Result<()> {
 
 /// `norbvae train --config CONFIG --out RUN_DIR [data options] --set ...` as a library call:
 /// the config with its overrides, the data options over the config's `[data]`, checked once.
-fn train_preset(config: &Path, sets: &[String], data: &DataOptions, out: &Path) -> Result<()> {
+fn train_preset(config: &Path, sets: &[String], data: &DataOptions, out: &Path, resume: bool) -> Result<()> {
     let cfg = preset_config(config, sets, data)?
         .check()
         .with_context(|| format!("config {}", config.display()))?;
-    let summary = crate::train::train_from_config(&cfg, out, false)?;
+    let summary = crate::train::train_from_config(&cfg, out, resume)?;
     println!("{}", crate::train::summary_text(&summary, out));
     Ok(())
 }
