@@ -131,7 +131,7 @@ fn the_ladder_reproduces_reuses_a_pretrained_step_and_reports_one_row_per_step()
 
     // Every step: a run directory with evaluated metrics and the code size PCA is compared at.
     let pca = read_json(&out.join("pca/metrics.json"));
-    let runs = norbvae::report::load_runs(&[out.clone()]).unwrap();
+    let runs = norbvae::report::load_runs(std::slice::from_ref(&out)).unwrap();
     let view = norbvae::report::ladder::find(&runs)
         .unwrap()
         .expect("the runs are a ladder");
