@@ -19,7 +19,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.runs.iter().any(|d| crate::report::sweep::is_sweep_dir(d)) {
+    // A `reproduce --ladder --executor` directory is a sweep too, but its report is the ladder's.
+    let ladder = |d: &std::path::Path| crate::format::ladder::LadderManifest::path(d).is_file();
+    if args
+        .runs
+        .iter()
+        .any(|d| crate::report::sweep::is_sweep_dir(d) && !ladder(d))
+    {
         if args.runs.len() != 1 {
             bail!("a sweep directory (with sweep.json) goes alone: norbvae report SWEEP_DIR [--pca PCA_RUN]");
         }

@@ -18,8 +18,16 @@ pub struct Args {
     #[arg(long)]
     pub out: PathBuf,
     /// Presets to run (comma-separated; default all).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "ladder")]
     pub presets: Option<Vec<String>>,
+    /// The improvement ladder instead of the log's presets: PCA, then each step of
+    /// configs/ladder/ (embedded) trained and evaluated in order (run directories OUT/<step>), and
+    /// the report's ladder table. --data and the other data options apply over the steps' [data].
+    #[arg(long)]
+    pub ladder: bool,
+    /// With --ladder: read the steps from this directory's *.toml files instead of the embedded ones.
+    #[arg(long, requires = "ladder", value_name = "DIR")]
+    pub ladder_dir: Option<PathBuf>,
     /// Cap the epochs of every VAE (the presets' own caps are long).
     #[arg(long)]
     pub max_epochs: Option<usize>,
@@ -64,11 +72,29 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     args.device.select()?;
-    let data = args.data.apply(DataOptions::default());
-    if args.data.spec.is_none() {
-        bail!("--data is required (norb:DIR, fashion-mnist or idx:DIR)");
-    }
+    let ladder = if args.ladder {
+        let steps = match &args.ladder_dir {
+            Some(dir) => crate::train::ladder::steps_from_dir(dir)?,
+            None => crate::train::ladder::embedded_steps(),
+        };
+        Some(steps)
+    } else {
+        None
+    };
+    let data = match &ladder {
+        Some(steps) => crate::pipeline::ladder::shared_data(steps, |d| args.data.apply(d))?,
+        None => {
+            if args.data.spec.is_none() {
+                bail!("--data is required (norb:DIR, fashion-mnist or idx:DIR)");
+            }
+            args.data.apply(DataOptions::default())
+        }
+    };
     let mut opts = ReproduceOptions::new(data, args.out);
+    if let Some(steps) = ladder {
+        opts.title = format!("norbvae: the improvement ladder ({} steps)", steps.len());
+        opts.ladder = Some(steps);
+    }
     if let Some(p) = args.presets {
         for name in &p {
             if !PRESETS.iter().any(|q| q.0 == name) {

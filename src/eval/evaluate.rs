@@ -242,12 +242,14 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
             let n = opts.quality_samples.max(64).min(set.n);
             let d = set.channels * set.height * set.width;
             out.reconstructions = Some(scores(clf.sample_quality(reference, &recon[..n * d], n)?));
-            let real = clf_floor(clf, reference, &splits, opts)?;
+            // How the classifier sees the split's real images: what samples should match.
+            let real = clf.sample_quality(reference, &set.images, set.n)?;
             Some(ClassifierInfo {
                 test_accuracy: clf.info.test_accuracy,
                 train_images: clf.info.train_images,
-                fd_train_vs_test: real.fd,
-                real: Some(scores(real)),
+                fd_train_vs_test: clf_floor(clf, reference, &splits, opts)?.fd,
+                real_confidence: Some(real.confidence),
+                real_class_entropy: Some(real.class_entropy),
             })
         }
         None => None,
@@ -330,7 +332,7 @@ fn scores(q: classifier::SampleQuality) -> SampleScores {
     }
 }
 
-/// Real training images scored against the split: what a perfect sampler would score.
+/// Real training images scored against the split: the FD a perfect sampler would score.
 fn clf_floor(
     clf: &classifier::Classifier,
     reference: &GaussianStats,

@@ -212,10 +212,13 @@ pub struct ClassifierInfo {
     pub train_images: usize,
     /// FD of real training images against the split: what a perfect sampler would score.
     pub fd_train_vs_test: f64,
-    /// Those real training images scored like samples (their confidence and class entropy are
-    /// what samples should reach).
+    /// Mean max-softmax probability on the split's real images: the confidence samples should
+    /// reach (absent in evaluations before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub real: Option<SampleScores>,
+    pub real_confidence: Option<f64>,
+    /// Entropy of the mean class distribution on the split's real images, nats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real_class_entropy: Option<f64>,
 }
 
 /// A PCA run's results, per number of components.

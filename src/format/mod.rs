@@ -46,9 +46,10 @@
 //! Units: negative log-likelihoods in nats per image, bits per dimension under the convention of
 //! [`crate::util::units`], MSE per pixel with pixels in [0, 1], PSNR in dB.
 //!
-//! A sweep's manifest (a directory of run directories) is to be defined beside these, as
-//! `format/sweep.rs`.
+//! A sweep's manifest (a directory of run directories) is `format/sweep.rs`; the improvement
+//! ladder's (`OUT/ladder.json`, the order and descriptions of its steps) is `format/ladder.rs`.
 pub mod checkpoint;
+pub mod ladder;
 pub mod metrics;
 pub mod model;
 pub mod run_dir;

@@ -7,6 +7,7 @@
 //! [`crate::train::train_from_config`], [`crate::eval::evaluate_run`]) with typed options, so a
 //! reproduction runs exactly the documented workflow. A run directory that already has results is
 //! reused, so an interrupted reproduction continues where it stopped.
+pub mod ladder;
 pub mod reproduce;
 
 pub use reproduce::ReproduceExecutor;
@@ -72,6 +73,9 @@ pub struct ReproduceOptions {
     pub title: String,
     /// Train the presets through the sweep machinery (None: in this process, one by one).
     pub executor: Option<ReproduceExecutor>,
+    /// The improvement ladder's steps instead of [`PRESETS`] (`reproduce --ladder`; see
+    /// [`ladder`]): `presets` is then ignored, `data` should be [`ladder::shared_data`].
+    pub ladder: Option<Vec<crate::train::ladder::LadderStep>>,
 }
 
 impl ReproduceOptions {
@@ -86,6 +90,7 @@ impl ReproduceOptions {
             eval: EvalOptions::default(),
             title: "norbvae: the experiment log, reproduced".into(),
             executor: None,
+            ladder: None,
         }
     }
 }
@@ -101,18 +106,30 @@ fn progress(i: usize, total: usize, what: &str, started: Instant) {
 /// nothing trained).
 pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
     let started = Instant::now();
-    let presets: Vec<&(&str, &str, &[&str])> = opts
-        .presets
-        .iter()
-        .map(|name| {
-            PRESETS.iter().find(|p| p.0 == name).with_context(|| {
-                format!(
-                    "unknown preset {name:?}; known: {}",
-                    PRESETS.map(|p| p.0).join(", ")
-                )
+    // (name, config text, the variant's overrides)
+    let presets: Vec<(String, String, Vec<String>)> = match &opts.ladder {
+        Some(steps) => steps
+            .iter()
+            .map(|s| (s.name.clone(), s.config.clone(), vec![]))
+            .collect(),
+        None => opts
+            .presets
+            .iter()
+            .map(|name| {
+                let p = PRESETS.iter().find(|p| p.0 == name).with_context(|| {
+                    format!(
+                        "unknown preset {name:?}; known: {}",
+                        PRESETS.map(|p| p.0).join(", ")
+                    )
+                })?;
+                Ok((
+                    p.0.to_string(),
+                    p.1.to_string(),
+                    p.2.iter().map(|s| s.to_string()).collect(),
+                ))
             })
-        })
-        .collect::<Result<_>>()?;
+            .collect::<Result<_>>()?,
+    };
     std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
     // The presets ask for 64x64 images; smaller datasets (Fashion-MNIST, a 32x32 synthetic NORB)
     // keep their native size unless --image-size says otherwise.
@@ -147,6 +164,45 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
     if ks.is_empty() {
         ks.push(max_k.clamp(1, 10));
     }
+    let configs = opts.out.join("configs");
+    // The ladder: every step's resolved config, checked against a run already in its directory
+    // before anything runs, and its code size among PCA's components.
+    let mut ladder_ks = Vec::new();
+    if let Some(steps) = &opts.ladder {
+        for (name, text, extra) in &presets {
+            let cfg_path = configs.join(format!("{name}.toml"));
+            crate::util::write_atomic(&cfg_path, text.as_bytes())?;
+            let mut sets = extra.clone();
+            sets.extend(opts.conv_overrides.iter().cloned());
+            sets.extend(opts.train_overrides.iter().cloned());
+            let cfg = preset_config(&cfg_path, &sets, &data)?;
+            let k = ladder::code_size(
+                &cfg,
+                splits.train.channels,
+                splits.train.height,
+                splits.train.width,
+            )
+            .with_context(|| format!("ladder step {name}: building its model"))?;
+            if k > max_k {
+                eprintln!("  ladder step {name}: code size {k} is more than PCA's {max_k} components");
+            } else {
+                ladder_ks.push(k);
+            }
+            let seeds: Vec<Option<u64>> = match opts.executor.as_ref().and_then(|x| x.seeds.clone()) {
+                Some(seeds) => seeds.into_iter().map(Some).collect(),
+                None => vec![None],
+            };
+            for seed in seeds {
+                let mut c = cfg.clone();
+                if let Some(s) = seed {
+                    c.seed = s;
+                }
+                ladder::check_existing_run(&opts.out.join(reproduce::run_name(name, seed)), name, &c)?;
+            }
+        }
+        ladder::write_manifest(&opts.out, steps)?;
+        ks.extend(ladder_ks.iter().copied());
+    }
     ks.sort_unstable();
     ks.dedup();
     let kmax = *ks.last().unwrap_or(&1);
@@ -158,10 +214,23 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
     // PCA.
     let pca_dir = opts.out.join("pca");
     progress(step, total, &format!("PCA with k = {ks:?}"), started);
-    if pca_dir.join("metrics.json").is_file() && pca_dir.join("pca.safetensors").is_file() {
+    let pca_done = pca_dir.join("metrics.json").is_file() && pca_dir.join("pca.safetensors").is_file();
+    let pca_missing = if pca_done && opts.ladder.is_some() {
+        ladder::pca_missing(&pca_dir, &data, &ladder_ks)?
+    } else {
+        vec![]
+    };
+    if pca_done && pca_missing.is_empty() {
         eprintln!("  reusing {}", pca_dir.display());
     } else {
-        let pca_opts = BaselineOptions::new(data.clone(), ks.clone(), pca_dir.clone());
+        let mut pca_opts = BaselineOptions::new(data.clone(), ks.clone(), pca_dir.clone());
+        if !pca_missing.is_empty() {
+            eprintln!(
+                "  {} has no components k = {pca_missing:?} (ladder code sizes): fitting it again",
+                pca_dir.display()
+            );
+            pca_opts.force = true;
+        }
         if let Err(e) = crate::pca::run_baseline(&pca_opts)
             .map(|m| println!("{}", crate::pca::summary_text(&m, &pca_dir)))
         {
@@ -174,10 +243,9 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
     let pca_model = pca_dir.join("pca.safetensors");
 
     // VAE presets: train, then evaluate.
-    let configs = opts.out.join("configs");
-    let preset_sets = |name: &str, extra: &[&str]| {
-        let mut sets: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        if name.starts_with("pca-vae") {
+    let preset_sets = |name: &str, extra: &[String]| {
+        let mut sets: Vec<String> = extra.to_vec();
+        if opts.ladder.is_none() && name.starts_with("pca-vae") {
             let comps = 500.min(kmax);
             sets.push(format!("model.dense.components={comps}"));
             if pca_model.is_file() {
@@ -233,7 +301,14 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
             } else {
                 let cfg_path = configs.join(format!("{name}.toml"));
                 crate::util::write_atomic(&cfg_path, text.as_bytes())?;
-                if let Err(e) = train_preset(&cfg_path, &preset_sets(name, extra), &data, &run_dir) {
+                // A ladder step's unfinished run (its config checked equal above) resumes from its
+                // last checkpoint, exactly as `norbvae train --resume` would.
+                let resume = opts.ladder.is_some()
+                    && crate::train::checkpoint::exists(&run_dir, crate::train::CheckpointKind::Last);
+                if resume {
+                    eprintln!("  resuming {} from its last checkpoint", run_dir.display());
+                }
+                if let Err(e) = train_preset(&cfg_path, &preset_sets(name, extra), &data, &run_dir, resume) {
                     eprintln!("  {name} failed: {e:#}");
                     failures.push(format!("{name}: training failed: {e:#}"));
                     step += 1;
@@ -268,7 +343,7 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
         None => dirs.extend(
             presets
                 .iter()
-                .map(|p| opts.out.join(p.0))
+                .map(|p| opts.out.join(&p.0))
                 .filter(|d| d.join("metrics.json").is_file()),
         ),
     }
@@ -289,7 +364,7 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
     let report_opts = ReportOptions {
         title: opts.title.clone(),
         subtitle: Some(format!(
-            "data {} ({} train / {} val / {} test images of {}x{}x{}); {} VAE presets; {:.0} s",
+            "data {} ({} train / {} val / {} test images of {}x{}x{}); {} {}; {:.0} s",
             splits.name,
             n,
             splits.val.n,
@@ -298,6 +373,11 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
             splits.train.height,
             splits.train.width,
             presets.len(),
+            if opts.ladder.is_some() {
+                "ladder steps"
+            } else {
+                "VAE presets"
+            },
             started.elapsed().as_secs_f64()
         )),
         answers: qa,
@@ -328,11 +408,11 @@ pub fn demo_data(dir: &Path, side: usize, seed: u64) -> Result<()> {
 
 /// `norbvae train --config CONFIG --out RUN_DIR [data options] --set ...` as a library call:
 /// the config with its overrides, the data options over the config's `[data]`, checked once.
-fn train_preset(config: &Path, sets: &[String], data: &DataOptions, out: &Path) -> Result<()> {
+fn train_preset(config: &Path, sets: &[String], data: &DataOptions, out: &Path, resume: bool) -> Result<()> {
     let cfg = preset_config(config, sets, data)?
         .check()
         .with_context(|| format!("config {}", config.display()))?;
-    let summary = crate::train::train_from_config(&cfg, out, false)?;
+    let summary = crate::train::train_from_config(&cfg, out, resume)?;
     println!("{}", crate::train::summary_text(&summary, out));
     Ok(())
 }

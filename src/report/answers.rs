@@ -800,6 +800,7 @@ pub fn answers(runs: &[RunInfo]) -> Vec<Answer> {
         fitted_variance(runs),
         density(runs, &vaes),
         samples(runs, &vaes),
+        super::ladder::answer(runs),
     ]
     .into_iter()
     .flatten()

@@ -468,13 +468,14 @@ pub fn render(runs: &[RunInfo], opts: &ReportOptions) -> Result<String> {
         .find_map(|r| r.classifier().map(|c| c.fd_train_vs_test));
     let mse_chart = mse_against_code_size(runs).map(|c| chart(&c)).transpose()?;
     let cards = runs.iter().map(run_card).collect::<Result<Vec<_>>>()?;
+    let ladder = super::ladder::section(runs)?;
     let page = html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 title { (title) }
-                style { (PreEscaped(CSS)) }
+                style { (PreEscaped(CSS)) (PreEscaped(super::ladder::CSS)) }
             }
             body {
                 main {
@@ -491,6 +492,10 @@ pub fn render(runs: &[RunInfo], opts: &ReportOptions) -> Result<String> {
                     @if !opts.answers.is_empty() {
                         h2 { "The log's questions, answered from the numbers" }
                         @for (i, a) in opts.answers.iter().enumerate() { (answer(i, a)) }
+                    }
+                    @if let Some(l) = ladder {
+                        h2 id="ladder" { "The improvement ladder" }
+                        (l)
                     }
                     h2 { "All runs" }
                     div.tablewrap { (runs_table(runs)) }

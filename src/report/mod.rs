@@ -2,6 +2,7 @@
 //! answers to the experiment log's questions.
 pub mod answers;
 pub mod html;
+pub mod ladder;
 pub mod runs;
 pub mod sweep;
 

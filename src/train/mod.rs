@@ -11,6 +11,7 @@ pub mod ema;
 pub mod epoch_log;
 pub mod grad_guard;
 pub mod input;
+pub mod ladder;
 pub mod metrics;
 pub mod optim;
 pub mod pictures;
