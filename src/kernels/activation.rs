@@ -2,25 +2,25 @@
 //! tail `act(x + h)` as one pass forward and one backward (instead of candle's add, its
 //! activation, and for SiLU the half-dozen element-wise ops of its backward pass).
 use super::batchnorm::{with_act, ActFn, Activation, IdentityFn, LeakyFn, ReluFn, SiluFn};
-use super::util::{f32_data, filled_vec, profiled, with_f32, SyncPtr};
+use super::util::{f32_data, filled_vec, profiled, simd, with_f32, SyncPtr};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Elements per parallel task: a few microseconds of work each.
 const CHUNK: usize = 1 << 13;
 
-/// `out[i] = f(i)` over the current rayon pool in chunks.
-fn fill_chunks(len: usize, f: impl Fn(usize) -> f32 + Sync) -> Vec<f32> {
+/// A `len`-float output filled by `f(start, out)` for each chunk `out` = [start, start + n),
+/// over the current rayon pool.
+fn fill_chunks(len: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
     let fill = |p: SyncPtr| {
         (0..len.div_ceil(CHUNK)).into_par_iter().for_each(|t| {
             let start = t * CHUNK;
             let n = CHUNK.min(len - start);
             // SAFETY: chunk t is [start, start + n) of the `len` floats, in bounds and this
-            // task's alone; its elements are written, not read.
+            // task's alone; `f` writes every element (each body below zips over all of `out`)
+            // and reads none.
             let out = unsafe { p.slice(start, n) };
-            for (k, o) in out.iter_mut().enumerate() {
-                *o = f(start + k);
-            }
+            simd(|| f(start, out));
         })
     };
     // SAFETY: the chunks cover 0..len, each element written once and none read.
@@ -28,18 +28,38 @@ fn fill_chunks(len: usize, f: impl Fn(usize) -> f32 + Sync) -> Vec<f32> {
 }
 
 fn apply_all<A: ActFn>(x: &[f32], act: A) -> Vec<f32> {
-    fill_chunks(x.len(), |i| act.apply(x[i]))
+    fill_chunks(x.len(), |at, out| {
+        let xs = &x[at..at + out.len()];
+        for (o, &v) in out.iter_mut().zip(xs) {
+            *o = act.apply(v);
+        }
+    })
 }
 
 fn apply_sum<A: ActFn>(x: &[f32], h: &[f32], act: A) -> Vec<f32> {
-    fill_chunks(x.len(), |i| act.apply(x[i] + h[i]))
+    fill_chunks(x.len(), |at, out| {
+        let r = at..at + out.len();
+        for ((o, &v), &w) in out.iter_mut().zip(&x[r.clone()]).zip(&h[r]) {
+            *o = act.apply(v + w);
+        }
+    })
 }
 
 /// dy * act'(pre) with pre = x (+ h).
 fn through<A: ActFn>(x: &[f32], h: Option<&[f32]>, dy: &[f32], act: A) -> Vec<f32> {
     match h {
-        Some(h) => fill_chunks(x.len(), |i| dy[i] * act.grad(x[i] + h[i])),
-        None => fill_chunks(x.len(), |i| dy[i] * act.grad(x[i])),
+        Some(h) => fill_chunks(x.len(), |at, out| {
+            let r = at..at + out.len();
+            for (((o, &v), &w), &g) in out.iter_mut().zip(&x[r.clone()]).zip(&h[r.clone()]).zip(&dy[r]) {
+                *o = g * act.grad(v + w);
+            }
+        }),
+        None => fill_chunks(x.len(), |at, out| {
+            let r = at..at + out.len();
+            for ((o, &v), &g) in out.iter_mut().zip(&x[r.clone()]).zip(&dy[r]) {
+                *o = g * act.grad(v);
+            }
+        }),
     }
 }
 

@@ -2,7 +2,7 @@
 //! candle custom op. Statistics are per channel over (batch, spatial) for [n, c, h, w] inputs and
 //! per feature over the batch for [n, c] inputs, with the biased batch variance in the
 //! normalisation (as PyTorch and candle do).
-use super::util::{f32_data, filled_vec, profiled, with_f32, SyncPtr};
+use super::util::{f32_data, filled_vec, profiled, simd, with_f32, SyncPtr};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
@@ -333,9 +333,11 @@ fn bn_forward<A: ActFn>(
                 .enumerate()
                 .for_each(|(idx, (ys, xs))| {
                     let (a, b) = (scale[idx % c], shift[idx % c]);
-                    ys.iter_mut()
-                        .zip(xs)
-                        .for_each(|(yv, &xv)| *yv = act.apply(xv * a + b));
+                    simd(|| {
+                        ys.iter_mut()
+                            .zip(xs)
+                            .for_each(|(yv, &xv)| *yv = act.apply(xv * a + b))
+                    });
                 });
         }
     };
@@ -383,29 +385,31 @@ fn bn_backward<A: ActFn>(
             .map(|ch| {
                 let mu = mean[ch];
                 let (sc, sh) = (scale[ch], shift[ch]);
-                let (mut a, mut b) = (0f64, 0f64);
-                for i in 0..n {
-                    let r = (i * c + ch) * s..(i * c + ch + 1) * s;
-                    let (xs, gs) = (&x[r.clone()], &dy[r]);
-                    let mut la = [0f32; 8];
-                    let mut lb = [0f32; 8];
-                    let n8 = s / 8 * 8;
-                    for k in (0..n8).step_by(8) {
-                        for j in 0..8 {
-                            let gp = gs[k + j] * act.grad(xs[k + j] * sc + sh);
-                            la[j] += gp;
-                            lb[j] += gp * (xs[k + j] - mu);
+                simd(|| {
+                    let (mut a, mut b) = (0f64, 0f64);
+                    for i in 0..n {
+                        let r = (i * c + ch) * s..(i * c + ch + 1) * s;
+                        let (xs, gs) = (&x[r.clone()], &dy[r]);
+                        let mut la = [0f32; 8];
+                        let mut lb = [0f32; 8];
+                        let n8 = s / 8 * 8;
+                        for (x8, g8) in xs[..n8].chunks_exact(8).zip(gs[..n8].chunks_exact(8)) {
+                            for j in 0..8 {
+                                let gp = g8[j] * act.grad(x8[j] * sc + sh);
+                                la[j] += gp;
+                                lb[j] += gp * (x8[j] - mu);
+                            }
                         }
+                        for k in n8..s {
+                            let gp = gs[k] * act.grad(xs[k] * sc + sh);
+                            la[0] += gp;
+                            lb[0] += gp * (xs[k] - mu);
+                        }
+                        a += la.iter().map(|&v| v as f64).sum::<f64>();
+                        b += lb.iter().map(|&v| v as f64).sum::<f64>();
                     }
-                    for k in n8..s {
-                        let gp = gs[k] * act.grad(xs[k] * sc + sh);
-                        la[0] += gp;
-                        lb[0] += gp * (xs[k] - mu);
-                    }
-                    a += la.iter().map(|&v| v as f64).sum::<f64>();
-                    b += lb.iter().map(|&v| v as f64).sum::<f64>();
-                }
-                (a, b)
+                    (a, b)
+                })
             })
             .unzip()
     };
@@ -445,10 +449,12 @@ fn bn_backward<A: ActFn>(
                 let (out, xs, gs, _) = row(idx, ch, s);
                 let (a, b, d, mu) = (k1[ch], k2[ch], k3[ch], mean[ch]);
                 let (sc, sh) = (scale[ch], shift[ch]);
-                for k in 0..s {
-                    let gp = gs[k] * act.grad(xs[k] * sc + sh);
-                    out[k] = a * gp + b * (xs[k] - mu) + d;
-                }
+                simd(|| {
+                    for ((o, &xv), &g) in out.iter_mut().zip(xs).zip(gs) {
+                        let gp = g * act.grad(xv * sc + sh);
+                        *o = a * gp + b * (xv - mu) + d;
+                    }
+                });
             });
         }
     };
