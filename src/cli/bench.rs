@@ -1,6 +1,8 @@
 //! `norbvae bench`: training-step throughput of the two reference workloads (conv VAE 64x64
-//! batch 64, dense PCA-VAE 500-d batch 128) at the given thread counts, side by side with the
-//! PyTorch reference script when a Python with torch is available.
+//! batch 64, dense PCA-VAE 500-d batch 128) and of the improved models (the residual conv VAE and
+//! the hierarchical VAE, built from their ladder configs by the code `norbvae train` uses) at the
+//! given thread counts, side by side with the PyTorch reference script when a Python with torch
+//! is available; and the weight average's update (fused kernel, candle ops, PyTorch).
 //!
 //! Each thread count runs in a child process of this binary: candle fixes its own thread count
 //! once per process (from RAYON_NUM_THREADS / CANDLE_NUM_THREADS), so the child gets both set
@@ -12,7 +14,7 @@
 //! interleaved so both sides see the same neighbours, and the table shows medians plus the spread
 //! of the paired ratios.
 use anyhow::{bail, Context, Result};
-use norbvae_bench_line::BenchLine;
+use norbvae_bench_line::{BenchLine, EmaLine};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -33,9 +35,24 @@ pub struct Args {
     /// shows medians, since a single run on a shared machine is at the mercy of its neighbours.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    /// Which workload(s) to train.
+    /// Which workload(s) to train: conv, mlp, both (conv and mlp), residual, hierarchy, ema,
+    /// improved (residual, hierarchy and ema) or all.
     #[arg(long, value_enum, default_value = "both")]
     pub workload: WorkloadArg,
+    /// Training config of the residual workload (default: the repository's
+    /// configs/ladder/4-residual.toml).
+    #[arg(long)]
+    pub residual_config: Option<PathBuf>,
+    /// Training config of the hierarchy workload and of the EMA benchmark's parameter set
+    /// (default: the repository's configs/ladder/5-hierarchy.toml).
+    #[arg(long)]
+    pub hierarchy_config: Option<PathBuf>,
+    /// Timed weight-average updates per EMA measurement.
+    #[arg(long, default_value_t = 200)]
+    pub ema_updates: usize,
+    /// Internal (worker): the config of the model workload to run.
+    #[arg(long, hide = true)]
+    pub config: Option<PathBuf>,
     /// Python interpreter with torch for the side-by-side reference (default: env
     /// NORBVAE_TORCH_PYTHON, else .venv-torch/bin/python in the working directory if present).
     #[arg(long)]
@@ -63,6 +80,50 @@ pub enum WorkloadArg {
     Conv,
     Mlp,
     Both,
+    Residual,
+    Hierarchy,
+    Ema,
+    Improved,
+    All,
+}
+
+/// A model built from a training config (the improved models of the ladder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelWorkload {
+    Residual,
+    Hierarchy,
+}
+
+impl ModelWorkload {
+    fn name(self) -> &'static str {
+        match self {
+            ModelWorkload::Residual => "residual",
+            ModelWorkload::Hierarchy => "hierarchy",
+        }
+    }
+
+    /// Its config: the option's path, else the repository's ladder config.
+    fn config(self, args: &Args) -> Result<PathBuf> {
+        let (given, option, rel) = match self {
+            ModelWorkload::Residual => (
+                &args.residual_config,
+                "--residual-config",
+                "configs/ladder/4-residual.toml",
+            ),
+            ModelWorkload::Hierarchy => (
+                &args.hierarchy_config,
+                "--hierarchy-config",
+                "configs/ladder/5-hierarchy.toml",
+            ),
+        };
+        match given {
+            Some(p) if p.is_file() => Ok(p.clone()),
+            Some(p) => bail!("{option}: {} is not a file", p.display()),
+            None => {
+                find_in_repo(Path::new(rel)).with_context(|| format!("cannot find {rel}; pass {option} PATH"))
+            }
+        }
+    }
 }
 
 impl WorkloadArg {
@@ -70,8 +131,24 @@ impl WorkloadArg {
         match self {
             WorkloadArg::Conv => vec![Workload::Conv],
             WorkloadArg::Mlp => vec![Workload::Mlp],
-            WorkloadArg::Both => vec![Workload::Conv, Workload::Mlp],
+            WorkloadArg::Both | WorkloadArg::All => vec![Workload::Conv, Workload::Mlp],
+            _ => vec![],
         }
+    }
+
+    fn models(self) -> Vec<ModelWorkload> {
+        match self {
+            WorkloadArg::Residual => vec![ModelWorkload::Residual],
+            WorkloadArg::Hierarchy => vec![ModelWorkload::Hierarchy],
+            WorkloadArg::Improved | WorkloadArg::All => {
+                vec![ModelWorkload::Residual, ModelWorkload::Hierarchy]
+            }
+            _ => vec![],
+        }
+    }
+
+    fn ema(self) -> bool {
+        matches!(self, WorkloadArg::Ema | WorkloadArg::Improved | WorkloadArg::All)
     }
 }
 
@@ -83,6 +160,8 @@ mod norbvae_bench_line {
         pub samples_per_sec: f64,
         pub first_loss: f64,
         pub last_loss: f64,
+        /// Trainable parameters (model workloads; 0 where not counted).
+        pub params: usize,
     }
 
     const TAG: &str = "NORBVAE_BENCH";
@@ -90,8 +169,13 @@ mod norbvae_bench_line {
     impl BenchLine {
         pub fn format(&self) -> String {
             format!(
-                "{TAG} {} {} {:.3} {} {}",
-                self.workload, self.threads, self.samples_per_sec, self.first_loss, self.last_loss
+                "{TAG} {} {} {:.3} {} {} {}",
+                self.workload,
+                self.threads,
+                self.samples_per_sec,
+                self.first_loss,
+                self.last_loss,
+                self.params
             )
         }
 
@@ -103,6 +187,38 @@ mod norbvae_bench_line {
                 samples_per_sec: it.next()?.parse().ok()?,
                 first_loss: it.next()?.parse().ok()?,
                 last_loss: it.next()?.parse().ok()?,
+                params: it.next()?.parse().ok()?,
+            })
+        }
+    }
+
+    /// The EMA worker's line: updates per second of the fused kernel and of candle's ops.
+    pub struct EmaLine {
+        pub threads: usize,
+        pub fused_per_sec: f64,
+        pub candle_per_sec: f64,
+        pub tensors: usize,
+        pub params: usize,
+    }
+
+    const EMA_TAG: &str = "NORBVAE_EMA";
+
+    impl EmaLine {
+        pub fn format(&self) -> String {
+            format!(
+                "{EMA_TAG} {} {:.3} {:.3} {} {}",
+                self.threads, self.fused_per_sec, self.candle_per_sec, self.tensors, self.params
+            )
+        }
+
+        pub fn parse(line: &str) -> Option<Self> {
+            let mut it = line.strip_prefix(EMA_TAG)?.split_whitespace();
+            Some(Self {
+                threads: it.next()?.parse().ok()?,
+                fused_per_sec: it.next()?.parse().ok()?,
+                candle_per_sec: it.next()?.parse().ok()?,
+                tensors: it.next()?.parse().ok()?,
+                params: it.next()?.parse().ok()?,
             })
         }
     }
@@ -118,9 +234,22 @@ pub fn run(args: Args) -> Result<()> {
     if args.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
+    if args.ema_updates == 0 {
+        bail!("--ema-updates must be at least 1");
+    }
     if args.worker {
         return run_worker(&args);
     }
+    let models: Vec<(ModelWorkload, PathBuf)> = args
+        .workload
+        .models()
+        .into_iter()
+        .map(|m| Ok((m, m.config(&args)?)))
+        .collect::<Result<_>>()?;
+    let ema_config = match args.workload.ema() {
+        true => Some(ModelWorkload::Hierarchy.config(&args)?),
+        false => None,
+    };
     let torch = if args.no_torch { None } else { find_torch(&args)? };
     if let Some((python, script)) = &torch {
         eprintln!("torch reference: {} {}", python.display(), script.display());
@@ -130,8 +259,12 @@ pub fn run(args: Args) -> Result<()> {
     let workloads = args.workload.list();
     let n = args.repeats;
     let mut rows = Vec::new();
+    let mut ema_rows = Vec::new();
+    let mut notes = Vec::new();
     for &t in &args.threads {
         let mut block: Vec<Row> = workloads.iter().map(|w| Row::new(w.name(), t)).collect();
+        let mut model_block: Vec<Row> = models.iter().map(|(m, _)| Row::new(m.name(), t)).collect();
+        let mut ema_row = EmaRow::new(t);
         for r in 1..=n {
             for (&w, row) in workloads.iter().zip(&mut block) {
                 eprintln!(
@@ -139,13 +272,13 @@ pub fn run(args: Args) -> Result<()> {
                     w.name(),
                     args.steps
                 );
-                row.push_ours(&spawn_worker(&args, t, w)?);
+                row.push_ours(&spawn_worker(&args, t, w.name(), None)?);
             }
-            if let Some((python, script)) = &torch {
-                // The script cannot pick one workload: it always trains conv then mlp, so one run
+            if let (Some((python, script)), false) = (&torch, workloads.is_empty()) {
+                // The script cannot pick one of these: it always trains conv then mlp, so one run
                 // per thread count and repeat serves every row of the block.
                 eprintln!("repeat {r}/{n}: torch conv+mlp {t} thread(s), 30 steps ...");
-                let lines = run_torch(python, script, &[t], args.cpu_time)?;
+                let lines = run_torch(python, script, &[], &[t], args.cpu_time)?;
                 for row in &mut block {
                     let line = lines
                         .iter()
@@ -159,10 +292,87 @@ pub fn run(args: Args) -> Result<()> {
                     row.push_torch(line);
                 }
             }
+            for ((m, config), row) in models.iter().zip(&mut model_block) {
+                eprintln!(
+                    "repeat {r}/{n}: norbvae {} ({}) {t} thread(s), {} steps ...",
+                    m.name(),
+                    config.display(),
+                    args.steps
+                );
+                let ours = spawn_worker(&args, t, m.name(), Some(config))?;
+                row.push_ours(&ours);
+                if let Some((python, script)) = &torch {
+                    eprintln!(
+                        "repeat {r}/{n}: torch {} {t} thread(s), {} steps ...",
+                        m.name(),
+                        args.steps
+                    );
+                    let extra = model_script_args(config, m.name(), &args);
+                    let lines = run_torch(python, script, &extra, &[t], args.cpu_time)?;
+                    let line = lines
+                        .iter()
+                        .find(|l| l.workload == m.name() && l.threads == t)
+                        .with_context(|| format!("PyTorch reference printed no {} result", m.name()))?;
+                    same_parameter_count(m.name(), config, ours.params, line.params)?;
+                    if r == 1 && t == args.threads[0] {
+                        notes.push(format!(
+                            "{}: {} trainable parameters on both sides ({})",
+                            m.name(),
+                            ours.params,
+                            config.display()
+                        ));
+                    }
+                    row.push_torch(line);
+                }
+            }
+            if let Some(config) = &ema_config {
+                eprintln!(
+                    "repeat {r}/{n}: norbvae EMA {t} thread(s), {} updates ...",
+                    args.ema_updates
+                );
+                let ours = spawn_ema_worker(&args, t, config)?;
+                let theirs = match &torch {
+                    Some((python, script)) => {
+                        eprintln!("repeat {r}/{n}: torch EMA {t} thread(s) ...");
+                        let extra = ema_script_args(config, &args);
+                        let out = run_script(python, script, &extra, &[t], false)?;
+                        let line = out
+                            .lines()
+                            .find_map(parse_torch_ema_line)
+                            .with_context(|| format!("PyTorch reference printed no EMA result:\n{out}"))?;
+                        if (line.tensors, line.params) != (ours.tensors, ours.params) {
+                            bail!(
+                                "EMA benchmark of {}: norbvae averages {} tensors of {} parameters, the \
+                                 PyTorch replica {} of {}; bench/pytorch_workloads.py no longer builds the same model",
+                                config.display(),
+                                ours.tensors,
+                                ours.params,
+                                line.tensors,
+                                line.params
+                            );
+                        }
+                        Some(line.per_sec)
+                    }
+                    None => None,
+                };
+                ema_row.push(&ours, theirs);
+            }
         }
         rows.extend(block);
+        rows.extend(model_block);
+        if ema_config.is_some() {
+            ema_rows.push(ema_row);
+        }
     }
-    print_table(&rows, args.steps, n, args.cpu_time, peak);
+    if !rows.is_empty() {
+        print_table(&rows, args.steps, n, args.cpu_time, peak);
+    }
+    for note in &notes {
+        println!("{note}");
+    }
+    if let Some(config) = &ema_config {
+        print_ema_table(&ema_rows, config, args.ema_updates, n);
+    }
     if torch.is_none() && !args.no_torch {
         println!(
             "(no PyTorch comparison: pass --python PATH or set NORBVAE_TORCH_PYTHON to a Python with torch)"
@@ -171,7 +381,47 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a comparison whose two sides are not the same model.
+fn same_parameter_count(name: &str, config: &Path, ours: usize, theirs: usize) -> Result<()> {
+    if ours != theirs {
+        bail!(
+            "{name} workload ({}): norbvae's model has {ours} trainable parameters, the PyTorch replica \
+             {theirs}; bench/pytorch_workloads.py no longer builds the same architecture as this config, \
+             so their speeds would not compare",
+            config.display()
+        );
+    }
+    Ok(())
+}
+
+/// The reference script's arguments for a model workload (before the thread counts).
+fn model_script_args(config: &Path, name: &str, args: &Args) -> Vec<String> {
+    vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--name".into(),
+        name.into(),
+        "--steps".into(),
+        args.steps.to_string(),
+        "--warmup".into(),
+        args.warmup.to_string(),
+    ]
+}
+
+fn ema_script_args(config: &Path, args: &Args) -> Vec<String> {
+    vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--name".into(),
+        ModelWorkload::Hierarchy.name().into(),
+        "--ema".into(),
+        "--ema-updates".into(),
+        args.ema_updates.to_string(),
+    ]
+}
+
 fn run_worker(args: &Args) -> Result<()> {
+    use crate::train::step_bench::{run_ema, run_model_steps, BenchModel};
     let threads = args.threads[0];
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -189,6 +439,45 @@ fn run_worker(args: &Args) -> Result<()> {
             },
             first_loss: r.first_loss as f64,
             last_loss: r.last_loss as f64,
+            params: 0,
+        };
+        println!("{}", line.format());
+    }
+    for m in args.workload.models() {
+        let config = match &args.config {
+            Some(c) => c.clone(),
+            None => m.config(args)?,
+        };
+        let model = BenchModel::from_config(&config)?;
+        let r = pool.install(|| run_model_steps(&model, args.warmup, args.steps, args.seed))?;
+        let line = BenchLine {
+            workload: m.name().to_string(),
+            threads,
+            samples_per_sec: if args.cpu_time {
+                r.samples_per_cpu_sec
+            } else {
+                r.samples_per_sec
+            },
+            first_loss: r.first_loss,
+            last_loss: r.last_loss,
+            params: r.params,
+        };
+        println!("{}", line.format());
+    }
+    if args.workload == WorkloadArg::Ema {
+        let config = match &args.config {
+            Some(c) => c.clone(),
+            None => ModelWorkload::Hierarchy.config(args)?,
+        };
+        let model = BenchModel::from_config(&config)?;
+        let decay = model.cfg.train.ema_decay.unwrap_or(DEFAULT_EMA_DECAY);
+        let r = pool.install(|| run_ema(&model, args.ema_updates, decay))?;
+        let line = EmaLine {
+            threads,
+            fused_per_sec: r.fused_per_sec,
+            candle_per_sec: r.candle_per_sec,
+            tensors: r.tensors,
+            params: r.params,
         };
         println!("{}", line.format());
     }
@@ -198,29 +487,40 @@ fn run_worker(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn spawn_worker(args: &Args, threads: usize, w: Workload) -> Result<BenchLine> {
+/// The EMA benchmark's decay when the config has no `train.ema_decay` (VDVAE's; the reference
+/// script uses the same).
+const DEFAULT_EMA_DECAY: f64 = 0.999;
+
+/// Runs one measurement in a child process (see the module doc) and returns its stdout.
+fn spawn(args: &Args, threads: usize, workload: &str, config: Option<&Path>) -> Result<String> {
     let exe = std::env::current_exe().context("locating the norbvae executable")?;
-    let out = Command::new(&exe)
-        .args([
-            "bench",
-            "--worker",
-            "--threads",
-            &threads.to_string(),
-            "--workload",
-            w.name(),
-        ])
-        .args([
-            "--steps",
-            &args.steps.to_string(),
-            "--warmup",
-            &args.warmup.to_string(),
-        ])
-        .args(["--seed", &args.seed.to_string()])
-        .args(args.cpu_time.then_some("--cpu-time"))
-        .env("RAYON_NUM_THREADS", threads.to_string())
-        // candle's own pool only runs small element-wise ops here; its spinning workers would
-        // compete with the kernels' rayon threads for the cores (see process::init_process).
-        .env("CANDLE_NUM_THREADS", "1")
+    let mut cmd = Command::new(&exe);
+    cmd.args([
+        "bench",
+        "--worker",
+        "--threads",
+        &threads.to_string(),
+        "--workload",
+        workload,
+    ])
+    .args([
+        "--steps",
+        &args.steps.to_string(),
+        "--warmup",
+        &args.warmup.to_string(),
+        "--ema-updates",
+        &args.ema_updates.to_string(),
+    ])
+    .args(["--seed", &args.seed.to_string()])
+    .args(args.cpu_time.then_some("--cpu-time"))
+    .env("RAYON_NUM_THREADS", threads.to_string())
+    // candle's own pool only runs small element-wise ops here; its spinning workers would
+    // compete with the kernels' rayon threads for the cores (see process::init_process).
+    .env("CANDLE_NUM_THREADS", "1");
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let out = cmd
         .output()
         .with_context(|| format!("running {}", exe.display()))?;
     if !out.status.success() {
@@ -231,13 +531,24 @@ fn spawn_worker(args: &Args, threads: usize, w: Workload) -> Result<BenchLine> {
     }
     if std::env::var_os("NORBVAE_KERNEL_PROFILE").is_some() {
         // The worker's per-kernel profile (its stderr) would otherwise be dropped.
-        eprintln!("kernel profile, {} {threads} thread(s):", w.name());
+        eprintln!("kernel profile, {workload} {threads} thread(s):");
         eprint!("{}", String::from_utf8_lossy(&out.stderr));
     }
-    String::from_utf8_lossy(&out.stdout)
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn spawn_worker(args: &Args, threads: usize, workload: &str, config: Option<&Path>) -> Result<BenchLine> {
+    spawn(args, threads, workload, config)?
         .lines()
         .find_map(BenchLine::parse)
         .context("benchmark worker printed no result")
+}
+
+fn spawn_ema_worker(args: &Args, threads: usize, config: &Path) -> Result<EmaLine> {
+    spawn(args, threads, "ema", Some(config))?
+        .lines()
+        .find_map(EmaLine::parse)
+        .context("EMA benchmark worker printed no result")
 }
 
 /// The Python with torch and the reference script, if both can be found.
@@ -277,7 +588,12 @@ fn find_torch(args: &Args) -> Result<Option<(PathBuf, PathBuf)>> {
 /// bench/pytorch_workloads.py in the repository (found from the current directory or the
 /// executable's location, walking up a few levels, else the source tree this binary was built from).
 fn default_reference() -> Option<PathBuf> {
-    let rel = Path::new("bench/pytorch_workloads.py");
+    find_in_repo(Path::new("bench/pytorch_workloads.py"))
+}
+
+/// A file of the repository at `rel` (found from the current directory or the executable's
+/// location, walking up a few levels, else the source tree this binary was built from).
+fn find_in_repo(rel: &Path) -> Option<PathBuf> {
     let mut starts = vec![];
     if let Ok(d) = std::env::current_dir() {
         starts.push(d);
@@ -297,9 +613,14 @@ fn default_reference() -> Option<PathBuf> {
     None
 }
 
-/// Runs the reference script and parses its lines
-/// `torch conv threads=1 B=64: 291 samples/s loss 2915.3 -> 2804.1`.
-fn run_torch(python: &Path, script: &Path, threads: &[usize], cpu_time: bool) -> Result<Vec<BenchLine>> {
+/// Runs the reference script with `extra` arguments and the thread counts; its stdout.
+fn run_script(
+    python: &Path,
+    script: &Path,
+    extra: &[String],
+    threads: &[usize],
+    cpu_time: bool,
+) -> Result<String> {
     let mut cmd = Command::new(python);
     if cpu_time {
         // The script times with perf_counter; process_time counts the CPU time of all threads.
@@ -311,6 +632,7 @@ fn run_torch(python: &Path, script: &Path, threads: &[usize], cpu_time: bool) ->
     }
     let out = cmd
         .arg(script)
+        .args(extra)
         .args(threads.iter().map(|t| t.to_string()))
         .output()
         .with_context(|| format!("running {}", python.display()))?;
@@ -320,7 +642,20 @@ fn run_torch(python: &Path, script: &Path, threads: &[usize], cpu_time: bool) ->
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs the reference script and parses its lines
+/// `torch conv threads=1 B=64: 291 samples/s loss 2915.3 -> 2804.1` (model workloads add
+/// ` params 4701473`).
+fn run_torch(
+    python: &Path,
+    script: &Path,
+    extra: &[String],
+    threads: &[usize],
+    cpu_time: bool,
+) -> Result<Vec<BenchLine>> {
+    let text = run_script(python, script, extra, threads, cpu_time)?;
     let lines: Vec<BenchLine> = text.lines().filter_map(parse_torch_line).collect();
     if lines.is_empty() {
         bail!("PyTorch reference printed no results:\n{text}");
@@ -337,12 +672,45 @@ fn parse_torch_line(line: &str) -> Option<BenchLine> {
     let samples_per_sec = it.next()?.parse().ok()?;
     let (_, losses) = rest.split_once(" loss ")?;
     let (a, b) = losses.split_once(" -> ")?;
+    let (b, params) = match b.split_once(" params ") {
+        Some((b, p)) => (b, p.trim().parse().ok()?),
+        None => (b, 0),
+    };
     Some(BenchLine {
         workload,
         threads,
         samples_per_sec,
         first_loss: a.trim().parse().ok()?,
         last_loss: b.trim().parse().ok()?,
+        params,
+    })
+}
+
+/// The reference script's EMA line:
+/// `torch ema-hierarchy threads=1 tensors=144: 190.7 updates/s params 4870881`.
+struct TorchEma {
+    per_sec: f64,
+    tensors: usize,
+    params: usize,
+}
+
+fn parse_torch_ema_line(line: &str) -> Option<TorchEma> {
+    let rest = line.strip_prefix("torch ema-")?;
+    let mut it = rest.split_whitespace();
+    let _name = it.next()?;
+    let _threads = it.next()?.strip_prefix("threads=")?;
+    let tensors = it
+        .next()?
+        .strip_prefix("tensors=")?
+        .strip_suffix(':')?
+        .parse()
+        .ok()?;
+    let per_sec = it.next()?.parse().ok()?;
+    let (_, params) = rest.split_once(" params ")?;
+    Some(TorchEma {
+        per_sec,
+        tensors,
+        params: params.trim().parse().ok()?,
     })
 }
 
@@ -451,7 +819,10 @@ fn print_table(rows: &[Row], steps: usize, repeats: usize, cpu_time: bool, peak:
     } else {
         "samples/s (wall clock)"
     };
-    println!("full training steps (forward, backward, Adam), {unit}; norbvae {steps} timed steps, torch 30");
+    println!(
+        "full training steps (forward, backward, Adam), {unit}; norbvae {steps} timed steps, torch 30 \
+         (conv, mlp) or {steps} (residual, hierarchy: the trainer's step of the model built from the config)"
+    );
     let has_torch = rows.iter().any(|r| !r.torch.is_empty());
     if has_torch {
         println!(
@@ -469,7 +840,7 @@ fn print_table(rows: &[Row], steps: usize, repeats: usize, cpu_time: bool, peak:
         None => println!("machine: FMA peak not measured (no AVX2/FMA)"),
     }
     println!(
-        "{:<6} {:>7} {:>12} {:>10} {:>8} {:>13} {:>11} {:>15}   {:<24} {:<24}",
+        "{:<9} {:>7} {:>12} {:>10} {:>8} {:>13} {:>11} {:>15}   {:<24} {:<24}",
         "model",
         "threads",
         "norbvae/s",
@@ -486,7 +857,10 @@ fn print_table(rows: &[Row], steps: usize, repeats: usize, cpu_time: bool, peak:
         let s = summarize(&row.ours, &row.torch);
         let gflop_per_sample = flops_per_sample(&row.workload) / 1e9;
         let gflops = s.ours * gflop_per_sample;
-        let pct = |rate: f64| peak.map(|p| 100.0 * rate * gflop_per_sample / (p * row.threads as f64));
+        let pct = |rate: f64| {
+            peak.filter(|_| gflop_per_sample.is_finite())
+                .map(|p| 100.0 * rate * gflop_per_sample / (p * row.threads as f64))
+        };
         let pcts = match (pct(s.ours), s.torch.and_then(pct)) {
             (Some(a), Some(b)) => format!("{a:.0}% / {b:.0}%"),
             (Some(a), None) => format!("{a:.0}% / -"),
@@ -494,7 +868,7 @@ fn print_table(rows: &[Row], steps: usize, repeats: usize, cpu_time: bool, peak:
         };
         let loss = |l: Option<(f64, f64)>| l.map(|(a, b)| format!("{a:.1} -> {b:.1}")).unwrap_or_else(dash);
         println!(
-            "{:<6} {:>7} {:>12.0} {:>10} {:>8} {:>13} {:>11.1} {:>15}   {:<24} {:<24}",
+            "{:<9} {:>7} {:>12.0} {:>10} {:>8} {:>13} {:>11} {:>15}   {:<24} {:<24}",
             row.workload,
             row.threads,
             s.ours,
@@ -503,10 +877,81 @@ fn print_table(rows: &[Row], steps: usize, repeats: usize, cpu_time: bool, peak:
             s.paired_ratio
                 .map(|(lo, hi)| format!("{lo:.2}..{hi:.2}x"))
                 .unwrap_or_else(dash),
-            gflops,
+            if gflops.is_finite() {
+                format!("{gflops:.1}")
+            } else {
+                dash()
+            },
             pcts,
             loss(row.ours_loss),
             loss(row.torch_loss),
+        );
+    }
+}
+
+/// The EMA benchmark at one thread count: updates per second of each repeat, per side.
+struct EmaRow {
+    threads: usize,
+    fused: Vec<f64>,
+    candle: Vec<f64>,
+    torch: Vec<f64>,
+    tensors: usize,
+    params: usize,
+}
+
+impl EmaRow {
+    fn new(threads: usize) -> Self {
+        Self {
+            threads,
+            fused: Vec::new(),
+            candle: Vec::new(),
+            torch: Vec::new(),
+            tensors: 0,
+            params: 0,
+        }
+    }
+
+    fn push(&mut self, ours: &EmaLine, torch: Option<f64>) {
+        self.fused.push(ours.fused_per_sec);
+        self.candle.push(ours.candle_per_sec);
+        self.torch.extend(torch);
+        (self.tensors, self.params) = (ours.tensors, ours.params);
+    }
+}
+
+fn print_ema_table(rows: &[EmaRow], config: &Path, updates: usize, repeats: usize) {
+    let Some(first) = rows.first() else { return };
+    println!(
+        "\nweight average (EMA) update of every trainable tensor of {} ({} tensors, {} parameters), \
+         updates per second, {updates} timed updates, medians of {repeats} run(s):",
+        config.display(),
+        first.tensors,
+        first.params
+    );
+    println!(
+        "fused = kernels::ema_update (the trainer's), candle = avg * d + w * (1 - d) in candle ops, \
+         torch = torch._foreach_lerp_ (swa_utils' multi-tensor EMA)"
+    );
+    println!(
+        "{:>7} {:>10} {:>10} {:>10} {:>14} {:>14} {:>13}",
+        "threads", "fused/s", "candle/s", "torch/s", "fused/candle", "fused/torch", "pair ratios"
+    );
+    for r in rows {
+        let fused = median(&r.fused);
+        let candle = median(&r.candle);
+        let s = summarize(&r.fused, &r.torch);
+        let dash = || "-".to_string();
+        println!(
+            "{:>7} {:>10.1} {:>10.1} {:>10} {:>14} {:>14} {:>13}",
+            r.threads,
+            fused,
+            candle,
+            s.torch.map(|t| format!("{t:.1}")).unwrap_or_else(dash),
+            format!("{:.2}x", fused / candle),
+            s.ratio.map(|x| format!("{x:.2}x")).unwrap_or_else(dash),
+            s.paired_ratio
+                .map(|(lo, hi)| format!("{lo:.2}..{hi:.2}x"))
+                .unwrap_or_else(dash),
         );
     }
 }
@@ -530,11 +975,47 @@ mod tests {
             samples_per_sec: 12.5,
             first_loss: 3.0,
             last_loss: 2.0,
+            params: 17,
         };
         let back = BenchLine::parse(&w.format()).unwrap();
         assert_eq!(
-            (back.workload.as_str(), back.threads, back.samples_per_sec),
-            ("mlp", 1, 12.5)
+            (
+                back.workload.as_str(),
+                back.threads,
+                back.samples_per_sec,
+                back.params
+            ),
+            ("mlp", 1, 12.5, 17)
+        );
+        let m = parse_torch_line(
+            "torch residual threads=1 B=64: 87 samples/s loss 102148.1 -> 257.7 params 4701473",
+        )
+        .unwrap();
+        assert_eq!(
+            (m.workload.as_str(), m.params, m.last_loss),
+            ("residual", 4701473, 257.7)
+        );
+        let e =
+            parse_torch_ema_line("torch ema-hierarchy threads=2 tensors=144: 190.7 updates/s params 4870881")
+                .unwrap();
+        assert_eq!((e.per_sec, e.tensors, e.params), (190.7, 144, 4870881));
+        let o = EmaLine {
+            threads: 2,
+            fused_per_sec: 900.5,
+            candle_per_sec: 100.25,
+            tensors: 144,
+            params: 4870881,
+        };
+        let back = EmaLine::parse(&o.format()).unwrap();
+        assert_eq!(
+            (
+                back.threads,
+                back.fused_per_sec,
+                back.candle_per_sec,
+                back.tensors,
+                back.params
+            ),
+            (2, 900.5, 100.25, 144, 4870881)
         );
     }
 

@@ -2,7 +2,7 @@
 //! candle custom op. Statistics are per channel over (batch, spatial) for [n, c, h, w] inputs and
 //! per feature over the batch for [n, c] inputs, with the biased batch variance in the
 //! normalisation (as PyTorch and candle do).
-use super::util::{f32_data, filled_vec, profiled, with_f32, SyncPtr};
+use super::util::{f32_data, filled_vec, profiled, simd, with_f32, SyncPtr};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
@@ -16,24 +16,31 @@ pub enum Activation {
     Relu,
     /// max(x, slope * x) with 0 < slope < 1.
     LeakyRelu(f32),
+    /// x * sigmoid(x) (swish), with exp from a polynomial (relative error below 3e-7).
+    Silu,
 }
 
 /// An activation as a type, so the element loops are compiled (and vectorised) per activation.
+///
+/// The backward passes take the activation's derivative at its input (the pre-activation, which
+/// they recompute from the kernel's input with the forward pass's own operations, so bit for bit
+/// the same value): SiLU's derivative is not a function of its output.
 pub(super) trait ActFn: Copy + Send + Sync {
     fn apply(self, v: f32) -> f32;
-    fn grad_from_output(self, y: f32) -> f32;
+    /// The derivative at the pre-activation `v`.
+    fn grad(self, v: f32) -> f32;
     /// `apply` on 8 lanes, with the same results.
     ///
     /// # Safety
-    /// The CPU must have AVX (call from code compiled with it enabled).
+    /// The CPU must have AVX2 (call from code compiled with it enabled).
     #[cfg(target_arch = "x86_64")]
     unsafe fn apply8(self, v: __m256) -> __m256;
-    /// `grad_from_output` on 8 lanes, with the same results.
+    /// `grad` on 8 lanes, with the same results.
     ///
     /// # Safety
     /// As for `apply8`.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn grad_from_output8(self, y: __m256) -> __m256;
+    unsafe fn grad8(self, v: __m256) -> __m256;
 }
 
 #[derive(Clone, Copy)]
@@ -49,7 +56,7 @@ impl ActFn for IdentityFn {
         v
     }
     #[inline(always)]
-    fn grad_from_output(self, _: f32) -> f32 {
+    fn grad(self, _: f32) -> f32 {
         1.0
     }
     #[cfg(target_arch = "x86_64")]
@@ -59,7 +66,7 @@ impl ActFn for IdentityFn {
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn grad_from_output8(self, _: __m256) -> __m256 {
+    unsafe fn grad8(self, _: __m256) -> __m256 {
         // SAFETY: register-only AVX intrinsics; AVX is this function's precondition.
         unsafe { _mm256_set1_ps(1.0) }
     }
@@ -71,8 +78,9 @@ impl ActFn for ReluFn {
         v.max(0.0)
     }
     #[inline(always)]
-    fn grad_from_output(self, y: f32) -> f32 {
-        if y > 0.0 {
+    fn grad(self, v: f32) -> f32 {
+        // max(v, 0) > 0 exactly when v > 0 (NaN included): the mask the output gave.
+        if v > 0.0 {
             1.0
         } else {
             0.0
@@ -87,10 +95,10 @@ impl ActFn for ReluFn {
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn grad_from_output8(self, y: __m256) -> __m256 {
+    unsafe fn grad8(self, v: __m256) -> __m256 {
         // SAFETY: register-only AVX intrinsics; AVX is this function's precondition.
         unsafe {
-            let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(y, _mm256_setzero_ps());
+            let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_setzero_ps());
             _mm256_and_ps(positive, _mm256_set1_ps(1.0))
         }
     }
@@ -106,8 +114,9 @@ impl ActFn for LeakyFn {
         }
     }
     #[inline(always)]
-    fn grad_from_output(self, y: f32) -> f32 {
-        if y > 0.0 {
+    fn grad(self, v: f32) -> f32 {
+        // With 0 < slope the output is positive exactly when v is.
+        if v > 0.0 {
             1.0
         } else {
             self.0
@@ -124,12 +133,80 @@ impl ActFn for LeakyFn {
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn grad_from_output8(self, y: __m256) -> __m256 {
+    unsafe fn grad8(self, v: __m256) -> __m256 {
         // SAFETY: register-only AVX intrinsics; AVX is this function's precondition.
         unsafe {
-            let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(y, _mm256_setzero_ps());
+            let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_setzero_ps());
             _mm256_blendv_ps(_mm256_set1_ps(self.0), _mm256_set1_ps(1.0), positive)
         }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct SiluFn;
+
+/// e^v for f32 by Cephes' expf: v = n ln 2 + r with |r| <= ln 2 / 2, e^r from a degree-7
+/// polynomial, 2^n from the exponent bits (relative error below 3e-7 over the normal range).
+/// Written so that a loop over it vectorises (no calls, rounding by the 1.5 * 2^23 trick).
+#[inline(always)]
+pub(super) fn exp_poly(v: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let v = v.clamp(-87.3, 88.3);
+    let n = (v * LOG2E + ROUND) - ROUND;
+    let r = (v - n * LN2_HI) - n * LN2_LO;
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 5.000_000_1e-1;
+    let e = p * (r * r) + r + 1.0;
+    f32::from_bits(e.to_bits().wrapping_add(((n as i32) << 23) as u32))
+}
+
+impl ActFn for SiluFn {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        v / (1.0 + exp_poly(-v))
+    }
+    #[inline(always)]
+    fn grad(self, v: f32) -> f32 {
+        // sigma(v) (1 + v (1 - sigma(v))).
+        let s = 1.0 / (1.0 + exp_poly(-v));
+        s * (1.0 + v * (1.0 - s))
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn apply8(self, v: __m256) -> __m256 {
+        // SAFETY: plain loads and stores of local arrays; AVX is this function's precondition.
+        unsafe { lanewise(v, |x| self.apply(x)) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn grad8(self, v: __m256) -> __m256 {
+        // SAFETY: as for `apply8`.
+        unsafe { lanewise(v, |x| self.grad(x)) }
+    }
+}
+
+/// `f` on each of 8 lanes, through memory (the compiler vectorises the loop when it can).
+///
+/// # Safety
+/// The CPU must have AVX.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn lanewise(v: __m256, f: impl Fn(f32) -> f32) -> __m256 {
+    let mut a = [0f32; 8];
+    // SAFETY: `a` holds 8 floats; unaligned load and store; AVX is the precondition.
+    unsafe {
+        _mm256_storeu_ps(a.as_mut_ptr(), v);
+        for x in &mut a {
+            *x = f(*x);
+        }
+        _mm256_loadu_ps(a.as_ptr())
     }
 }
 
@@ -147,6 +224,10 @@ macro_rules! with_act {
             }
             Activation::LeakyRelu(slope) => {
                 let $a = LeakyFn(slope);
+                $body
+            }
+            Activation::Silu => {
+                let $a = SiluFn;
                 $body
             }
         }
@@ -252,9 +333,11 @@ fn bn_forward<A: ActFn>(
                 .enumerate()
                 .for_each(|(idx, (ys, xs))| {
                     let (a, b) = (scale[idx % c], shift[idx % c]);
-                    ys.iter_mut()
-                        .zip(xs)
-                        .for_each(|(yv, &xv)| *yv = act.apply(xv * a + b));
+                    simd(|| {
+                        ys.iter_mut()
+                            .zip(xs)
+                            .for_each(|(yv, &xv)| *yv = act.apply(xv * a + b))
+                    });
                 });
         }
     };
@@ -264,13 +347,14 @@ fn bn_forward<A: ActFn>(
     (y, Saved { mean, var, invstd })
 }
 
-/// Gradients (dx, dgamma, dbeta) given the forward output `y` and its gradient `dy`.
+/// Gradients (dx, dgamma, dbeta) given the output's gradient `dy`; the activation's input is
+/// recomputed from `x` as the forward pass computed it.
 #[allow(clippy::too_many_arguments)]
 fn bn_backward<A: ActFn>(
     x: &[f32],
-    y: &[f32],
     dy: &[f32],
     gamma: &[f32],
+    beta: &[f32],
     saved: &Saved,
     n: usize,
     c: usize,
@@ -279,14 +363,17 @@ fn bn_backward<A: ActFn>(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let m = (n * s) as f64;
     let mean = &saved.mean;
+    // The forward pass's affine map, the same operations on the same values.
+    let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] * saved.invstd[ch]).collect();
+    let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
     // Per channel: sum of dy' and sum of dy' * (x - mean), where dy' is dy through the activation.
     let (sdy, sdyx): (Vec<f64>, Vec<f64>) = if s == 1 {
         let mut a = vec![0f64; c];
         let mut b = vec![0f64; c];
         for i in 0..n {
             let r = i * c..(i + 1) * c;
-            for (ch, ((&xv, &yv), &g)) in x[r.clone()].iter().zip(&y[r.clone()]).zip(&dy[r]).enumerate() {
-                let gp = g * act.grad_from_output(yv);
+            for (ch, (&xv, &g)) in x[r.clone()].iter().zip(&dy[r]).enumerate() {
+                let gp = g * act.grad(xv * scale[ch] + shift[ch]);
                 a[ch] += gp as f64;
                 b[ch] += (gp * (xv - mean[ch])) as f64;
             }
@@ -297,29 +384,32 @@ fn bn_backward<A: ActFn>(
             .into_par_iter()
             .map(|ch| {
                 let mu = mean[ch];
-                let (mut a, mut b) = (0f64, 0f64);
-                for i in 0..n {
-                    let r = (i * c + ch) * s..(i * c + ch + 1) * s;
-                    let (xs, ys, gs) = (&x[r.clone()], &y[r.clone()], &dy[r]);
-                    let mut la = [0f32; 8];
-                    let mut lb = [0f32; 8];
-                    let n8 = s / 8 * 8;
-                    for k in (0..n8).step_by(8) {
-                        for j in 0..8 {
-                            let gp = gs[k + j] * act.grad_from_output(ys[k + j]);
-                            la[j] += gp;
-                            lb[j] += gp * (xs[k + j] - mu);
+                let (sc, sh) = (scale[ch], shift[ch]);
+                simd(|| {
+                    let (mut a, mut b) = (0f64, 0f64);
+                    for i in 0..n {
+                        let r = (i * c + ch) * s..(i * c + ch + 1) * s;
+                        let (xs, gs) = (&x[r.clone()], &dy[r]);
+                        let mut la = [0f32; 8];
+                        let mut lb = [0f32; 8];
+                        let n8 = s / 8 * 8;
+                        for (x8, g8) in xs[..n8].chunks_exact(8).zip(gs[..n8].chunks_exact(8)) {
+                            for j in 0..8 {
+                                let gp = g8[j] * act.grad(x8[j] * sc + sh);
+                                la[j] += gp;
+                                lb[j] += gp * (x8[j] - mu);
+                            }
                         }
+                        for k in n8..s {
+                            let gp = gs[k] * act.grad(xs[k] * sc + sh);
+                            la[0] += gp;
+                            lb[0] += gp * (xs[k] - mu);
+                        }
+                        a += la.iter().map(|&v| v as f64).sum::<f64>();
+                        b += lb.iter().map(|&v| v as f64).sum::<f64>();
                     }
-                    for k in n8..s {
-                        let gp = gs[k] * act.grad_from_output(ys[k]);
-                        la[0] += gp;
-                        lb[0] += gp * (xs[k] - mu);
-                    }
-                    a += la.iter().map(|&v| v as f64).sum::<f64>();
-                    b += lb.iter().map(|&v| v as f64).sum::<f64>();
-                }
-                (a, b)
+                    (a, b)
+                })
             })
             .unzip()
     };
@@ -343,25 +433,28 @@ fn bn_backward<A: ActFn>(
             // SAFETY: in bounds (idx < x.len() / len), and each index owns its range of dx, which
             // is written, not read.
             let out = unsafe { dxp.slice(r.start, len) };
-            (out, &x[r.clone()], &y[r.clone()], &dy[r], ch)
+            (out, &x[r.clone()], &dy[r], ch)
         };
         if s == 1 {
             (0..n).into_par_iter().with_min_len(32).for_each(|i| {
-                let (out, xs, ys, gs, _) = row(i, 0, c);
+                let (out, xs, gs, _) = row(i, 0, c);
                 for ch in 0..c {
-                    let gp = gs[ch] * act.grad_from_output(ys[ch]);
+                    let gp = gs[ch] * act.grad(xs[ch] * scale[ch] + shift[ch]);
                     out[ch] = k1[ch] * gp + k2[ch] * (xs[ch] - mean[ch]) + k3[ch];
                 }
             });
         } else {
             (0..n * c).into_par_iter().for_each(|idx| {
                 let ch = idx % c;
-                let (out, xs, ys, gs, _) = row(idx, ch, s);
+                let (out, xs, gs, _) = row(idx, ch, s);
                 let (a, b, d, mu) = (k1[ch], k2[ch], k3[ch], mean[ch]);
-                for k in 0..s {
-                    let gp = gs[k] * act.grad_from_output(ys[k]);
-                    out[k] = a * gp + b * (xs[k] - mu) + d;
-                }
+                let (sc, sh) = (scale[ch], shift[ch]);
+                simd(|| {
+                    for ((o, &xv), &g) in out.iter_mut().zip(xs).zip(gs) {
+                        let gp = g * act.grad(xv * sc + sh);
+                        *o = a * gp + b * (xv - mu) + d;
+                    }
+                });
             });
         }
     };
@@ -412,8 +505,8 @@ impl CustomOp3 for BatchNormTrainOp {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        _beta: &Tensor,
-        res: &Tensor,
+        beta: &Tensor,
+        _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, c, s) = bn_dims(x.shape())?;
@@ -425,10 +518,10 @@ impl CustomOp3 for BatchNormTrainOp {
             || format!("bn bwd      c{c} s{s}"),
             || {
                 with_f32(x, |xs| {
-                    with_f32(res, |ys| {
+                    with_f32(beta, |bs| {
                         with_f32(dy, |dys| {
                             with_f32(gamma, |gs| {
-                                with_act!(self.act, |a| bn_backward(xs, ys, dys, gs, &saved, n, c, s, a))
+                                with_act!(self.act, |a| bn_backward(xs, dys, gs, bs, &saved, n, c, s, a))
                             })
                         })
                     })

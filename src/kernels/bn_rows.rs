@@ -159,7 +159,7 @@ unsafe fn backward_rows<L: Lanes, A: ActFn>(
             // precondition.
             let (mut sdy, mut sdyx) = unsafe { L::through_activation(gr, zr, full, (mu, a, c), act) };
             for (gv, &zv) in gr[full..].iter_mut().zip(&zr[full..]) {
-                *gv *= act.grad_from_output(act.apply((zv - mu) * a + c));
+                *gv *= act.grad((zv - mu) * a + c);
                 sdy += *gv as f64;
                 sdyx += (*gv * (zv - mu)) as f64;
             }
@@ -279,7 +279,7 @@ impl Lanes for Plain {
             .zip(zr[..full].chunks_exact(LANES))
         {
             for (((gv, &zv), a1), a2) in gk.iter_mut().zip(zk).zip(s1.iter_mut()).zip(s2.iter_mut()) {
-                *gv *= act.grad_from_output(act.apply((zv - mu) * a + c));
+                *gv *= act.grad((zv - mu) * a + c);
                 *a1 += *gv;
                 *a2 += *gv * (zv - mu);
             }
@@ -456,8 +456,7 @@ mod avx2 {
                     for q in 0..4 {
                         let (pg, pz) = (gp.add(k + 8 * q), zp.add(k + 8 * q));
                         let d = _mm256_sub_ps(_mm256_loadu_ps(pz), mv);
-                        let y = act.apply8(_mm256_add_ps(_mm256_mul_ps(d, av), cv));
-                        let dy = act.grad_from_output8(y);
+                        let dy = act.grad8(_mm256_add_ps(_mm256_mul_ps(d, av), cv));
                         let gv = _mm256_mul_ps(_mm256_loadu_ps(pg), dy);
                         _mm256_storeu_ps(pg, gv);
                         s1[q] = _mm256_add_ps(s1[q], gv);

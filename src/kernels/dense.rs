@@ -12,7 +12,7 @@
 //! statistics and activations without waiting for the others (batch norm is per feature). The
 //! backward pass has two phases: per output feature (batch-norm backward, bias and weight
 //! gradients), then per input feature (the input gradient, which needs every output feature).
-use super::batchnorm::{with_act, ActFn, Activation, IdentityFn, LeakyFn, ReluFn};
+use super::batchnorm::{with_act, ActFn, Activation, IdentityFn, LeakyFn, ReluFn, SiluFn};
 use super::bn_rows::{self, FeatureParams};
 use super::gemm::{matmul_raw, split_ranges, Mat};
 use super::transpose::transpose_raw;

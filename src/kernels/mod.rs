@@ -4,6 +4,7 @@
 //! - `conv`: conv2d and transposed conv2d, forward and both backward passes (im2col + GEMM),
 //!   skipping kernel taps that read only padding (`taps`);
 //! - `batchnorm`: training-mode batch norm with a fused activation, forward and backward;
+//! - `activation`: an activation alone, and a residual cell's `act(x + h)`, forward and backward;
 //! - `linear`, `dense`: a dense layer, and a dense layer + batch norm + activation as one op
 //!   (its batch norm on feature-major rows in `bn_rows`);
 //! - `adam`: fused in-place Adam, also applied inside the backward pass (`backward_with_adam`);
@@ -13,6 +14,7 @@
 //!
 //! Every kernel runs on the current rayon pool: install a local `rayon::ThreadPool` to choose
 //! the thread count. They are f32 and CPU only; `model::ops` keeps candle's ops for other devices.
+pub mod activation;
 pub mod adam;
 pub mod awake;
 pub mod batchnorm;
@@ -31,6 +33,7 @@ mod util;
 pub use util::{process_cpu_ns, profile_report};
 pub mod workloads;
 
+pub use activation::{activation, add_activation};
 pub use adam::{adam_update, adam_update_all, backward_with_adam, AdamHyper, FusedAdam};
 pub use awake::{keep_workers_awake, with_workers_awake};
 pub use batchnorm::{batch_norm_train, Activation};

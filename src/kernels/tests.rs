@@ -171,6 +171,7 @@ fn bn_reference(x: &Tensor, gamma: &Tensor, beta: &Tensor, act: Activation) -> (
         Activation::Identity => y,
         Activation::Relu => y.relu().unwrap(),
         Activation::LeakyRelu(a) => y.maximum(&(&y * a as f64).unwrap()).unwrap(),
+        Activation::Silu => y.silu().unwrap(),
     };
     (y, mean.flatten_all().unwrap(), var.flatten_all().unwrap())
 }
@@ -189,7 +190,12 @@ fn batch_norm_matches_candle_composite() {
     for threads in [1, 2] {
         pool(threads).install(|| {
             for &shape in shapes {
-                for act in [Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.2)] {
+                for act in [
+                    Activation::Identity,
+                    Activation::Relu,
+                    Activation::LeakyRelu(0.2),
+                    Activation::Silu,
+                ] {
                     let label = format!("{shape:?} {act:?} t{threads}");
                     let c = shape[1];
                     // An offset mean exercises the two-pass variance.
@@ -208,6 +214,11 @@ fn batch_norm_matches_candle_composite() {
                     let g1 = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
                     let g2 = (ry * &r).unwrap().sum_all().unwrap().backward().unwrap();
                     for (name, v) in [("dx", &x), ("dgamma", &gamma), ("dbeta", &beta)] {
+                        if name == "dx" && shape.iter().product::<usize>() / c == 2 {
+                            // Two samples per channel normalise to -1 and +1 whatever x is: dx is
+                            // zero, and both sides hold only rounding noise.
+                            continue;
+                        }
                         assert_close(&format!("{label} {name}"), g1.get(v).unwrap(), g2.get(v).unwrap());
                     }
                 }
@@ -511,7 +522,12 @@ fn dense_bn_act_matches_candle_composite_values_and_gradients() {
     for threads in [1, 2, 3] {
         pool(threads).install(|| {
             for &(n, i, o) in DENSE_CASES {
-                for act in [Activation::Relu, Activation::Identity, Activation::LeakyRelu(0.2)] {
+                for act in [
+                    Activation::Relu,
+                    Activation::Identity,
+                    Activation::LeakyRelu(0.2),
+                    Activation::Silu,
+                ] {
                     let label = format!("dense+bn n{n} {i}->{o} {act:?} t{threads}");
                     let x = Var::from_tensor(&rand_t(&mut rng, &[n, i])).unwrap();
                     // Weights of magnitude >= 0.5: with one input, a tiny weight would leave a

@@ -33,16 +33,12 @@ pub enum Activation {
 
 impl Activation {
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Activation::Relu => x.relu(),
-            Activation::LeakyRelu => candle_nn::ops::leaky_relu(x, LEAKY_SLOPE),
-            Activation::Silu => x.silu(),
-        }
+        ops::activation(x, kernel_act(Some(self)))
     }
 
-    /// Whether the fused batch-norm kernels implement this activation.
-    fn fuses(self) -> bool {
-        !matches!(self, Activation::Silu)
+    /// `self(x + h)`: a residual cell's output (one fused kernel on CPU).
+    pub fn apply_to_sum(self, x: &Tensor, h: &Tensor) -> Result<Tensor> {
+        ops::add_activation(x, h, kernel_act(Some(self)))
     }
 }
 
@@ -194,18 +190,10 @@ impl BatchNorm {
                 }
             }
             Mode::Train => {
-                // SiLU is not fused: the batch norm kernel, then candle's silu (CPU, vectorised).
-                let (fused, after) = match act {
-                    Some(a) if !a.fuses() => (None, Some(a)),
-                    a => (a, None),
-                };
-                let kact = kernel_act(fused);
+                let kact = kernel_act(act);
                 let (y, mean, var) = ops::batch_norm_act_train(x, &self.gamma, &self.beta, BN_EPS, kact)?;
                 self.update_running(&mean, &var, x.elem_count() / x.dim(1)?)?;
-                match after {
-                    Some(a) => a.apply(&y),
-                    None => Ok(y),
-                }
+                Ok(y)
             }
         }
     }
@@ -221,7 +209,6 @@ impl BatchNorm {
     ) -> Result<Tensor> {
         match mode {
             Mode::Eval => self.forward_act(&dense.forward(x)?, mode, act),
-            Mode::Train if act.is_some_and(|a| !a.fuses()) => self.forward_act(&dense.forward(x)?, mode, act),
             Mode::Train => {
                 let (y, mean, var) = ops::dense_bn_act_train(
                     x,
@@ -255,7 +242,7 @@ fn kernel_act(act: Option<Activation>) -> crate::kernels::Activation {
         None => crate::kernels::Activation::Identity,
         Some(Activation::Relu) => crate::kernels::Activation::Relu,
         Some(Activation::LeakyRelu) => crate::kernels::Activation::LeakyRelu(LEAKY_SLOPE as f32),
-        Some(Activation::Silu) => unreachable!("SiLU is applied after the batch norm kernel"),
+        Some(Activation::Silu) => crate::kernels::Activation::Silu,
     }
 }
 

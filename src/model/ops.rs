@@ -91,12 +91,7 @@ pub fn batch_norm_act_train(
         return kernels::batch_norm_train(x, gamma, beta, eps, act);
     }
     let (y, mean, var) = batch_norm_train_candle(x, gamma, beta, eps)?;
-    let y = match act {
-        kernels::Activation::Identity => y,
-        kernels::Activation::Relu => y.relu()?,
-        kernels::Activation::LeakyRelu(a) => candle_nn::ops::leaky_relu(&y, a as f64)?,
-    };
-    Ok((y, mean, var))
+    Ok((candle_activation(&y, act)?, mean, var))
 }
 
 /// candle's composite batch norm (the path for non-CPU devices).
@@ -116,6 +111,31 @@ fn batch_norm_train_candle(
         .broadcast_mul(&gamma.reshape(shape.as_slice())?)?
         .broadcast_add(&beta.reshape(shape.as_slice())?)?;
     Ok((y, mean.flatten_all()?.detach(), var.flatten_all()?.detach()))
+}
+
+/// An activation element-wise; on CPU one kernel forward and one backward.
+pub fn activation(x: &Tensor, act: kernels::Activation) -> Result<Tensor> {
+    if on_cpu_kernels(x) {
+        return kernels::activation(x, act);
+    }
+    candle_activation(x, act)
+}
+
+/// `act(x + h)`, a residual cell's output; on CPU one kernel forward and one backward.
+pub fn add_activation(x: &Tensor, h: &Tensor, act: kernels::Activation) -> Result<Tensor> {
+    if on_cpu_kernels(x) && h.dtype() == DType::F32 && h.device().is_cpu() {
+        return kernels::add_activation(x, h, act);
+    }
+    candle_activation(&(x + h)?, act)
+}
+
+fn candle_activation(y: &Tensor, act: kernels::Activation) -> Result<Tensor> {
+    match act {
+        kernels::Activation::Identity => Ok(y.clone()),
+        kernels::Activation::Relu => y.relu(),
+        kernels::Activation::LeakyRelu(a) => candle_nn::ops::leaky_relu(y, a as f64),
+        kernels::Activation::Silu => y.silu(),
+    }
 }
 
 /// Batch norm in evaluation mode: normalise with the running statistics.

@@ -45,7 +45,7 @@ impl ResBlock {
             Some(bn) => bn.forward(&h, mode)?,
             None => h,
         };
-        self.activation.apply(&(x + h)?)
+        self.activation.apply_to_sum(x, &h)
     }
 }
 

@@ -19,6 +19,7 @@ pub mod plot;
 pub mod run;
 pub mod schedule;
 pub mod session;
+pub mod step_bench;
 pub mod trainer;
 pub mod workflow;
 
