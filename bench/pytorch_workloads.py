@@ -17,7 +17,7 @@ call time, so `norbvae bench --cpu-time` can swap in time.process_time.
 
 The improved models (`norbvae bench --workload residual|hierarchy|ema|improved`) are replicas of
 norbvae's residual conv VAE and hierarchical VAE built from the sizes in a norbvae training config
-(configs/ladder/4-residual.toml, 5-hierarchy.toml): each line adds the trainable parameter count,
+(bench/configs/residual-conv-32.toml, configs/ladder/5-residual.toml): each line adds the trainable parameter count,
 which `norbvae bench` compares with its own model's before it trusts the figures:
     torch residual threads=1 B=64: 106 samples/s loss 577.2 -> 219.5 params 4701473
     torch ema-hierarchy threads=1 tensors=144: 178.1 updates/s params 4870881

@@ -40,11 +40,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "both")]
     pub workload: WorkloadArg,
     /// Training config of the residual workload (default: the repository's
-    /// configs/ladder/4-residual.toml).
+    /// bench/configs/residual-conv-32.toml).
     #[arg(long)]
     pub residual_config: Option<PathBuf>,
     /// Training config of the hierarchy workload and of the EMA benchmark's parameter set
-    /// (default: the repository's configs/ladder/5-hierarchy.toml).
+    /// (default: the repository's configs/ladder/5-residual.toml, the hierarchical VAE with
+    /// residual cells).
     #[arg(long)]
     pub hierarchy_config: Option<PathBuf>,
     /// Timed weight-average updates per EMA measurement.
@@ -108,12 +109,12 @@ impl ModelWorkload {
             ModelWorkload::Residual => (
                 &args.residual_config,
                 "--residual-config",
-                "configs/ladder/4-residual.toml",
+                "bench/configs/residual-conv-32.toml",
             ),
             ModelWorkload::Hierarchy => (
                 &args.hierarchy_config,
                 "--hierarchy-config",
-                "configs/ladder/5-hierarchy.toml",
+                "configs/ladder/5-residual.toml",
             ),
         };
         match given {

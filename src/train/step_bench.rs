@@ -256,9 +256,7 @@ mod tests {
     use super::*;
 
     fn ladder(name: &str, overrides: &[&str]) -> BenchModel {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("configs/ladder")
-            .join(name);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
         let cfg = crate::train::TrainConfig::load(&path, &overrides)
             .unwrap()
@@ -270,7 +268,10 @@ mod tests {
     #[test]
     fn the_model_step_trains_the_ladder_models_and_counts_their_parameters() {
         // Small sizes of the same architectures, so the test takes a second.
-        for name in ["4-residual.toml", "5-hierarchy.toml"] {
+        for name in [
+            "bench/configs/residual-conv-32.toml",
+            "configs/ladder/5-residual.toml",
+        ] {
             let m = ladder(
                 name,
                 &[
@@ -298,7 +299,7 @@ mod tests {
     #[test]
     fn ema_benchmark_covers_every_trainable_tensor() {
         let m = ladder(
-            "5-hierarchy.toml",
+            "configs/ladder/5-residual.toml",
             &[
                 "data.image_size=8",
                 "model.conv.downsizings=3",
