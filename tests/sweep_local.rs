@@ -82,14 +82,16 @@ fn a_2x2_grid_with_2_seeds_runs_locally_and_a_rerun_trains_nothing() {
             cfg.model.latent_dim
         );
         assert!(metrics["metrics"]["test"]["mse"].as_f64().unwrap().is_finite());
-        // The child ran with the sweep's --device (its command line heads its log).
+        // The child ran with the sweep's --device (its command line heads its log; paths as
+        // given to the sweep, --out sw from the test's directory).
         let log = std::fs::read_to_string(run.join("train.log")).unwrap();
         let line = log.lines().find(|l| l.starts_with("--- norbvae sweep:")).unwrap();
+        let rel = Path::new("sw").join(r["dir"].as_str().unwrap());
         assert!(
             line.ends_with(&format!(
                 "train --config {} --out {} --device cpu",
-                run.join("config.toml").display(),
-                run.display()
+                rel.join("config.toml").display(),
+                rel.display()
             )),
             "{line}"
         );

@@ -36,6 +36,8 @@ pub struct DemoOptions {
     pub epochs: usize,
     /// Epochs of the showcase.
     pub showcase_epochs: usize,
+    /// Further `key=value` overrides of the showcase's config (after the demo's own).
+    pub showcase_sets: Vec<String>,
     /// Presets to run (names of [`super::PRESETS`]; default all).
     pub presets: Vec<String>,
     /// Score samples with the sample-quality classifier (trained once per dataset, cached).
@@ -57,6 +59,7 @@ impl DemoOptions {
             },
             epochs: 6,
             showcase_epochs: 8,
+            showcase_sets: vec![],
             presets: super::PRESETS.iter().map(|p| p.0.to_string()).collect(),
             sample_quality: true,
             seed: 0,
@@ -146,12 +149,13 @@ pub fn demo(args: &DemoOptions) -> Result<DemoSummary> {
     } else {
         let cfg_path = runs.join("configs").join("demo-showcase.toml");
         crate::util::write_atomic(&cfg_path, SHOWCASE_CONFIG.as_bytes())?;
-        let sets = vec![
+        let mut sets = vec![
             format!("model.conv.downsizings={downs}"),
             format!("train.max_epochs={}", args.showcase_epochs),
             format!("seed={}", args.seed),
             finished.clone(),
         ];
+        sets.extend(args.showcase_sets.iter().cloned());
         let mut showcase_data = data.clone();
         showcase_data.image_size = Some(side);
         train_preset(&cfg_path, &sets, &showcase_data, &showcase)
