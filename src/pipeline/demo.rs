@@ -106,17 +106,17 @@ impl ShowcaseNumbers {
     pub fn text(&self) -> String {
         format!(
             "showcase {} (sigma-VAE conv, {} latents, {} epochs on {} training images):\n  \
-             test MSE {:.5} (mean training image {:.5}, {:.1}x lower; PCA with {} components {:.5}, {:.2}x the VAE's)",
+             test MSE {:.5}: {:.1}x below the mean training image's {:.5}, {:.2}x PCA's {:.5} with {} components",
             self.run.display(),
             self.latent_dim,
             self.epochs,
             self.train_images,
             self.mse,
-            self.mean_image_mse,
             self.mean_image_mse / self.mse,
-            self.latent_dim,
+            self.mean_image_mse,
+            self.mse / self.pca_mse,
             self.pca_mse,
-            self.pca_mse / self.mse,
+            self.latent_dim,
         )
     }
 }
