@@ -354,7 +354,7 @@ fn bad_grids_and_missing_sbatch_fail_clearly_and_start_nothing() {
     let base = dir.join("base.toml");
     std::fs::write(&base, tiny_base()).unwrap();
     let b = base.to_str().unwrap();
-    let cases: Vec<(Vec<&str>, &str)> = vec![
+    let mut cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--grid", "model.latent_dimm=2,4"],
             "unknown field `latent_dimm`",
@@ -397,7 +397,6 @@ fn bad_grids_and_missing_sbatch_fail_clearly_and_start_nothing() {
             "--device \"gpu\": expected auto, cpu, cuda or cuda:N",
         ),
     ];
-    let mut cases = cases;
     if !norbvae::util::device::CUDA_BUILT {
         cases.push((
             vec!["--grid", "train.max_epochs=2", "--device", "cuda:1"],
