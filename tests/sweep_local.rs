@@ -30,7 +30,11 @@ fn a_2x2_grid_with_2_seeds_runs_locally_and_a_rerun_trains_nothing() {
     let args = sweep_args(
         &base,
         &data,
-        &[&GRID_2X2_SEEDS_2[..], &["--out", "sw", "--jobs", "2"]].concat(),
+        &[
+            &GRID_2X2_SEEDS_2[..],
+            &["--out", "sw", "--jobs", "2", "--device", "cpu"],
+        ]
+        .concat(),
     );
     let t0 = std::time::Instant::now();
     let o = norbvae(&args, dir);
@@ -78,6 +82,19 @@ fn a_2x2_grid_with_2_seeds_runs_locally_and_a_rerun_trains_nothing() {
             cfg.model.latent_dim
         );
         assert!(metrics["metrics"]["test"]["mse"].as_f64().unwrap().is_finite());
+        // The child ran with the sweep's --device (its command line heads its log; paths as
+        // given to the sweep, --out sw from the test's directory).
+        let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+        let line = log.lines().find(|l| l.starts_with("--- norbvae sweep:")).unwrap();
+        let rel = Path::new("sw").join(r["dir"].as_str().unwrap());
+        assert!(
+            line.ends_with(&format!(
+                "train --config {} --out {} --device cpu",
+                rel.join("config.toml").display(),
+                rel.display()
+            )),
+            "{line}"
+        );
     }
     assert_eq!(names.len(), 8);
     // Seeds make different runs.
@@ -337,7 +354,7 @@ fn bad_grids_and_missing_sbatch_fail_clearly_and_start_nothing() {
     let base = dir.join("base.toml");
     std::fs::write(&base, tiny_base()).unwrap();
     let b = base.to_str().unwrap();
-    let cases: Vec<(Vec<&str>, &str)> = vec![
+    let mut cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--grid", "model.latent_dimm=2,4"],
             "unknown field `latent_dimm`",
@@ -375,7 +392,17 @@ fn bad_grids_and_missing_sbatch_fail_clearly_and_start_nothing() {
             vec!["--grid", "train.max_epochs=2", "--executor", "slurm"],
             "sbatch not found on PATH",
         ),
+        (
+            vec!["--grid", "train.max_epochs=2", "--device", "gpu"],
+            "--device \"gpu\": expected auto, cpu, cuda or cuda:N",
+        ),
     ];
+    if !norbvae::util::device::CUDA_BUILT {
+        cases.push((
+            vec!["--grid", "train.max_epochs=2", "--device", "cuda:1"],
+            "--device cuda:1: this norbvae was built without CUDA support",
+        ));
+    }
     for (extra, expect) in cases {
         let mut args = vec!["sweep", "--config", b, "--out", "sw"];
         args.extend(extra.iter());
@@ -418,6 +445,8 @@ fn the_print_executor_writes_configs_and_one_array_script() {
             "sw",
             "--signal-seconds",
             "300",
+            "--device",
+            "cpu",
         ],
         dir,
     );
@@ -435,6 +464,8 @@ fn the_print_executor_writes_configs_and_one_array_script() {
         "#SBATCH --qos=low",
         "scontrol requeue",
         "'runs/latent_dim=8,seed=2'",
+        "DEVICE='cpu'",
+        r#""$NORBVAE" train --config "$RUN/config.toml" --out "$RUN" --device "$DEVICE" "${RESUME[@]}""#,
     ] {
         assert!(script.contains(line), "missing {line:?} in\n{script}");
     }
@@ -634,4 +665,45 @@ fn reproduce_with_the_local_executor_trains_the_presets_as_one_sweep() {
     let before: Vec<_> = names.iter().map(|n| stamp(n)).collect();
     reproduce(&opts).unwrap();
     assert_eq!(before, names.iter().map(|n| stamp(n)).collect::<Vec<_>>());
+}
+
+#[test]
+fn reproduce_with_the_print_executor_writes_the_device_into_the_batch_script() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (data, _) = setup(dir);
+    let o = norbvae(
+        &[
+            "reproduce",
+            "--data",
+            &data,
+            "--limit",
+            "96",
+            "--presets",
+            "pca-vae,basic-convolutional-vae",
+            "--max-epochs",
+            "1",
+            "--executor",
+            "print",
+            "--device",
+            "cpu",
+            "--out",
+            "rep",
+        ],
+        dir,
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let script = std::fs::read_to_string(dir.join("rep/slurm/sweep.sbatch")).unwrap();
+    for line in [
+        "DEVICE='cpu'",
+        r#""$NORBVAE" train --config "$RUN/config.toml" --out "$RUN" --device "$DEVICE" "${RESUME[@]}""#,
+        "  'pca-vae'",
+        "  'basic-convolutional-vae'",
+    ] {
+        assert!(script.contains(line), "missing {line:?} in\n{script}");
+    }
+    // Nothing trained: only the configs are there.
+    assert!(dir.join("rep/pca-vae/config.toml").is_file());
+    assert!(!dir.join("rep/pca-vae/metrics.json").exists());
 }

@@ -74,6 +74,11 @@ impl Default for DeviceArgs {
 }
 
 impl DeviceArgs {
+    /// Parse `--device` without selecting it (commands that pass it on to child processes).
+    pub fn choice(&self) -> anyhow::Result<crate::util::device::DeviceChoice> {
+        self.device.parse()
+    }
+
     /// Parse `--device` and select it for the rest of this process.
     pub fn select(&self) -> anyhow::Result<candle_core::Device> {
         let choice: crate::util::device::DeviceChoice = self.device.parse()?;

@@ -118,6 +118,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         let exe = std::env::current_exe().context("locating the norbvae binary")?;
         let mut x = ReproduceExecutor::new(kind, exe);
+        x.device = args.device.choice()?;
         x.jobs = args.jobs;
         x.seeds = args.seeds.as_deref().map(parse_seeds).transpose()?;
         x.slurm.cpus_per_task = args.cpus_per_task;

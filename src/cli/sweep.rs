@@ -1,5 +1,6 @@
 //! `norbvae sweep`: train a grid of config overrides x seeds, locally or as one Slurm job array;
 //! `norbvae sweep status DIR [--wait]`: where a sweep stands.
+use crate::cli::common::DeviceArgs;
 use crate::format::sweep::{ExecutorKind, GridAxis, RunStatus, SweepManifest};
 use crate::sweep::spec::{parse_grid_arg, parse_seeds, DEFAULT_MAX_RUNS};
 use crate::sweep::{self, local, slurm, SlurmOptions, SweepFile, SweepSpec};
@@ -36,6 +37,9 @@ pub struct StatusArgs {
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RunArgs {
+    /// Passed to every run's `norbvae train` (local children and the Slurm batch script).
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Sweep file (configs/sweeps/*.toml); the options below override or extend it.
     #[arg(long)]
     pub file: Option<PathBuf>,
@@ -153,6 +157,8 @@ fn resolve(a: RunArgs) -> Result<(SweepSpec, PathBuf, ExecutorKind, usize, Slurm
 }
 
 fn run_sweep(a: RunArgs) -> Result<()> {
+    // Checked, not opened: the children open it (on a Slurm node, not here).
+    let device = a.device.choice()?.check_built()?;
     let (spec, out, executor, jobs, slurm_opts) = resolve(a)?;
     // Everything is checked before anything is written or submitted.
     let runs = sweep::plan(&spec)?;
@@ -183,7 +189,8 @@ fn run_sweep(a: RunArgs) -> Result<()> {
         .count();
     match executor {
         ExecutorKind::Local => {
-            let opts = local::LocalOptions::new(exe, jobs);
+            let mut opts = local::LocalOptions::new(exe, jobs);
+            opts.device = device;
             let report = local::run_local(&out, &mut manifest, &opts)?;
             print!("{}", sweep::status_table(&out, &manifest));
             if !report.failed.is_empty() {
@@ -205,7 +212,7 @@ fn run_sweep(a: RunArgs) -> Result<()> {
                 return Ok(());
             }
             let workdir = std::env::current_dir()?;
-            let (script, tasks) = slurm::write_script(&out, &manifest, &slurm_opts, &exe, &workdir)?;
+            let (script, tasks) = slurm::write_script(&out, &manifest, &slurm_opts, &exe, device, &workdir)?;
             if executor == ExecutorKind::Print {
                 println!(
                     "wrote {} run configs under {} and the batch script {} ({} tasks); submit with: sbatch {}",

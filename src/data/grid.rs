@@ -9,7 +9,7 @@
 use crate::plot::font;
 use crate::util::fs::write_atomic_with;
 use anyhow::{anyhow, ensure, Result};
-use image::codecs::png::PngEncoder;
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -146,7 +146,9 @@ impl Canvas {
 
     fn save(self, path: &Path) -> Result<()> {
         write_atomic_with(path, |w| {
-            PngEncoder::new(w).write_image(
+            // The best deflate level and per-row filters: enlarged tiles repeat every row
+            // `scale` times, which the Up filter turns into zeros; a demo writes dozens of grids.
+            PngEncoder::new_with_quality(w, CompressionType::Best, FilterType::Adaptive).write_image(
                 &self.rgb,
                 self.width as u32,
                 self.height as u32,

@@ -1,4 +1,4 @@
-//! The experiment pipeline (`norbvae reproduce`, `norbvae demo`; `reproduce.rs`: its presets as a sweep): PCA at
+//! The experiment pipeline (`norbvae reproduce`, `norbvae demo` in `demo.rs`; `reproduce.rs`: its presets as a sweep): PCA at
 //! the log's component counts (plus the VAEs' latent sizes, so every VAE has a PCA point to compare
 //! with), the log's four VAE presets, the sigma-VAE variants and a tanh-output PCA-VAE, `eval` of
 //! every VAE, written answers to the log's questions, and the report.
@@ -7,9 +7,11 @@
 //! [`crate::train::train_from_config`], [`crate::eval::evaluate_run`]) with typed options, so a
 //! reproduction runs exactly the documented workflow. A run directory that already has results is
 //! reused, so an interrupted reproduction continues where it stopped.
+pub mod demo;
 pub mod ladder;
 pub mod reproduce;
 
+pub use demo::{demo, DemoOptions, DemoSummary};
 pub use reproduce::ReproduceExecutor;
 
 use crate::data::DataOptions;
@@ -76,6 +78,9 @@ pub struct ReproduceOptions {
     /// The improvement ladder's steps instead of [`PRESETS`] (`reproduce --ladder`; see
     /// [`ladder`]): `presets` is then ignored, `data` should be [`ladder::shared_data`].
     pub ladder: Option<Vec<crate::train::ladder::LadderStep>>,
+    /// Finished (and evaluated) runs trained outside the reproduction, shown in the report beside
+    /// the presets (the demo's showcase).
+    pub extra_runs: Vec<PathBuf>,
 }
 
 impl ReproduceOptions {
@@ -91,6 +96,7 @@ impl ReproduceOptions {
             title: "norbvae: the experiment log, reproduced".into(),
             executor: None,
             ladder: None,
+            extra_runs: vec![],
         }
     }
 }
@@ -347,6 +353,12 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
                 .filter(|d| d.join("metrics.json").is_file()),
         ),
     }
+    dirs.extend(
+        opts.extra_runs
+            .iter()
+            .filter(|d| d.join("metrics.json").is_file())
+            .cloned(),
+    );
     let runs: Vec<RunInfo> = dirs.iter().map(|d| RunInfo::load(d)).collect::<Result<_>>()?;
     let mut qa = answers::answers(&runs);
     if !failures.is_empty() {
@@ -392,23 +404,15 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// The demo's data: a small synthetic NORB at `side` pixels, written once into `dir`.
-pub fn demo_data(dir: &Path, side: usize, seed: u64) -> Result<()> {
-    use crate::data::norb::{locate, NorbFile, NorbPart};
-    // The testing info file is written last: if it is there, the set is complete.
-    if locate(dir, NorbPart::Testing, NorbFile::Info).is_ok() {
-        return Ok(());
-    }
-    eprintln!(
-        "rendering a small synthetic NORB at {side}x{side} into {}",
-        dir.display()
-    );
-    crate::data::synth::write_small(dir, side, seed)
-}
-
 /// `norbvae train --config CONFIG --out RUN_DIR [data options] --set ...` as a library call:
 /// the config with its overrides, the data options over the config's `[data]`, checked once.
-fn train_preset(config: &Path, sets: &[String], data: &DataOptions, out: &Path, resume: bool) -> Result<()> {
+pub(crate) fn train_preset(
+    config: &Path,
+    sets: &[String],
+    data: &DataOptions,
+    out: &Path,
+    resume: bool,
+) -> Result<()> {
     let cfg = preset_config(config, sets, data)?
         .check()
         .with_context(|| format!("config {}", config.display()))?;
@@ -438,45 +442,4 @@ fn override_data(config: DataOptions, data: &DataOptions) -> DataOptions {
         limit: data.limit.or(config.limit),
         seed: data.seed,
     }
-}
-
-/// `norbvae demo`: a small synthetic NORB, PCA, short runs of every preset, eval and the report.
-#[derive(Debug, Clone)]
-pub struct DemoOptions {
-    /// Output directory (data, runs and report.html).
-    pub out: PathBuf,
-    /// Image side of the synthetic NORB.
-    pub size: usize,
-    /// Epochs per VAE.
-    pub epochs: usize,
-    pub seed: u64,
-}
-
-/// The README's main command: the whole pipeline in minutes. Returns the report's path.
-pub fn demo(args: &DemoOptions) -> Result<PathBuf> {
-    let data_dir = args.out.join("data");
-    demo_data(&data_dir, args.size, args.seed)?;
-    let data = DataOptions {
-        spec: format!("norb:{}", data_dir.display()),
-        image_size: None,
-        val_fraction: 0.1,
-        seed: args.seed,
-        ..Default::default()
-    };
-    let mut opts = ReproduceOptions::new(data, args.out.join("runs"));
-    opts.title = format!("norbvae demo: synthetic NORB at {0}x{0}", args.size);
-    opts.pca_components = vec![10, 20, 50, 100, 128, 200, 500];
-    opts.train_overrides = vec![
-        format!("train.max_epochs={}", args.epochs),
-        format!("seed={}", args.seed),
-    ];
-    // 32 pixels halve five times to 1x1; the preset's sixth halving would only pad the input.
-    let downs = (args.size as f64).log2().floor() as usize;
-    opts.conv_overrides = vec![format!("model.conv.downsizings={}", downs.clamp(1, 6))];
-    opts.eval.iwae_samples = 20;
-    opts.eval.likelihood_images = Some(100);
-    opts.eval.quality_samples = 400;
-    opts.eval.sampler.two_stage.steps = 600;
-    opts.eval.sampler.two_stage.width = 128;
-    reproduce(&opts)
 }

@@ -13,6 +13,7 @@
 use crate::format::sweep::{ExecutorKind, GridAxis, RunEntry, RunStatus, SweepManifest};
 use crate::sweep::{self, local, slurm, PlannedRun, SlurmOptions, SweepSpec};
 use crate::train::TrainConfig;
+use crate::util::device::DeviceChoice;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,8 @@ pub struct ReproduceExecutor {
     pub exe: PathBuf,
     /// Slurm: seconds between looks at the queue while waiting for the array.
     pub poll_seconds: f64,
+    /// Each training run's `--device` (reproduce's own).
+    pub device: DeviceChoice,
 }
 
 impl ReproduceExecutor {
@@ -42,6 +45,7 @@ impl ReproduceExecutor {
             seeds: None,
             exe,
             poll_seconds: 5.0,
+            device: DeviceChoice::Auto,
         }
     }
 }
@@ -132,7 +136,8 @@ pub(super) fn train_presets(
     let mut manifest = sweep::prepare(out, &spec, &planned, x.kind)?;
     match x.kind {
         ExecutorKind::Local => {
-            let opts = local::LocalOptions::new(x.exe.clone(), x.jobs);
+            let mut opts = local::LocalOptions::new(x.exe.clone(), x.jobs);
+            opts.device = x.device;
             local::run_local(out, &mut manifest, &opts)?;
         }
         ExecutorKind::Print => {
@@ -140,7 +145,8 @@ pub(super) fn train_presets(
                 eprintln!("every preset run is finished: no batch script needed");
             } else {
                 let workdir = std::env::current_dir()?;
-                let (script, tasks) = slurm::write_script(out, &manifest, &x.slurm, &x.exe, &workdir)?;
+                let (script, tasks) =
+                    slurm::write_script(out, &manifest, &x.slurm, &x.exe, x.device, &workdir)?;
                 eprintln!(
                     "wrote {} run configs and the batch script {} ({} tasks); submit with: sbatch {}, \
                      then run the same `norbvae reproduce` without --executor print to evaluate and report",
@@ -183,7 +189,7 @@ fn run_slurm(out: &Path, manifest: &mut SweepManifest, x: &ReproduceExecutor) ->
         eprintln!("job array of this reproduction still in the queue: waiting for it");
     } else if manifest.runs.iter().any(|r| r.status != RunStatus::Done) {
         let workdir = std::env::current_dir()?;
-        let (script, tasks) = slurm::write_script(out, manifest, &x.slurm, &x.exe, &workdir)?;
+        let (script, tasks) = slurm::write_script(out, manifest, &x.slurm, &x.exe, x.device, &workdir)?;
         let job = slurm::submit(&script, tasks)?;
         eprintln!(
             "submitted job array {} ({} tasks); waiting (interrupting this leaves the array running: \

@@ -4,6 +4,7 @@
 //! running children (which stop at a clean point with a checkpoint) and the sweep stops launching.
 use super::{has_checkpoint, write_failure, LOG_FILE};
 use crate::format::sweep::{RunStatus, SweepManifest};
+use crate::util::device::DeviceChoice;
 use crate::util::signals::{self, Interrupted, StopSignal};
 use anyhow::{Context, Result};
 use std::io::Write;
@@ -20,6 +21,8 @@ pub struct LocalOptions {
     pub jobs: usize,
     /// RAYON_NUM_THREADS of each child.
     pub threads_per_run: usize,
+    /// Each child's `--device`.
+    pub device: DeviceChoice,
 }
 
 impl LocalOptions {
@@ -31,6 +34,7 @@ impl LocalOptions {
             exe,
             jobs,
             threads_per_run: (cores / jobs).max(1),
+            device: DeviceChoice::Auto,
         }
     }
 }
@@ -200,22 +204,20 @@ fn spawn(sweep_dir: &Path, manifest: &SweepManifest, index: usize, opts: &LocalO
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let resume = has_checkpoint(&dir);
+    let args = train_args(&dir, resume, opts.device);
     writeln!(
         log,
-        "--- norbvae sweep: {} run {} ({})",
+        "--- norbvae sweep: {} run {}: {} {}",
         if resume { "resuming" } else { "starting" },
         entry.name,
-        opts.exe.display()
+        opts.exe.display(),
+        args.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
     )?;
     let mut cmd = Command::new(&opts.exe);
-    cmd.arg("train")
-        .arg("--config")
-        .arg(dir.join("config.toml"))
-        .arg("--out")
-        .arg(&dir);
-    if resume {
-        cmd.arg("--resume");
-    }
+    cmd.args(&args);
     cmd.env("RAYON_NUM_THREADS", opts.threads_per_run.to_string())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -225,6 +227,23 @@ fn spawn(sweep_dir: &Path, manifest: &SweepManifest, index: usize, opts: &LocalO
         .process_group(0);
     cmd.spawn()
         .with_context(|| format!("starting {} for run {}", opts.exe.display(), entry.name))
+}
+
+/// A child's arguments: `train --config RUN/config.toml --out RUN --device D [--resume]`.
+pub fn train_args(run_dir: &Path, resume: bool, device: DeviceChoice) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "train".into(),
+        "--config".into(),
+        run_dir.join("config.toml").into(),
+        "--out".into(),
+        run_dir.into(),
+        "--device".into(),
+        device.to_string().into(),
+    ];
+    if resume {
+        args.push("--resume".into());
+    }
+    args
 }
 
 fn describe(status: std::process::ExitStatus) -> String {

@@ -1,6 +1,7 @@
 //! The Slurm executor: one batch script, ONE job array (`sbatch --array=...%P`), one task per run.
 //!
-//! Each task runs `norbvae train` on its run directory (with `--resume` when a checkpoint exists;
+//! Each task runs `norbvae train --device D` on its run directory (the sweep's `--device`; with
+//! `--resume` when a checkpoint exists;
 //! a finished run exits at once). The job asks Slurm for SIGUSR1 some seconds before its time
 //! limit (`--signal=B:USR1@SECONDS`, sent to the batch shell) and is requeueable (`--requeue`): the
 //! script traps USR1 and forwards it to the trainer, which stops at its next step and exits with
@@ -10,6 +11,7 @@
 use super::spec::{SlurmOptions, DEFAULT_SIGNAL_SECONDS};
 use super::{FAILED_FILE, LOG_FILE};
 use crate::format::sweep::{RunStatus, SlurmJob, SweepManifest};
+use crate::util::device::DeviceChoice;
 use crate::util::signals::REQUEUE_EXIT_CODE;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -74,6 +76,7 @@ pub fn batch_script(
     tasks: &[usize],
     opts: &SlurmOptions,
     exe: &Path,
+    device: DeviceChoice,
     workdir: &Path,
 ) -> Result<String> {
     if tasks.is_empty() {
@@ -138,6 +141,7 @@ pub fn batch_script(
     ));
     s.push_str("set -u\n");
     s.push_str(&format!("NORBVAE={}\n", sh_quote(&exe.display().to_string())));
+    s.push_str(&format!("DEVICE={}\n", sh_quote(&device.to_string())));
     s.push_str(&format!("SWEEP={}\n", sh_quote(&sweep_dir.display().to_string())));
     s.push_str("RUNS=(\n");
     for r in &manifest.runs {
@@ -159,7 +163,7 @@ export RAYON_NUM_THREADS="${{SLURM_CPUS_PER_TASK:-1}}"
 CHILD=""
 forward() {{ if [ -n "$CHILD" ]; then kill -USR1 "$CHILD" 2>/dev/null; fi; }}
 trap forward USR1
-"$NORBVAE" train --config "$RUN/config.toml" --out "$RUN" "${{RESUME[@]}}" >>"$LOG" 2>&1 &
+"$NORBVAE" train --config "$RUN/config.toml" --out "$RUN" --device "$DEVICE" "${{RESUME[@]}}" >>"$LOG" 2>&1 &
 CHILD=$!
 while :; do
     wait "$CHILD"
@@ -201,6 +205,7 @@ pub fn write_script(
     manifest: &SweepManifest,
     opts: &SlurmOptions,
     exe: &Path,
+    device: DeviceChoice,
     workdir: &Path,
 ) -> Result<(PathBuf, Vec<usize>)> {
     let tasks: Vec<usize> = manifest
@@ -209,7 +214,7 @@ pub fn write_script(
         .filter(|r| r.status != RunStatus::Done)
         .map(|r| r.index)
         .collect();
-    let text = batch_script(sweep_dir, manifest, &tasks, opts, exe, workdir)?;
+    let text = batch_script(sweep_dir, manifest, &tasks, opts, exe, device, workdir)?;
     let path = script_path(sweep_dir);
     std::fs::create_dir_all(sweep_dir.join("slurm"))?;
     crate::util::write_atomic(&path, text.as_bytes())?;

@@ -12,6 +12,9 @@
 //! written last and checked on load, so a reader gets the whole previous checkpoint or the whole
 //! new one, never weights of one epoch with the state of another.
 //!
+//! With `train.keep_resume_state = false` a finished run removes `last/` ([`drop_resume_state`]);
+//! `--resume` (and `eval --last`) then refuse it with [`dropped_resume_state_message`].
+//!
 //! Run directories from before the units (flat `checkpoints/{best,last}.safetensors`,
 //! `.optim.safetensors`, `.json`) still load; the next save writes a unit beside them, which then
 //! takes precedence.
@@ -83,6 +86,49 @@ fn unit_exists(run_dir: &Path, kind: CheckpointKind) -> bool {
 /// Whether the run has a complete checkpoint of this kind (a unit, or the flat layout).
 pub fn exists(run_dir: &Path, kind: CheckpointKind) -> bool {
     unit_exists(run_dir, kind) || legacy_exists(run_dir, kind)
+}
+
+/// Whether the run finished and then removed its `last/` checkpoint (`train.keep_resume_state =
+/// false` in its `config.toml`): nothing to resume or evaluate as `last` from.
+pub fn resume_state_dropped(run_dir: &Path) -> bool {
+    run_dir.join("metrics.json").is_file()
+        && !exists(run_dir, CheckpointKind::Last)
+        && crate::train::TrainConfig::load(&run_dir.join("config.toml"), &[])
+            .is_ok_and(|c| !c.train.keep_resume_state)
+}
+
+/// Why a run without its resume state cannot continue, naming the run and the option.
+pub fn dropped_resume_state_message(run_dir: &Path) -> String {
+    format!(
+        "{}: this run finished and kept no resume state (train.keep_resume_state = false in its \
+         config.toml removed checkpoints/last/, the weights and Adam moments a resume continues \
+         from); its results and checkpoints/best/ are there. To train on, start a new run (or \
+         --force this one) with train.keep_resume_state = true",
+        run_dir.display()
+    )
+}
+
+/// Remove the resume state of a FINISHED run (`train.keep_resume_state = false`): the whole
+/// `last/` unit (weights, Adam moments, weight average), after `metrics.json` is written. A kill
+/// before the removal leaves a finished run that resumes exactly; after it, a run that refuses to.
+pub fn drop_resume_state(run_dir: &Path) -> Result<()> {
+    if !run_dir.join("metrics.json").is_file() {
+        anyhow::bail!(
+            "{}: not finished (no metrics.json): its resume state is kept",
+            run_dir.display()
+        );
+    }
+    atomic_dir::remove_unit(&unit_dir(run_dir, CheckpointKind::Last))?;
+    let p = legacy_paths(run_dir, CheckpointKind::Last);
+    for f in [p.params, p.optim, p.state] {
+        match std::fs::remove_file(&f) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", f.display()))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A fault-injection point for tests: called at every step of every checkpoint write with the
@@ -244,6 +290,11 @@ pub fn load(
     }
     let unit = match atomic_dir::load_unit(&dir) {
         Ok(u) => u,
+        Err(atomic_dir::UnitError::Missing { .. })
+            if kind == CheckpointKind::Last && resume_state_dropped(run_dir) =>
+        {
+            anyhow::bail!("{}", dropped_resume_state_message(run_dir))
+        }
         Err(atomic_dir::UnitError::Missing { .. }) => anyhow::bail!(
             "{}: no {} checkpoint (missing {}): was it trained?",
             run_dir.display(),

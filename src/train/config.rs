@@ -51,6 +51,11 @@ pub struct TrainOptions {
     /// Keep an exponential moving average of the weights with this decay (None: none). See
     /// `train::ema`.
     pub ema_decay: Option<f64>,
+    /// Keep `checkpoints/last/` (weights, Adam moments, weight average) after the run has finished
+    /// (default true). False removes it once `metrics.json` is written: the run's results and its
+    /// best checkpoint stay, about half its size goes, and `--resume` refuses the run, naming this
+    /// key. For runs whose results are final, such as the demo's.
+    pub keep_resume_state: bool,
 }
 
 impl Default for TrainOptions {
@@ -72,6 +77,7 @@ impl Default for TrainOptions {
             grad_clip: None,
             grad_skip_threshold: None,
             ema_decay: None,
+            keep_resume_state: true,
         }
     }
 }

@@ -25,6 +25,9 @@ pub fn load_run(run_dir: &Path, which: CheckpointKind) -> Result<LoadedRun> {
     let config = TrainConfig::load(&cfg_path, &[])?;
     let meta_path = run.path("model.json");
     let meta: ModelMeta = crate::format::read_json(&meta_path)?;
+    if which == CheckpointKind::Last && checkpoint::resume_state_dropped(run_dir) {
+        anyhow::bail!("{}", checkpoint::dropped_resume_state_message(run_dir));
+    }
     if !checkpoint::exists(run_dir, which) {
         anyhow::bail!(
             "{} has no {} checkpoint (checkpoints/{}.safetensors and .json): was it trained?",

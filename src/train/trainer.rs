@@ -110,6 +110,12 @@ pub fn train_with(
     )
     .check_available("train")?;
     let _lock = claim(run_dir, RunKind::Vae, intent)?;
+    if resume && checkpoint::resume_state_dropped(run_dir) {
+        anyhow::bail!(
+            "cannot resume {}",
+            checkpoint::dropped_resume_state_message(run_dir)
+        );
+    }
     if resume && !checkpoint::exists(run_dir, CheckpointKind::Last) {
         anyhow::bail!(
             "resuming: {} has no last checkpoint to continue from (start it without --resume)",
@@ -244,7 +250,11 @@ pub fn train_with(
         checkpoint::mark_stopped(run_dir, CheckpointKind::Last, StopReason::Diverged)?;
     }
     tb.finish(stop)?;
-    finish(&session, splits, &run, &state, stop, mean(&speed))
+    let summary = finish(&session, splits, &run, &state, stop, mean(&speed))?;
+    if !cfg.train.keep_resume_state {
+        checkpoint::drop_resume_state(run_dir)?;
+    }
+    Ok(summary)
 }
 
 fn mean(v: &[f64]) -> f64 {

@@ -331,6 +331,43 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Remove the unit at `unit` for good: one rename takes it out of place (a reader then finds no
+/// unit, never part of one), then its files go. The set-aside copies and temporary directories of
+/// earlier writes go too, so [`load_unit`] cannot recover an older copy in its place. A kill
+/// midway leaves a `.NAME.tmp-PID-N` directory that the next writer's clean-up removes.
+pub fn remove_unit(unit: &Path) -> Result<(), UnitError> {
+    let Some(name) = unit.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Ok(());
+    };
+    let parent = unit
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut doomed = Vec::new();
+    if std::fs::symlink_metadata(unit).is_ok() {
+        let aside = sibling(unit, "tmp");
+        std::fs::rename(unit, &aside).map_err(io_err(unit))?;
+        fsync_dir(parent)?;
+        doomed.push(aside);
+    }
+    if let Ok(entries) = std::fs::read_dir(parent) {
+        for e in entries.flatten() {
+            let file_name = e.file_name().to_string_lossy().into_owned();
+            if file_name.starts_with(&format!(".{name}.prev-"))
+                || file_name.starts_with(&format!(".{name}.tmp-"))
+            {
+                doomed.push(e.path());
+            }
+        }
+    }
+    doomed.sort();
+    doomed.dedup();
+    for d in doomed {
+        std::fs::remove_dir_all(&d).map_err(io_err(&d))?;
+    }
+    Ok(())
+}
+
 /// A complete, verified unit.
 #[derive(Debug, Clone)]
 pub struct Unit {
@@ -546,6 +583,31 @@ mod tests {
         assert_eq!((u.epoch(), u.dir.clone()), (4, prev));
         write(&unit, 5, None).unwrap();
         assert_eq!(assert_whole(&unit), 5);
+    }
+
+    #[test]
+    fn a_removed_unit_is_gone_with_its_older_copies_and_its_neighbour_stays() {
+        let tmp = tempfile::tempdir().unwrap();
+        let unit = tmp.path().join("last");
+        let other = tmp.path().join("best");
+        write(&other, 2, None).unwrap();
+        write(&unit, 1, None).unwrap();
+        // An older set-aside copy (the fallback swap's) and a killed writer's staging directory.
+        let prev = sibling(&unit, "prev");
+        std::fs::rename(&unit, &prev).unwrap();
+        write(&unit, 2, None).unwrap();
+        assert!(write(&unit, 3, Some(1)).is_err());
+        remove_unit(&unit).unwrap();
+        let e = load_unit(&unit).unwrap_err();
+        assert!(matches!(e, UnitError::Missing { .. }), "{e}");
+        let left: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["best"]);
+        assert_eq!(assert_whole(&other), 2);
+        // Removing what is not there is fine.
+        remove_unit(&unit).unwrap();
     }
 
     #[test]

@@ -36,7 +36,33 @@ impl FromStr for DeviceChoice {
     }
 }
 
+/// As `--device` takes it (`auto`, `cpu`, `cuda:N`): what a sweep passes to its children.
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
 impl DeviceChoice {
+    /// Refuse `cuda` on a build without the `cuda` feature, without opening any device: a command
+    /// that only launches others (`norbvae sweep`, possibly on a Slurm login node without a GPU)
+    /// checks this much before it writes anything, and its children open the device.
+    pub fn check_built(self) -> Result<Self> {
+        if let Self::Cuda(n) = self {
+            if !CUDA_BUILT {
+                bail!(
+                    "--device cuda:{n}: this norbvae was built without CUDA support; build it with \
+                     `cargo build --release --features cuda` (or use --device cpu)"
+                );
+            }
+        }
+        Ok(self)
+    }
+
     /// The device this choice stands for. `cuda` on a build without the `cuda` feature, or a GPU
     /// that cannot be opened, is an error naming `--device`.
     pub fn device(self) -> Result<Device> {
@@ -44,12 +70,7 @@ impl DeviceChoice {
             Self::Cpu => Ok(Device::Cpu),
             Self::Auto => Ok(auto_device()),
             Self::Cuda(n) => {
-                if !CUDA_BUILT {
-                    bail!(
-                        "--device cuda:{n}: this norbvae was built without CUDA support; build it with \
-                         `cargo build --release --features cuda` (or use --device cpu)"
-                    );
-                }
+                self.check_built()?;
                 Device::new_cuda(n)
                     .map_err(|e| anyhow::anyhow!("--device cuda:{n}: cannot open CUDA device {n}: {e}"))
             }
@@ -103,6 +124,14 @@ mod tests {
     }
 
     #[test]
+    fn device_choice_prints_as_the_option_takes_it() {
+        for s in ["auto", "cpu", "cuda:0", "cuda:3"] {
+            assert_eq!(s.parse::<DeviceChoice>().unwrap().to_string(), s);
+        }
+        assert_eq!("cuda".parse::<DeviceChoice>().unwrap().to_string(), "cuda:0");
+    }
+
+    #[test]
     fn device_choice_rejects_bad_values_naming_the_option() {
         for bad in ["", "gpu", "cuda:", "cuda:x", "cuda:-1", "cuda1", "metal", "cpu:0"] {
             let msg = bad.parse::<DeviceChoice>().unwrap_err().to_string();
@@ -119,6 +148,9 @@ mod tests {
             let msg = DeviceChoice::Cuda(1).device().unwrap_err().to_string();
             assert!(msg.contains("--device cuda:1"), "{msg}");
             assert!(msg.contains("--features cuda"), "{msg}");
+            let msg = DeviceChoice::Cuda(1).check_built().unwrap_err().to_string();
+            assert!(msg.contains("--device cuda:1"), "{msg}");
         }
+        assert_eq!(DeviceChoice::Cpu.check_built().unwrap(), DeviceChoice::Cpu);
     }
 }
