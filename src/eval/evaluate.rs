@@ -239,9 +239,17 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
     }
     let classifier = match &scorer {
         Some((clf, reference)) => {
+            // A seeded random subset as large as a sampler's batch: the split is stored in
+            // category order, so its first images would be one or two categories.
             let n = opts.quality_samples.max(64).min(set.n);
             let d = set.channels * set.height * set.width;
-            out.reconstructions = Some(scores(clf.sample_quality(reference, &recon[..n * d], n)?));
+            let mut idx: Vec<usize> = (0..set.n).collect();
+            SeededRng::derived(opts.seed, "reconstructions").shuffle(&mut idx);
+            let picked: Vec<f32> = idx[..n]
+                .iter()
+                .flat_map(|&i| recon[i * d..(i + 1) * d].iter().copied())
+                .collect();
+            out.reconstructions = Some(scores(clf.sample_quality(reference, &picked, n)?));
             // How the classifier sees the split's real images: what samples should match.
             let real = clf.sample_quality(reference, &set.images, set.n)?;
             Some(ClassifierInfo {
