@@ -604,8 +604,8 @@ pub fn answer(runs: &[RunInfo]) -> Option<Answer> {
         "FD / floor",
         "verdict",
     ]);
-    // (name, MSE change %, helped)
-    let mut gains: Vec<(String, f64, f64)> = Vec::new();
+    // (name, MSE change %, bits/dim change) of the steps that helped
+    let mut gains: Vec<(String, Option<f64>, Option<f64>)> = Vec::new();
     let mut no_help = Vec::new();
     let mut mixed = Vec::new();
     let fmt_change = |c: Option<(f64, Verdict)>, what: Change| match c {
@@ -625,8 +625,8 @@ pub fn answer(runs: &[RunInfo]) -> Option<Answer> {
             (true, false) => {
                 gains.push((
                     r.name.clone(),
-                    r.mse_change.map(|c| c.0).unwrap_or(0.0),
-                    r.bits_change.map(|c| c.0).unwrap_or(0.0),
+                    r.mse_change.map(|c| c.0),
+                    r.bits_change.map(|c| c.0),
                 ));
                 "helped"
             }
@@ -662,19 +662,32 @@ pub fn answer(runs: &[RunInfo]) -> Option<Answer> {
 }
 
 /// The verdict line: the biggest gains first (by the MSE drop, then the bits/dim drop), then the
-/// steps that did not help. `gains` are (step, MSE change %, bits/dim change).
-pub fn ladder_verdict(gains: &[(String, f64, f64)], mixed: &[String], no_help: &[String]) -> String {
+/// steps that did not help. `gains` are (step, MSE change %, bits/dim change); a change is
+/// absent when the step before has no such number (a Bernoulli step has no bits/dim).
+pub fn ladder_verdict(
+    gains: &[(String, Option<f64>, Option<f64>)],
+    mixed: &[String],
+    no_help: &[String],
+) -> String {
     let mut g = gains.to_vec();
-    g.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)));
+    let key = |x: Option<f64>| x.unwrap_or(0.0);
+    g.sort_by(|a, b| key(a.1).total_cmp(&key(b.1)).then(key(a.2).total_cmp(&key(b.2))));
     let biggest: Vec<String> = g
         .iter()
         .take(2)
         .map(|(n, mse, bits)| {
-            format!(
-                "{n} (test MSE {}, bits/dim {})",
-                change_text(*mse, Change::MsePercent),
-                change_text(*bits, Change::Bits)
-            )
+            let mut counts = Vec::new();
+            if let Some(m) = mse {
+                counts.push(format!("test MSE {}", change_text(*m, Change::MsePercent)));
+            }
+            if let Some(b) = bits {
+                counts.push(format!("bits/dim {}", change_text(*b, Change::Bits)));
+            }
+            if counts.is_empty() {
+                n.clone()
+            } else {
+                format!("{n} ({})", counts.join(", "))
+            }
         })
         .collect();
     let mut parts = Vec::new();
@@ -836,14 +849,15 @@ mod tests {
     #[test]
     fn the_verdict_names_the_biggest_gains_first_and_the_steps_that_did_not_help() {
         let g = vec![
-            ("3-capacity".to_string(), -5.0, -0.01),
-            ("2-likelihood".to_string(), -40.0, 0.0),
-            ("5-hierarchy".to_string(), -12.0, -0.2),
+            ("3-capacity".to_string(), Some(-5.0), Some(-0.01)),
+            // After a Bernoulli step: no bits/dim to compare with.
+            ("2-likelihood".to_string(), Some(-40.0), None),
+            ("4-hierarchy".to_string(), Some(-12.0), Some(-0.2)),
         ];
-        let v = ladder_verdict(&g, &[], &["4-residual".into(), "6-length".into()]);
+        let v = ladder_verdict(&g, &[], &["5-residual".into(), "6-length".into()]);
         assert_eq!(
             v,
-            "The biggest gains: 2-likelihood (test MSE -40.0%, bits/dim +0.000) and 5-hierarchy (test MSE -12.0%, bits/dim -0.200). Did not help: 4-residual, 6-length."
+            "The biggest gains: 2-likelihood (test MSE -40.0%) and 4-hierarchy (test MSE -12.0%, bits/dim -0.200). Did not help: 5-residual, 6-length."
         );
         let v = ladder_verdict(&[], &["2-x".into()], &[]);
         assert_eq!(
