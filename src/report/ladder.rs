@@ -463,7 +463,7 @@ fn table(rows: &[LadderRow]) -> Markup {
                         td {
                             (opt(r.fd_ratio()))
                             @if let Some(x) = r.recon_fd_ratio() {
-                                br; span.v title="FD of the test reconstructions / floor: the decoder's own limit" { "recons " (num(x)) }
+                                br; span.v title="FD of the test reconstructions / floor: the decoder's own limit" { "recons" br; (num(x)) }
                             }
                         }
                         td { (two(r.confidence)) " (" (two(r.real_confidence)) ")" }
