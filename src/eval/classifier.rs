@@ -204,9 +204,17 @@ impl Classifier {
 
     /// Feature statistics of real images (the reference for the Frechet distance).
     pub fn feature_stats(&self, set: &ImageSet) -> Result<GaussianStats> {
+        Ok(self.reference_and_quality(set)?.0)
+    }
+
+    /// The real images' feature statistics (the reference samples are scored against) and how
+    /// the classifier sees those images, from one pass over them.
+    pub fn reference_and_quality(&self, set: &ImageSet) -> Result<(GaussianStats, SampleQuality)> {
         self.check_shape((set.channels, set.height, set.width))?;
-        let (f, _) = self.features_and_probs(&set.images, set.n)?;
-        Ok(GaussianStats::from_rows(&f, set.n, FEATURE_DIM)?)
+        let (f, probs) = self.features_and_probs(&set.images, set.n)?;
+        let stats = GaussianStats::from_rows(&f, set.n, FEATURE_DIM)?;
+        let quality = self.quality(&stats, &f, &probs, set.n)?;
+        Ok((stats, quality))
     }
 
     /// Score generated images against real-image feature statistics.
@@ -217,7 +225,18 @@ impl Classifier {
         n: usize,
     ) -> Result<SampleQuality> {
         let (f, probs) = self.features_and_probs(samples, n)?;
-        let stats = GaussianStats::from_rows(&f, n, FEATURE_DIM)?;
+        self.quality(reference, &f, &probs, n)
+    }
+
+    /// Scores of `n` images from their features and class probabilities.
+    fn quality(
+        &self,
+        reference: &GaussianStats,
+        f: &[f32],
+        probs: &[f32],
+        n: usize,
+    ) -> Result<SampleQuality> {
+        let stats = GaussianStats::from_rows(f, n, FEATURE_DIM)?;
         let fd = frechet_distance(reference, &stats)?;
         let k = self.info.num_classes;
         let mut confidence = 0.0;

@@ -228,7 +228,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
             )?;
         }
         let mut entry = match &scorer {
-            Some((clf, reference)) => scores(clf.sample_quality(reference, &px, n)?),
+            Some((clf, reference, _)) => scores(clf.sample_quality(reference, &px, n)?),
             None => SampleScores::default(),
         };
         entry.latent_fd = Some(frechet_distance(
@@ -238,7 +238,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
         sample_scores.insert(kind.name().to_string(), entry);
     }
     let classifier = match &scorer {
-        Some((clf, reference)) => {
+        Some((clf, reference, real)) => {
             // A seeded random subset as large as a sampler's batch: the split is stored in
             // category order, so its first images would be one or two categories.
             let n = opts.quality_samples.max(64).min(set.n);
@@ -250,8 +250,6 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
                 .flat_map(|&i| recon[i * d..(i + 1) * d].iter().copied())
                 .collect();
             out.reconstructions = Some(scores(clf.sample_quality(reference, &picked, n)?));
-            // How the classifier sees the split's real images: what samples should match.
-            let real = clf.sample_quality(reference, &set.images, set.n)?;
             Some(ClassifierInfo {
                 test_accuracy: clf.info.test_accuracy,
                 train_images: clf.info.train_images,
@@ -309,7 +307,13 @@ fn merge_split_eval(old: SplitEval, new: SplitEval) -> SplitEval {
     }
 }
 
-type Scorer = (classifier::Classifier, super::frechet::GaussianStats);
+/// The classifier, the split's feature statistics, and how it sees the split's real images (what
+/// samples should match).
+type Scorer = (
+    classifier::Classifier,
+    super::frechet::GaussianStats,
+    classifier::SampleQuality,
+);
 
 fn classifier_and_reference(
     splits: &Splits,
@@ -324,8 +328,8 @@ fn classifier_and_reference(
         &opts.cache_dir,
         opts.show_progress,
     )?;
-    let reference = clf.feature_stats(set)?;
-    Ok((clf, reference))
+    let (reference, real) = clf.reference_and_quality(set)?;
+    Ok((clf, reference, real))
 }
 
 fn scores(q: classifier::SampleQuality) -> SampleScores {
