@@ -36,6 +36,10 @@ pub struct Args {
     /// GaussianMixture) or diag.
     #[arg(long, value_enum, default_value = "full")]
     pub gmm_covariance: CovarianceType,
+    /// The prior sampler's temperature (NVAE): every latent group's noise is scaled by it; 1
+    /// samples the model's own prior, below 1 trades diversity for typical samples.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
     /// Samples per sampler for the sample-quality scores.
     #[arg(long, default_value_t = 1000)]
     pub quality_samples: usize,
@@ -72,6 +76,7 @@ pub fn run(args: Args) -> Result<()> {
     opts.sampler.gmm_components = args.components;
     opts.sampler.gmm_covariance = args.gmm_covariance;
     opts.sampler.seed = args.seed;
+    opts.sampler.temperature = args.temperature;
     if let Some(c) = args.cache_dir {
         opts.cache_dir = c;
     }

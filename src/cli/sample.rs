@@ -26,6 +26,10 @@ pub struct Args {
     /// GaussianMixture) or diag.
     #[arg(long, value_enum, default_value = "full")]
     pub gmm_covariance: CovarianceType,
+    /// The prior sampler's temperature (NVAE): every latent group's noise is scaled by it; 1
+    /// samples the model's own prior, below 1 trades diversity for typical samples.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
     /// Output PNG grid.
     #[arg(long)]
     pub out: PathBuf,
@@ -65,10 +69,11 @@ pub fn run(args: Args) -> Result<()> {
         gmm_components: args.components,
         gmm_covariance: args.gmm_covariance,
         seed: args.seed,
+        temperature: args.temperature,
         ..Default::default()
     };
     let sampler = if args.sampler == SamplerKind::Prior {
-        LatentSampler::prior(&run)?
+        LatentSampler::prior(&run, args.temperature)?
     } else {
         eprintln!(
             "fitting the {} sampler on the training posterior",

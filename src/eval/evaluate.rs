@@ -6,8 +6,8 @@ use super::classifier::{self, ClassifierParams};
 use super::frechet::{frechet_distance, GaussianStats};
 use super::image_metrics::recon_quality;
 use super::latent::{
-    active_units_per_group, decode_to_pixels, posterior, reconstruct_to_pixels, LatentSampler, SamplerKind,
-    SamplerOptions,
+    active_units_per_group, draw, posterior, posterior_full, reconstruct_to_pixels, Drawn, LatentSampler,
+    SamplerKind, SamplerOptions,
 };
 use super::likelihood::bounds;
 use super::pictures;
@@ -205,16 +205,22 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
     };
     // How far each sampler's codes are from the codes the decoder was trained on, z ~ q(z|x) over
     // the split: the prior's distance measures the prior hole directly, in the latent space.
-    let q_codes = post.sample(&mut SeededRng::derived(opts.seed, "q-codes"));
-    let q_stats = GaussianStats::from_rows(&q_codes, post.n, post.latent)?;
+    // The samplers draw full codes (every group of a hierarchy), so their distance is taken there.
+    let post_full_owned = if run.full_code_dim() != post.latent {
+        Some(posterior_full(&run, set)?)
+    } else {
+        None
+    };
+    let post_full = post_full_owned.as_ref().unwrap_or(&post);
+    let q_codes = post_full.sample(&mut SeededRng::derived(opts.seed, "q-codes"));
+    let q_stats = GaussianStats::from_rows(&q_codes, post_full.n, post_full.latent)?;
     for &kind in &opts.samplers {
         step(opts.show_progress, t0, &format!("sampler {}", kind.name()));
         let sampler = LatentSampler::fit(kind, &run, &splits.train, &opts.sampler)?;
         sampler_info.insert(kind.name().into(), sampler.describe());
         let mut srng = SeededRng::derived(opts.seed, kind.name());
         let n = opts.quality_samples.max(64);
-        let z = sampler.latents(n, &mut srng)?;
-        let px = decode_to_pixels(&run, &z, n)?;
+        let Drawn { codes: z, pixels: px } = draw(&run, &sampler, n, &mut srng)?;
         if opts.pictures && kind != SamplerKind::Prior {
             let (c, h, w) = run.image_shape();
             crate::data::grid::save_grid(
@@ -232,7 +238,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
             None => SampleScores::default(),
         };
         entry.latent_fd = Some(frechet_distance(
-            &GaussianStats::from_rows(&z, n, post.latent)?,
+            &GaussianStats::from_rows(&z, n, post_full.latent)?,
             &q_stats,
         )?);
         sample_scores.insert(kind.name().to_string(), entry);

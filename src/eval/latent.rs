@@ -78,6 +78,40 @@ pub fn posterior(run: &LoadedRun, set: &ImageSet) -> Result<Posterior> {
     })
 }
 
+/// The posterior of the full code (every latent group; see `Vae::posterior_full`) over a set:
+/// what the ex-post samplers fit. The same as [`posterior`] for the flat VAEs.
+pub fn posterior_full(run: &LoadedRun, set: &ImageSet) -> Result<Posterior> {
+    let l = run.full_code_dim();
+    let mut mu = Vec::with_capacity(set.n * l);
+    let mut logvar = Vec::with_capacity(set.n * l);
+    for start in (0..set.n).step_by(EVAL_BATCH) {
+        let idx: Vec<usize> = (start..(start + EVAL_BATCH).min(set.n)).collect();
+        let x = run.model_input(&set.select(&idx))?;
+        let (m, lv) = run.encode_full(&x)?;
+        mu.extend(m.flatten_all()?.to_vec1::<f32>()?);
+        logvar.extend(lv.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(Posterior {
+        mu,
+        logvar,
+        n: set.n,
+        latent: l,
+    })
+}
+
+/// Decoder means of full codes `z` ([n, full_code_dim]) in pixel space [n, c, h, w], in [0, 1].
+pub fn decode_full_to_pixels(run: &LoadedRun, z: &[f32], n: usize) -> Result<Vec<f32>> {
+    let l = run.full_code_dim();
+    let mut out = Vec::new();
+    for start in (0..n).step_by(EVAL_BATCH) {
+        let b = (n - start).min(EVAL_BATCH);
+        let zt = Tensor::from_slice(&z[start * l..(start + b) * l], (b, l), &run.device)?;
+        let dec = run.decode_full(&zt)?;
+        out.extend(run.mean_pixels(&dec)?);
+    }
+    Ok(out)
+}
+
 /// Decoder means of codes `z` ([n, latent]) in pixel space [n, c, h, w], clamped to [0, 1].
 pub fn decode_to_pixels(run: &LoadedRun, z: &[f32], n: usize) -> Result<Vec<f32>> {
     let l = run.latent_dim();
@@ -170,6 +204,14 @@ pub struct SamplerOptions {
     pub max_fit_images: usize,
     pub two_stage: TwoStageParams,
     pub seed: u64,
+    /// The prior sampler's temperature (NVAE): every group's noise scaled by it; 1 draws from
+    /// the model's own prior.
+    #[serde(default = "unit_temperature")]
+    pub temperature: f64,
+}
+
+fn unit_temperature() -> f64 {
+    1.0
 }
 
 impl Default for SamplerOptions {
@@ -180,14 +222,20 @@ impl Default for SamplerOptions {
             max_fit_images: 10_000,
             two_stage: TwoStageParams::default(),
             seed: 0,
+            temperature: 1.0,
         }
     }
 }
 
-/// A fitted sampler of latent codes.
+/// A fitted sampler of full codes (every latent group of a hierarchy: the ex-post samplers fit
+/// the code the decoder consumes, not only its top group).
 pub enum LatentSampler {
+    /// The model's N(0, I) prior; a hierarchy's lower groups from their conditional priors
+    /// (ancestral sampling through the decoder).
     Prior {
         latent: usize,
+        temperature: f64,
+        hierarchical: bool,
     },
     /// The run's VampPrior: an equal-weight mixture of diagonal Gaussians, means and
     /// log-variances [K, latent].
@@ -203,9 +251,9 @@ pub enum LatentSampler {
 impl LatentSampler {
     /// Fit the sampler of `kind` to the training posterior of `run`.
     pub fn fit(kind: SamplerKind, run: &LoadedRun, train: &ImageSet, opts: &SamplerOptions) -> Result<Self> {
-        let l = run.latent_dim();
+        let l = run.full_code_dim();
         if kind == SamplerKind::Prior {
-            return Self::prior(run);
+            return Self::prior(run, opts.temperature);
         }
         let mut rng = SeededRng::derived(opts.seed, "sampler-fit");
         let set = if train.n > opts.max_fit_images {
@@ -217,7 +265,7 @@ impl LatentSampler {
         } else {
             train.clone()
         };
-        let post = posterior(run, &set)?;
+        let post = posterior_full(run, &set)?;
         Ok(match kind {
             SamplerKind::Prior => unreachable!("handled above"),
             SamplerKind::Gmm => {
@@ -240,11 +288,19 @@ impl LatentSampler {
         })
     }
 
-    /// The run's own prior over the code: N(0, I), or its VampPrior.
-    pub fn prior(run: &LoadedRun) -> Result<Self> {
-        let latent = run.latent_dim();
+    /// The run's own prior over the code at `temperature`: N(0, I) (a hierarchy's lower groups
+    /// from their conditional priors), or its VampPrior (sampled as is).
+    pub fn prior(run: &LoadedRun, temperature: f64) -> Result<Self> {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            anyhow::bail!("--temperature {temperature}: the prior's temperature must be a positive number");
+        }
+        let latent = run.full_code_dim();
         Ok(match run.vae().prior_components()? {
-            None => LatentSampler::Prior { latent },
+            None => LatentSampler::Prior {
+                latent,
+                temperature,
+                hierarchical: run.vae().group_dims().len() > 1,
+            },
             Some((mu, lv)) => LatentSampler::Vamp {
                 means: mu.flatten_all()?.to_vec1()?,
                 logvars: lv.flatten_all()?.to_vec1()?,
@@ -253,10 +309,18 @@ impl LatentSampler {
         })
     }
 
-    /// `n` codes [n, latent].
-    pub fn latents(&self, n: usize, rng: &mut SeededRng) -> Result<Vec<f32>> {
+    /// `n` codes [n, full_code_dim] (a hierarchy's prior: the noise `draw` turns into codes).
+    fn latents(&self, n: usize, rng: &mut SeededRng) -> Result<Vec<f32>> {
         match self {
-            LatentSampler::Prior { latent } => Ok(rng.normal_vec(n * latent)),
+            LatentSampler::Prior {
+                latent, temperature, ..
+            } => {
+                let mut z = rng.normal_vec(n * latent);
+                if *temperature != 1.0 {
+                    z.iter_mut().for_each(|v| *v *= *temperature as f32);
+                }
+                Ok(z)
+            }
             LatentSampler::Vamp {
                 means,
                 logvars,
@@ -280,7 +344,7 @@ impl LatentSampler {
     /// What was fitted, for metrics.json.
     pub fn describe(&self) -> serde_json::Value {
         match self {
-            LatentSampler::Prior { .. } => serde_json::json!({}),
+            LatentSampler::Prior { temperature, .. } => serde_json::json!({ "temperature": temperature }),
             LatentSampler::Vamp { means, latent, .. } => {
                 serde_json::json!({ "vamp_components": means.len() / latent })
             }
@@ -296,6 +360,45 @@ impl LatentSampler {
     }
 }
 
+/// Samples drawn through a sampler: their full codes [n, full_code_dim] and decoder means in
+/// pixel space [n, c, h, w].
+pub struct Drawn {
+    pub codes: Vec<f32>,
+    pub pixels: Vec<f32>,
+}
+
+/// Draw `n` samples from `run` through `sampler`.
+pub fn draw(run: &LoadedRun, sampler: &LatentSampler, n: usize, rng: &mut SeededRng) -> Result<Drawn> {
+    let LatentSampler::Prior {
+        latent,
+        temperature,
+        hierarchical: true,
+    } = *sampler
+    else {
+        let codes = sampler.latents(n, rng)?;
+        let pixels = decode_full_to_pixels(run, &codes, n)?;
+        return Ok(Drawn { codes, pixels });
+    };
+    // Ancestral sampling: the lower groups' codes come out of the top-down pass.
+    let noise = rng.normal_vec(n * latent);
+    let mut drawn = Drawn {
+        codes: Vec::with_capacity(n * latent),
+        pixels: Vec::new(),
+    };
+    for start in (0..n).step_by(EVAL_BATCH) {
+        let b = (n - start).min(EVAL_BATCH);
+        let eps = Tensor::from_slice(
+            &noise[start * latent..(start + b) * latent],
+            (b, latent),
+            &run.device,
+        )?;
+        let (dec, codes) = run.generate(&eps, temperature)?;
+        drawn.codes.extend(codes.flatten_all()?.to_vec1::<f32>()?);
+        drawn.pixels.extend(run.mean_pixels(&dec)?);
+    }
+    Ok(drawn)
+}
+
 /// Sample `n` images from `run` through `sampler`, pixels [n, c, h, w].
 pub fn sample_images(
     run: &LoadedRun,
@@ -303,6 +406,5 @@ pub fn sample_images(
     n: usize,
     rng: &mut SeededRng,
 ) -> Result<Vec<f32>> {
-    let z = sampler.latents(n, rng)?;
-    decode_to_pixels(run, &z, n)
+    Ok(draw(run, sampler, n, rng)?.pixels)
 }

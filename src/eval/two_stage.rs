@@ -44,6 +44,11 @@ pub struct TwoStageVae {
     _store: ParamStore,
     vae: Vae,
     pub latent_dim: usize,
+    /// Per-dimension mean and standard deviation of the codes: the second stage sees them
+    /// standardised (a hierarchy's lower groups sit at scales of tens, where Adam at the
+    /// default rate diverged in the first steps) and its samples are mapped back.
+    shift: Vec<f32>,
+    scale: Vec<f32>,
     /// Negative ELBO (nats per code) of the last 50 training steps, for the record.
     pub final_loss: f64,
     device: Device,
@@ -60,6 +65,13 @@ pub fn fit(z: &[f32], n: usize, l: usize, params: &TwoStageParams) -> Result<Two
     if params.steps == 0 || params.batch_size < 2 {
         bail!("two-stage VAE: steps must be >= 1 and batch_size >= 2");
     }
+    let (shift, scale) = column_moments(z, n, l);
+    let z: Vec<f32> = z
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| (v - shift[k % l]) / scale[k % l])
+        .collect();
+    let z = &z[..];
     let device = crate::util::device::selected();
     let store = ParamStore::new(params.seed, &device);
     let model = ModelConfig {
@@ -115,9 +127,39 @@ pub fn fit(z: &[f32], n: usize, l: usize, params: &TwoStageParams) -> Result<Two
         _store: store,
         vae,
         latent_dim: l,
+        shift,
+        scale,
         final_loss,
         device,
     })
+}
+
+/// Mean and standard deviation of each of the `l` columns of `z` [n, l] (a constant column gets
+/// scale 1).
+fn column_moments(z: &[f32], n: usize, l: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut mean = vec![0.0f64; l];
+    for row in z.chunks(l) {
+        row.iter().zip(&mut mean).for_each(|(v, m)| *m += *v as f64);
+    }
+    mean.iter_mut().for_each(|m| *m /= n as f64);
+    let mut var = vec![0.0f64; l];
+    for row in z.chunks(l) {
+        for t in 0..l {
+            var[t] += (row[t] as f64 - mean[t]).powi(2);
+        }
+    }
+    let scale = var
+        .iter()
+        .map(|v| {
+            let sd = (v / n as f64).sqrt();
+            if sd > 1e-12 {
+                sd as f32
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    (mean.iter().map(|&m| m as f32).collect(), scale)
 }
 
 impl TwoStageVae {
@@ -140,7 +182,8 @@ impl TwoStageVae {
             .iter()
             .zip(lv)
             .zip(eps)
-            .map(|((m, v), e)| m + (0.5 * v).exp() * e)
+            .enumerate()
+            .map(|(k, ((m, v), e))| self.shift[k % l] + self.scale[k % l] * (m + (0.5 * v).exp() * e))
             .collect())
     }
 }
@@ -182,5 +225,29 @@ mod tests {
         );
         let (s0, s1) = (sd(0, m0), sd(1, m1));
         assert!((s0 - 0.5).abs() < 0.1 && (s1 - 0.2).abs() < 0.05, "sds {s0} {s1}");
+    }
+
+    #[test]
+    fn codes_at_the_scale_of_a_hierarchys_lower_groups_are_fitted_without_diverging() {
+        // Scales and offsets of tens, as a trained hierarchy's lower groups have.
+        let mut rng = SeededRng::new(3);
+        let n = 1000;
+        let e = rng.normal_vec(2 * n);
+        let z: Vec<f32> = (0..n)
+            .flat_map(|i| [12.0 + 9.0 * e[2 * i], -20.0 + 4.0 * e[2 * i + 1]])
+            .collect();
+        let p = TwoStageParams {
+            steps: 300,
+            width: 64,
+            ..Default::default()
+        };
+        let m = fit(&z, n, 2, &p).unwrap();
+        let s = m.sample(2000, &mut SeededRng::new(4)).unwrap();
+        let m0 = s.iter().step_by(2).map(|&v| v as f64).sum::<f64>() / 2000.0;
+        let m1 = s.iter().skip(1).step_by(2).map(|&v| v as f64).sum::<f64>() / 2000.0;
+        assert!(
+            (m0 - 12.0).abs() < 1.5 && (m1 + 20.0).abs() < 0.7,
+            "means {m0} {m1}"
+        );
     }
 }

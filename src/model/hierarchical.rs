@@ -89,6 +89,8 @@ pub enum Codes<'a> {
     Sample(&'a [Tensor]),
     /// z = the mean (posterior mean, or conditional prior mean for generation).
     Mean,
+    /// z given for every group, each [b, c * h * w] or [b, c, h, w] (decoding a full code).
+    Given(&'a [Tensor]),
 }
 
 pub struct HierVae {
@@ -223,6 +225,7 @@ impl HierVae {
                     let e = &eps[states.len()];
                     (mu + (lv * 0.5)?.exp()?.mul(e)?)?
                 }
+                Codes::Given(zs) => zs[states.len()].reshape(mu.shape())?,
             };
             let d = (d + grp.merge.forward(&z)?)?;
             states.push(GroupState {

@@ -233,6 +233,72 @@ impl Vae {
         }
     }
 
+    /// Width of the full code: every group's latents (the top group's alone for the flat VAEs).
+    /// Ex-post samplers fit and draw full codes, which [`Vae::decode_full`] decodes.
+    pub fn full_code_dim(&self) -> usize {
+        self.group_dims().iter().sum()
+    }
+
+    /// Posterior (mu, logvar) of the full code, each [b, full_code_dim], groups in the order of
+    /// [`Vae::group_dims`]: a hierarchy's lower groups at the posterior means of the groups above
+    /// (the pass [`Vae::reconstruct`] makes, so `decode_full(mu)` is the reconstruction).
+    pub fn posterior_full(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
+        match &self.network {
+            Network::Hierarchical(n) => {
+                let (feats, mu, lv) = n.bottom_up(x, mode)?;
+                let (_, states) = n.top_down(&mu, Some(&feats), Codes::Mean, mode)?;
+                let b = mu.dim(0)?;
+                let (mut mus, mut lvs) = (vec![mu], vec![lv]);
+                for s in states {
+                    if let (Some(m), Some(l)) = (s.mu_q, s.lv_q) {
+                        mus.push(m.reshape((b, ()))?);
+                        lvs.push(l.reshape((b, ()))?);
+                    }
+                }
+                Ok((Tensor::cat(&mus, 1)?, Tensor::cat(&lvs, 1)?))
+            }
+            _ => self.encode(x, mode),
+        }
+    }
+
+    /// Decoder output for full codes [b, full_code_dim] (every group given).
+    pub fn decode_full(&self, z: &Tensor, mode: Mode) -> Result<Tensor> {
+        match &self.network {
+            Network::Hierarchical(n) => {
+                let (top, groups) = n.split_noise(z)?;
+                Ok(n.top_down(&top, None, Codes::Given(&groups), mode)?.0)
+            }
+            _ => self.decode(z, mode),
+        }
+    }
+
+    /// Decoder output of ancestral samples from the model's prior with standard-normal noise
+    /// `eps` [b, full_code_dim] scaled by `temperature` (NVAE's sampling temperature): the top
+    /// group's code is `t * eps`, each lower group `mu_p + t * sigma_p * eps` from its conditional
+    /// prior. For a flat VAE with the N(0, I) prior this is `decode(t * eps)`. Returns the decoder
+    /// output and the full code drawn, [b, full_code_dim].
+    pub fn generate(&self, eps: &Tensor, temperature: f64, mode: Mode) -> Result<(Tensor, Tensor)> {
+        if matches!(self.prior, Prior::Vamp(_)) {
+            candle_core::bail!(
+                "ancestral sampling draws from the N(0, I) prior; a VampPrior is sampled by its components"
+            );
+        }
+        let eps = (eps * temperature)?;
+        match &self.network {
+            Network::Hierarchical(n) => {
+                let (top, groups) = n.split_noise(&eps)?;
+                let (dec, states) = n.top_down(&top, None, Codes::Sample(&groups), mode)?;
+                let b = top.dim(0)?;
+                let mut codes = vec![top];
+                for s in states {
+                    codes.push(s.z.reshape((b, ()))?);
+                }
+                Ok((dec, Tensor::cat(&codes, 1)?))
+            }
+            _ => Ok((self.decode(&eps, mode)?, eps)),
+        }
+    }
+
     /// z = mu + exp(lv / 2) * eps with the caller's noise (from the seeded RNG).
     pub fn reparameterise(mu: &Tensor, logvar: &Tensor, eps: &Tensor) -> Result<Tensor> {
         mu + (logvar * 0.5)?.exp()?.mul(eps)?
@@ -643,5 +709,92 @@ mod tests {
         assert_eq!(vae.group_weights(&kl_cfg, 1.0, 3), vec![1.0, 1.0, 1.0]);
         vae.group_warmup_epochs.clear();
         assert_eq!(vae.group_weights(&kl_cfg, 0.25, 3), vec![0.25; 3]);
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_full_code_decodes_to_the_reconstruction_and_carries_every_group() {
+        let (vae, x) = tiny_model(ModelKind::Hierarchical, PriorKind::Standard, 3);
+        let xs = Tensor::cat(&[&x, &x.affine(0.5, 0.2).unwrap()], 0).unwrap();
+        assert_eq!(vae.full_code_dim(), 12);
+        let (mu, lv) = vae.posterior_full(&xs, Mode::Eval).unwrap();
+        assert_eq!(mu.dims(), &[2, 12]);
+        assert_eq!(lv.dims(), &[2, 12]);
+        // Its parts are the top group's posterior and the lower groups' posterior means.
+        let means = vae.posterior_means(&xs, Mode::Eval).unwrap();
+        assert_eq!(max_abs_diff(&mu, &Tensor::cat(&means, 1).unwrap()), 0.0);
+        let recon = vae.reconstruct(&xs, Mode::Eval).unwrap();
+        assert!(max_abs_diff(&vae.decode_full(&mu, Mode::Eval).unwrap(), &recon) < 1e-6);
+        // The lower groups matter: the top group alone (lower groups at their prior means)
+        // decodes to something else.
+        let top = mu.narrow(1, 0, 2).unwrap();
+        assert!(max_abs_diff(&vae.decode(&top, Mode::Eval).unwrap(), &recon) > 1e-4);
+        // For a flat VAE the full code is the code.
+        let (flat, x) = tiny_model(ModelKind::Conv, PriorKind::Standard, 3);
+        assert_eq!(flat.full_code_dim(), flat.code_dim());
+        let (m, _) = flat.posterior_full(&x, Mode::Eval).unwrap();
+        assert_eq!(max_abs_diff(&m, &flat.encode(&x, Mode::Eval).unwrap().0), 0.0);
+    }
+
+    #[test]
+    fn ancestral_samples_follow_each_groups_conditional_prior_at_the_temperature() {
+        let (vae, _) = tiny_model(ModelKind::Hierarchical, PriorKind::Standard, 4);
+        let Network::Hierarchical(net) = &vae.network else {
+            panic!("not hierarchical")
+        };
+        let n = 5;
+        let eps = Tensor::from_vec(SeededRng::new(2).normal_vec(n * 12), (n, 12), &Device::Cpu).unwrap();
+        for t in [1.0, 0.6] {
+            let (dec, codes) = vae.generate(&eps, t, Mode::Eval).unwrap();
+            assert_eq!(codes.dims(), &[n, 12]);
+            // The codes decode to the samples, the top group is t * eps, and each lower group is
+            // mu_p + t sigma_p eps under the prior the groups above (as drawn) give it.
+            assert!(max_abs_diff(&vae.decode_full(&codes, Mode::Eval).unwrap(), &dec) < 1e-6);
+            let (e_top, e_groups) = net.split_noise(&eps).unwrap();
+            let top = codes.narrow(1, 0, 2).unwrap();
+            assert!(max_abs_diff(&top, &(&e_top * t).unwrap()) < 1e-6);
+            let (_, z_groups) = net.split_noise(&codes).unwrap();
+            let (_, states) = net
+                .top_down(&top, None, Codes::Given(&z_groups), Mode::Eval)
+                .unwrap();
+            for (g, s) in states.iter().enumerate() {
+                let want = (&s.mu_p
+                    + (&s.lv_p * 0.5)
+                        .unwrap()
+                        .exp()
+                        .unwrap()
+                        .mul(&(&e_groups[g] * t).unwrap())
+                        .unwrap())
+                .unwrap();
+                assert!(max_abs_diff(&s.z, &want) < 1e-5, "group {g} at t = {t}");
+                // The conditional prior is not N(0, 1): the test would not see a wrong mean.
+                assert!(max_abs_diff(&s.mu_p, &s.mu_p.zeros_like().unwrap()) > 1e-3);
+            }
+        }
+        // At a vanishing temperature every group sits at its prior mean: the old decode of a zero
+        // top code.
+        let (dec, _) = vae.generate(&eps, 1e-12, Mode::Eval).unwrap();
+        let zero = Tensor::zeros((n, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(max_abs_diff(&dec, &vae.decode(&zero, Mode::Eval).unwrap()) < 1e-5);
+        // A flat VAE's generation is decoding t * eps; a VampPrior is refused.
+        let (flat, _) = tiny_model(ModelKind::Conv, PriorKind::Standard, 4);
+        let e2 = eps.narrow(1, 0, 2).unwrap();
+        let (dec, codes) = flat.generate(&e2, 0.5, Mode::Eval).unwrap();
+        assert!(max_abs_diff(&codes, &(&e2 * 0.5).unwrap()) < 1e-7);
+        assert!(max_abs_diff(&dec, &flat.decode(&codes, Mode::Eval).unwrap()) < 1e-7);
+        let (vamp, _) = tiny_model(ModelKind::Conv, PriorKind::Vamp, 4);
+        assert!(vamp.generate(&e2, 1.0, Mode::Eval).is_err());
     }
 }

@@ -26,6 +26,10 @@ pub const LADDER: &[(&str, &str)] = &[
     ),
     ("5-residual", include_str!("../../configs/ladder/5-residual.toml")),
     ("6-length", include_str!("../../configs/ladder/6-length.toml")),
+    (
+        "7-pixel-likelihood",
+        include_str!("../../configs/ladder/7-pixel-likelihood.toml"),
+    ),
 ];
 
 /// One step of the ladder.

@@ -36,11 +36,21 @@ pub fn write_all(s: &Session, splits: &Splits, run: &RunDir) -> Result<()> {
     Ok(())
 }
 
-/// Decoder means of `n` latents drawn from the prior, pixels [n, c, h, w] in [0, 1].
+/// Decoder means of `n` latents drawn from the prior, pixels [n, c, h, w] in [0, 1] (a
+/// hierarchy's lower groups drawn from their conditional priors).
 pub fn prior_samples(s: &Session, n: usize, rng: &mut SeededRng) -> Result<Vec<f32>> {
-    let l = s.vae.code_dim();
-    let z = Tensor::from_vec(s.vae.prior_codes(n, rng)?, (n, l), &s.device)?;
-    let dec = s.vae.decode(&z, Mode::Eval)?;
+    let dec = if s.vae.group_dims().len() > 1 {
+        let eps = Tensor::from_vec(
+            rng.normal_vec(n * s.vae.full_code_dim()),
+            (n, s.vae.full_code_dim()),
+            &s.device,
+        )?;
+        s.vae.generate(&eps, 1.0, Mode::Eval)?.0
+    } else {
+        let l = s.vae.code_dim();
+        let z = Tensor::from_vec(s.vae.prior_codes(n, rng)?, (n, l), &s.device)?;
+        s.vae.decode(&z, Mode::Eval)?
+    };
     let mean = s.vae.likelihood.mean(&dec)?.flatten_all()?.to_vec1::<f32>()?;
     Ok(s.input.to_pixels(mean, n))
 }

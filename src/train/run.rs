@@ -66,6 +66,28 @@ impl LoadedRun {
         Ok(self.session.vae.encode(x, Mode::Eval)?)
     }
 
+    /// Posterior mean and log-variance of the full code (every latent group), each
+    /// [b, full_code_dim] (eval mode).
+    pub fn encode_full(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok(self.session.vae.posterior_full(x, Mode::Eval)?)
+    }
+
+    /// Decoder output for full codes [b, full_code_dim].
+    pub fn decode_full(&self, z: &Tensor) -> Result<Tensor> {
+        Ok(self.session.vae.decode_full(z, Mode::Eval)?)
+    }
+
+    /// Ancestral samples from the model's prior at `temperature` for noise [b, full_code_dim]:
+    /// the decoder output and the full code drawn (see `Vae::generate`).
+    pub fn generate(&self, eps: &Tensor, temperature: f64) -> Result<(Tensor, Tensor)> {
+        Ok(self.session.vae.generate(eps, temperature, Mode::Eval)?)
+    }
+
+    /// Width of the full code: every latent group (= `latent_dim` for the flat VAEs).
+    pub fn full_code_dim(&self) -> usize {
+        self.session.vae.full_code_dim()
+    }
+
     /// Decoder output parameters for latents [b, latent] (what `log_px_given_z` and
     /// `mean_pixels` take).
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
