@@ -114,7 +114,7 @@ fn new_presets_and_vamp_prior_train_and_evaluate_on_small_synthetic_norb() {
         let mut opts = EvalOptions {
             iwae_samples: 5,
             likelihood_images: Some(6),
-            samplers: vec![SamplerKind::Prior, SamplerKind::Gmm],
+            samplers: vec![SamplerKind::Prior, SamplerKind::Gmm, SamplerKind::TwoStage],
             quality_samples: 64,
             sample_quality: false,
             cache_dir: tmp.path().join("cache"),
@@ -122,6 +122,7 @@ fn new_presets_and_vamp_prior_train_and_evaluate_on_small_synthetic_norb() {
             ..Default::default()
         };
         opts.sampler.gmm_components = 2;
+        opts.sampler.two_stage.steps = 60;
         let ev = evaluate_run(&out, &opts).unwrap_or_else(|e| panic!("{name}: eval {e:#}"));
         let e = &ev.eval;
         let (iwae, iwae_elbo) = (e.iwae.unwrap(), e.iwae_neg_elbo.unwrap());
@@ -144,8 +145,22 @@ fn new_presets_and_vamp_prior_train_and_evaluate_on_small_synthetic_norb() {
             }
             None => assert_ne!(name, "hierarchical"),
         }
-        // Encode / traversals / samplers work on the top group.
+        // Traversals work on the top group; the ex-post samplers fit the full code, every group.
         assert!(out.join("traversal.png").is_file() && out.join("samples_gmm.png").is_file());
+        assert!(out.join("samples_two_stage.png").is_file());
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+        for kind in ["gmm", "two_stage"] {
+            assert_eq!(
+                m["eval"]["samplers"][kind]["code_dim"], expected_latents,
+                "{name}: {kind}"
+            );
+        }
+        assert_eq!(
+            e.samples.as_ref().map(|s| s.len()),
+            Some(3),
+            "{name}: one score per sampler"
+        );
     }
 }
 

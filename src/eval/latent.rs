@@ -349,13 +349,17 @@ impl LatentSampler {
                 serde_json::json!({ "vamp_components": means.len() / latent })
             }
             LatentSampler::Gmm(g) => serde_json::json!({
+                "code_dim": g.dim,
                 "components": g.n_components(),
                 "covariance": g.covariance_type.name(),
                 "mean_log_likelihood": g.mean_log_likelihood,
                 "iterations": g.iterations,
                 "converged": g.converged,
             }),
-            LatentSampler::TwoStage(t) => serde_json::json!({ "final_loss": t.final_loss }),
+            LatentSampler::TwoStage(t) => serde_json::json!({
+                "code_dim": t.latent_dim,
+                "final_loss": t.final_loss,
+            }),
         }
     }
 }
