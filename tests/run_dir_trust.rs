@@ -275,6 +275,16 @@ fn absurd_sizes_and_bad_weights_are_refused_with_nothing_written() {
         &["sample --n", "available"],
     );
     assert!(!Path::new(&f.p("huge.png")).exists());
+    // A temperature that is not a positive number: refused by name, no picture, no eval.
+    for t in ["0", "-1", "nan"] {
+        let flag = format!("--temperature={t}");
+        refused(
+            &["sample", &vae, &flag, "--n", "4", "--out", &f.p("cold.png")],
+            &["--temperature", "positive"],
+        );
+        refused(&["eval", &vae, &flag], &["--temperature", "positive"]);
+    }
+    assert!(!Path::new(&f.p("cold.png")).exists());
     // Non-finite weights: refused, no picture.
     poison_best_checkpoint(Path::new(&vae));
     let png = f.p("nan.png");

@@ -58,6 +58,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     args.device.select()?;
+    crate::eval::latent::check_temperature(args.temperature)?;
     let mut opts = EvalOptions {
         split: args.split,
         iwae_samples: args.iwae_samples,

@@ -39,6 +39,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     args.device.select()?;
+    crate::eval::latent::check_temperature(args.temperature)?;
     if args.n == 0 {
         bail!("--n must be at least 1");
     }

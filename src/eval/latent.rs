@@ -227,6 +227,14 @@ impl Default for SamplerOptions {
     }
 }
 
+/// The prior sampler's temperature is a positive number (`--temperature`).
+pub fn check_temperature(temperature: f64) -> Result<()> {
+    if !(temperature.is_finite() && temperature > 0.0) {
+        anyhow::bail!("--temperature {temperature}: the prior's temperature must be a positive number");
+    }
+    Ok(())
+}
+
 /// A fitted sampler of full codes (every latent group of a hierarchy: the ex-post samplers fit
 /// the code the decoder consumes, not only its top group).
 pub enum LatentSampler {
@@ -291,9 +299,7 @@ impl LatentSampler {
     /// The run's own prior over the code at `temperature`: N(0, I) (a hierarchy's lower groups
     /// from their conditional priors), or its VampPrior (sampled as is).
     pub fn prior(run: &LoadedRun, temperature: f64) -> Result<Self> {
-        if !(temperature.is_finite() && temperature > 0.0) {
-            anyhow::bail!("--temperature {temperature}: the prior's temperature must be a positive number");
-        }
+        check_temperature(temperature)?;
         let latent = run.full_code_dim();
         Ok(match run.vae().prior_components()? {
             None => LatentSampler::Prior {
