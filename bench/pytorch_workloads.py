@@ -194,8 +194,7 @@ class ModelConfig:
             self.beta *= min(1.0, 1.0 / warmup)  # norbvae's weight at the end of epoch 1
             if get("model.hierarchical", "group_warmup_epochs", []):
                 refuse("model.hierarchical.group_warmup_epochs", "[...]", "per-group warm-up")
-        if get("kl", "free_bits", 0.0) != 0.0:
-            refuse("kl.free_bits", get("kl", "free_bits", 0.0), "no free bits")
+        self.free_bits = get("kl", "free_bits", 0.0)
         self.batch = get("train", "batch_size", 64)
         self.lr = get("train", "lr", 1e-3)
         self.betas = (get("train", "beta1", 0.9), get("train", "beta2", 0.999))
@@ -322,7 +321,7 @@ class ResidualVAE(nn.Module):
         h = self.enc_dense(h.flatten(1))
         mu, lv = self.mu(h), self.logvar(h)
         z = mu + torch.exp(0.5 * lv) * torch.randn_like(mu)
-        kl = kl_divergence(mu, lv) / b
+        kl_dims = [0.5 * (mu**2 + lv.exp() - lv - 1)]  # [b, d] per group, as model/kl.rs
         d = self.dec_dense(z).view(b, -1, self.bottom, self.bottom)
         cz = cfg.latent_channels
         for i in range(n):
@@ -335,7 +334,7 @@ class ResidualVAE(nn.Module):
                 mu_q, lv_q = mu_p + q[:, :cz], lv_p + soft_clamp(q[:, cz:])
                 zg = mu_q + torch.exp(0.5 * lv_q) * torch.randn_like(mu_q)
                 dlv = lv_q - lv_p
-                kl = kl + 0.5 * ((dlv.exp() - dlv + (mu_q - mu_p) ** 2 * torch.exp(-lv_p)) - 1).sum() / b
+                kl_dims.append((0.5 * ((dlv.exp() - dlv + (mu_q - mu_p) ** 2 * torch.exp(-lv_p)) - 1)).flatten(1))
                 d = d + g.merge(zg)
             d = self.dec[i](d)
         out = d[:, :, : cfg.image_size, : cfg.image_size]
@@ -344,10 +343,19 @@ class ResidualVAE(nn.Module):
         ls = 0.5 * torch.log(((x - mean) ** 2).mean())
         ls = cfg.min_log_sigma + F.softplus(ls - cfg.min_log_sigma)
         rec = 0.5 * (LN_2PI + 2 * ls + (x - mean) ** 2 * torch.exp(-2 * ls)).sum() / b
-        return rec + cfg.beta * kl
+        return rec + cfg.beta * kl_training_term(torch.cat(kl_dims, 1), cfg.free_bits)
 
 
 LN_2PI = 1.8378770664093453
+
+
+def kl_training_term(kl_dims, free_bits):
+    """The KL term as norbvae trains it (model/kl.rs `kl_training_term`): with free bits, each
+    dimension's batch-averaged KL raised to at least `free_bits` nats (no gradient below it),
+    summed; else the KL summed over dimensions and averaged over the batch."""
+    if free_bits > 0:
+        return kl_dims.mean(0).clamp(min=free_bits).sum()
+    return kl_dims.sum() / kl_dims.shape[0]
 
 
 def count_params(model):
