@@ -138,7 +138,7 @@ fn wide_conv(xp: &[f32], cin: usize, pl: &Planes, wr: &[f32], bias: &[f32], out:
     assert!(wr.len() >= blocks * cin * 9 * MR, "wide_conv: weights too short");
     assert!(bias.len() >= blocks * MR, "wide_conv: bias too short");
     assert!(out.len() >= mout * pl.span, "wide_conv: output too short");
-    assert!(pl.span % 8 == 0 && pl.ps >= pl.span + 2 * pl.wp + 2);
+    assert!(pl.span.is_multiple_of(8) && pl.ps >= pl.span + 2 * pl.wp + 2);
     assert!(avx2_available(), "wide_conv needs AVX2 and FMA");
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU has AVX2 and FMA (asserted). Reads: input ci < cin at offsets j + ky * wp
@@ -171,7 +171,7 @@ fn wide_weight_grad(xp: &[f32], dyp: &[f32], gn: usize, c: usize, o: usize, pl: 
         dw.len() >= o * c * 9,
         "wide_weight_grad: weight gradient too short"
     );
-    assert!(pl.span % 8 == 0 && pl.ps >= pl.span + 2 * pl.wp + 2);
+    assert!(pl.span.is_multiple_of(8) && pl.ps >= pl.span + 2 * pl.wp + 2);
     assert!(avx2_available(), "wide_weight_grad needs AVX2 and FMA");
     if gn == 0 || c == 0 || o == 0 {
         return;
@@ -214,20 +214,21 @@ mod avx2 {
         let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * pl.wp + t % 3);
         for mb in 0..mout.div_ceil(MR) {
             let rows = MR.min(mout - mb * MR);
-            // SAFETY (all three): tile mb of the packed weights and bias, row mb * MR of out,
-            // in bounds by the contract.
-            let w = unsafe { wr.add(mb * cin * 9 * MR) };
-            let b = unsafe { bias.add(mb * MR) };
-            let o = unsafe { out.add(mb * MR * pl.span) };
+            // Tile mb of the packed weights and bias, row mb * MR of out: in bounds by the
+            // contract, and only dereferenced by `tile`.
+            let w = wr.wrapping_add(mb * cin * 9 * MR);
+            let b = bias.wrapping_add(mb * MR);
+            let o = out.wrapping_add(mb * MR * pl.span);
             let mut j = 0;
             while j + 8 * NR <= pl.span {
                 // SAFETY: positions j..j + 24 <= span, the contract's bounds.
                 unsafe { tile::<NR>(xp, cin, pl, &offs, w, b, o, rows, j) };
                 j += 8 * NR;
             }
-            // SAFETY: as above, for the last one or two vectors of the span.
             match (pl.span - j) / 8 {
+                // SAFETY: as above, for the last two vectors of the span.
                 2 => unsafe { tile::<2>(xp, cin, pl, &offs, w, b, o, rows, j) },
+                // SAFETY: as above, for the last vector of the span.
                 1 => unsafe { tile::<1>(xp, cin, pl, &offs, w, b, o, rows, j) },
                 _ => {}
             }
