@@ -5,6 +5,7 @@
 //! groups run in parallel on the current rayon pool, and each group does one GEMM whose columns
 //! are all the output pixels of its images (so deep layers with 1x1 or 2x2 outputs still get a
 //! wide GEMM). Weight gradients are summed per thread and reduced once.
+use super::conv3x3;
 use super::gemm::{matmul, matmul_strided, Mat};
 use super::taps::{backward_on_live_taps, forward_on_live_taps};
 use super::transpose::transpose_into;
@@ -286,7 +287,7 @@ fn conv_t_dims(x: &Shape, w: &Shape, b: &Shape, stride: usize, pad: usize) -> Re
 /// # Safety
 /// The output slice `fill` gets is uninitialised: `fill` must write every element of it and
 /// read none before writing it (as for [`filled_vec`]).
-unsafe fn fill_by_image_groups(
+pub(super) unsafe fn fill_by_image_groups(
     n: usize,
     img: usize,
     per_image: usize,
@@ -422,10 +423,12 @@ impl CustomOp3 for Conv2dOp {
         let y = profiled(
             || format!("conv2d fwd  c{} o{} {}x{}", d.g.c, d.o, d.g.h, d.g.w),
             || {
-                let (x, b) = (f32_data(s1, l1)?, f32_data(s3, l3)?);
-                Ok::<_, candle_core::Error>(forward_on_live_taps(&d.g, f32_data(s2, l2)?, |g, w| {
-                    conv2d_forward(x, w, b, &ConvDims { g: *g, ..d })
-                }))
+                let (x, w, b) = (f32_data(s1, l1)?, f32_data(s2, l2)?, f32_data(s3, l3)?);
+                Ok::<_, candle_core::Error>(if conv3x3::applies(&d.g, d.o) {
+                    conv3x3::forward(x, w, b, d.n, &d.g, d.o)
+                } else {
+                    forward_on_live_taps(&d.g, w, |g, w| conv2d_forward(x, w, b, &ConvDims { g: *g, ..d }))
+                })
             },
         )?;
         Ok((CpuStorage::F32(y), Shape::from((d.n, d.o, d.g.ho, d.g.wo))))
@@ -447,6 +450,9 @@ impl CustomOp3 for Conv2dOp {
                 with_f32(x, |xs| {
                     with_f32(w, |ws| {
                         with_f32(dy, |dys| {
+                            if conv3x3::applies(&d.g, d.o) {
+                                return conv3x3::backward(xs, ws, dys, d.n, &d.g, d.o, want_dx);
+                            }
                             backward_on_live_taps(&d.g, ws, |g, w| {
                                 conv2d_backward(xs, w, dys, &ConvDims { g: *g, ..d }, want_dx)
                             })

@@ -2,7 +2,8 @@
 //! as candle custom ops (so candle's autograd uses them) and an in-place optimizer.
 //!
 //! - `conv`: conv2d and transposed conv2d, forward and both backward passes (im2col + GEMM),
-//!   skipping kernel taps that read only padding (`taps`);
+//!   skipping kernel taps that read only padding (`taps`), and a direct 3x3 stride-1 kernel for
+//!   the residual cells' few-channel convolutions (`conv3x3`);
 //! - `batchnorm`: training-mode batch norm with a fused activation, forward and backward;
 //! - `activation`: an activation alone, and a residual cell's `act(x + h)`, forward and backward;
 //! - `linear`, `dense`: a dense layer, and a dense layer + batch norm + activation as one op
@@ -20,6 +21,7 @@ pub mod awake;
 pub mod batchnorm;
 mod bn_rows;
 pub mod conv;
+mod conv3x3;
 pub mod dense;
 pub mod ema;
 mod gemm;

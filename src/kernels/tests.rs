@@ -66,9 +66,13 @@ const CONV_CASES: &[ConvCase] = &[
 ];
 
 fn check_conv(transpose: bool, threads: usize) {
-    let mut rng = SeededRng::new(if transpose { 11 } else { 7 });
+    check_conv_cases(CONV_CASES, transpose, threads, if transpose { 11 } else { 7 });
+}
+
+fn check_conv_cases(cases: &[ConvCase], transpose: bool, threads: usize, seed: u64) {
+    let mut rng = SeededRng::new(seed);
     pool(threads).install(|| {
-        for &(n, c, h, w, o, k, s, p) in CONV_CASES {
+        for &(n, c, h, w, o, k, s, p) in cases {
             if !transpose && (h + 2 * p < k || w + 2 * p < k) {
                 continue;
             }
@@ -116,6 +120,41 @@ fn check_conv(transpose: bool, threads: usize) {
 fn conv2d_matches_candle_values_and_gradients() {
     check_conv(false, 1);
     check_conv(false, 2);
+}
+
+/// The residual cells' convolutions (3x3, stride 1, pad 1), which run on the direct kernel of
+/// `conv3x3` when the CPU has AVX2 and FMA: channel counts off the kernel's tiles of 4 output
+/// channels and 8 positions, odd and non-square images (wide rows that end mid-vector), 2x2
+/// images, batches of 1 and 3, a group of images larger than one weight-gradient tile's.
+const CONV3X3_CASES: &[ConvCase] = &[
+    (1, 1, 2, 2, 1, 3, 1, 1),
+    (3, 5, 2, 2, 7, 3, 1, 1),
+    (3, 3, 5, 7, 6, 3, 1, 1),
+    (1, 7, 3, 2, 9, 3, 1, 1),
+    (2, 16, 16, 16, 16, 3, 1, 1),
+    (3, 13, 8, 8, 17, 3, 1, 1),
+    (5, 32, 4, 4, 32, 3, 1, 1),
+    (20, 4, 9, 11, 3, 3, 1, 1),
+    (2, 32, 2, 2, 31, 3, 1, 1),
+    // Left to the GEMM path: 1x1 images (the kernel's live taps are its centre) and more than
+    // 32 channels.
+    (3, 6, 1, 1, 5, 3, 1, 1),
+    (2, 40, 4, 4, 24, 3, 1, 1),
+];
+
+#[test]
+fn conv2d_3x3_matches_candle_values_and_gradients() {
+    let direct = CONV3X3_CASES
+        .iter()
+        .filter(|&&(_, c, h, w, o, k, s, p)| {
+            conv3x3::applies(&conv::Geom::conv(c, h, w, k, k, s, p).unwrap(), o)
+        })
+        .count();
+    if conv3x3::avx2_available() {
+        assert_eq!(direct, CONV3X3_CASES.len() - 2, "cases not on the direct kernel");
+    }
+    check_conv_cases(CONV3X3_CASES, false, 1, 17);
+    check_conv_cases(CONV3X3_CASES, false, 2, 19);
 }
 
 #[test]

@@ -78,8 +78,18 @@ impl SyncPtr {
 /// buffers stay in the per-core cache, and into at least as many groups as threads when possible.
 /// Returns (group size, number of groups).
 pub(crate) fn plan_groups(n: usize, per_item: usize, threads: usize) -> (usize, usize) {
-    const TARGET_FLOATS: usize = 1 << 18;
-    let mut size = (TARGET_FLOATS / per_item.max(1)).clamp(1, n.max(1));
+    plan_groups_within(n, per_item, threads, 1 << 18)
+}
+
+/// [`plan_groups`] with groups of about `target_floats` floats of working set (for kernels whose
+/// inner loops reuse a group's data many times, which want it in L1 rather than L2).
+pub(crate) fn plan_groups_within(
+    n: usize,
+    per_item: usize,
+    threads: usize,
+    target_floats: usize,
+) -> (usize, usize) {
+    let mut size = (target_floats / per_item.max(1)).clamp(1, n.max(1));
     let mut groups = n.div_ceil(size);
     if !groups.is_multiple_of(threads) && n >= threads {
         groups = groups.next_multiple_of(threads).min(n);
