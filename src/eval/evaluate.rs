@@ -6,8 +6,7 @@ use super::classifier::{self, ClassifierParams};
 use super::frechet::{frechet_distance, GaussianStats};
 use super::image_metrics::recon_quality;
 use super::latent::{
-    active_units_per_group, draw, posterior, posterior_full, reconstruct_to_pixels, Drawn, LatentSampler,
-    SamplerKind, SamplerOptions,
+    draw, posterior_full, reconstruct_to_pixels, Drawn, LatentSampler, SamplerKind, SamplerOptions,
 };
 use super::likelihood::bounds;
 use super::pictures;
@@ -163,7 +162,9 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
         t0,
         &format!("reconstructions of {} images", set.n),
     );
-    let post = posterior(&run, set)?;
+    // One encoder pass: the full code (every group), whose leading columns are the top group.
+    let post_full = posterior_full(&run, set)?;
+    let post = post_full.columns(0, run.latent_dim());
     let recon = reconstruct_to_pixels(&run, set)?;
     let q = recon_quality(&set.images, &recon, set.n, set.channels, set.height, set.width)?;
     out.ssim = Some(q.ssim);
@@ -171,7 +172,7 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
     // comparison with PCA uses k = all the latents.
     let groups = run.vae().group_dims();
     if groups.len() > 1 {
-        let units = active_units_per_group(&run, set)?;
+        let units = post_full.active_units_per_group(&groups);
         out.active_units = Some(units.iter().sum());
         out.active_units_groups = Some(units);
     } else {
@@ -206,12 +207,6 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
     // How far each sampler's codes are from the codes the decoder was trained on, z ~ q(z|x) over
     // the split: the prior's distance measures the prior hole directly, in the latent space.
     // The samplers draw full codes (every group of a hierarchy), so their distance is taken there.
-    let post_full_owned = if run.full_code_dim() != post.latent {
-        Some(posterior_full(&run, set)?)
-    } else {
-        None
-    };
-    let post_full = post_full_owned.as_ref().unwrap_or(&post);
     let q_codes = post_full.sample(&mut SeededRng::derived(opts.seed, "q-codes"));
     let q_stats = GaussianStats::from_rows(&q_codes, post_full.n, post_full.latent)?;
     for &kind in &opts.samplers {

@@ -47,6 +47,33 @@ impl Posterior {
         self.mean_variance_per_dim().iter().filter(|&&v| v > 0.01).count()
     }
 
+    /// Columns `start..start + width` of every row (one latent group of a full code).
+    pub fn columns(&self, start: usize, width: usize) -> Posterior {
+        let pick = |v: &[f32]| -> Vec<f32> {
+            v.chunks(self.latent)
+                .flat_map(|row| row[start..start + width].iter().copied())
+                .collect()
+        };
+        Posterior {
+            mu: pick(&self.mu),
+            logvar: pick(&self.logvar),
+            n: self.n,
+            latent: width,
+        }
+    }
+
+    /// Active units of each group of a full code whose groups are `dims` wide, in order.
+    pub fn active_units_per_group(&self, dims: &[usize]) -> Vec<usize> {
+        let mut start = 0;
+        dims.iter()
+            .map(|&d| {
+                let units = self.columns(start, d).active_units();
+                start += d;
+                units
+            })
+            .collect()
+    }
+
     /// z = mu + sigma * eps for every image, [n, latent].
     pub fn sample(&self, rng: &mut SeededRng) -> Vec<f32> {
         let eps = rng.normal_vec(self.mu.len());
@@ -60,34 +87,29 @@ impl Posterior {
 }
 
 pub fn posterior(run: &LoadedRun, set: &ImageSet) -> Result<Posterior> {
-    let l = run.latent_dim();
-    let mut mu = Vec::with_capacity(set.n * l);
-    let mut logvar = Vec::with_capacity(set.n * l);
-    for start in (0..set.n).step_by(EVAL_BATCH) {
-        let idx: Vec<usize> = (start..(start + EVAL_BATCH).min(set.n)).collect();
-        let x = run.model_input(&set.select(&idx))?;
-        let (m, lv) = run.encode(&x)?;
-        mu.extend(m.flatten_all()?.to_vec1::<f32>()?);
-        logvar.extend(lv.flatten_all()?.to_vec1::<f32>()?);
-    }
-    Ok(Posterior {
-        mu,
-        logvar,
-        n: set.n,
-        latent: l,
-    })
+    encode_set(run, set, run.latent_dim(), |x| run.encode(x))
 }
 
 /// The posterior of the full code (every latent group; see `Vae::posterior_full`) over a set:
-/// what the ex-post samplers fit. The same as [`posterior`] for the flat VAEs.
+/// what the ex-post samplers fit. The same as [`posterior`] for the flat VAEs; a hierarchy's top
+/// group is its leading `latent_dim` columns.
 pub fn posterior_full(run: &LoadedRun, set: &ImageSet) -> Result<Posterior> {
-    let l = run.full_code_dim();
-    let mut mu = Vec::with_capacity(set.n * l);
-    let mut logvar = Vec::with_capacity(set.n * l);
+    encode_set(run, set, run.full_code_dim(), |x| run.encode_full(x))
+}
+
+/// (mu, logvar), `width` columns, of every image of `set`; `encode` takes batches of model input.
+fn encode_set(
+    run: &LoadedRun,
+    set: &ImageSet,
+    width: usize,
+    encode: impl Fn(&Tensor) -> Result<(Tensor, Tensor)>,
+) -> Result<Posterior> {
+    let mut mu = Vec::with_capacity(set.n * width);
+    let mut logvar = Vec::with_capacity(set.n * width);
     for start in (0..set.n).step_by(EVAL_BATCH) {
         let idx: Vec<usize> = (start..(start + EVAL_BATCH).min(set.n)).collect();
         let x = run.model_input(&set.select(&idx))?;
-        let (m, lv) = run.encode_full(&x)?;
+        let (m, lv) = encode(&x)?;
         mu.extend(m.flatten_all()?.to_vec1::<f32>()?);
         logvar.extend(lv.flatten_all()?.to_vec1::<f32>()?);
     }
@@ -95,32 +117,32 @@ pub fn posterior_full(run: &LoadedRun, set: &ImageSet) -> Result<Posterior> {
         mu,
         logvar,
         n: set.n,
-        latent: l,
+        latent: width,
     })
 }
 
 /// Decoder means of full codes `z` ([n, full_code_dim]) in pixel space [n, c, h, w], in [0, 1].
 pub fn decode_full_to_pixels(run: &LoadedRun, z: &[f32], n: usize) -> Result<Vec<f32>> {
-    let l = run.full_code_dim();
-    let mut out = Vec::new();
-    for start in (0..n).step_by(EVAL_BATCH) {
-        let b = (n - start).min(EVAL_BATCH);
-        let zt = Tensor::from_slice(&z[start * l..(start + b) * l], (b, l), &run.device)?;
-        let dec = run.decode_full(&zt)?;
-        out.extend(run.mean_pixels(&dec)?);
-    }
-    Ok(out)
+    decode_set(run, z, n, run.full_code_dim(), |z| run.decode_full(z))
 }
 
 /// Decoder means of codes `z` ([n, latent]) in pixel space [n, c, h, w], clamped to [0, 1].
 pub fn decode_to_pixels(run: &LoadedRun, z: &[f32], n: usize) -> Result<Vec<f32>> {
-    let l = run.latent_dim();
+    decode_set(run, z, n, run.latent_dim(), |z| run.decode(z))
+}
+
+fn decode_set(
+    run: &LoadedRun,
+    z: &[f32],
+    n: usize,
+    width: usize,
+    decode: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Vec<f32>> {
     let mut out = Vec::new();
     for start in (0..n).step_by(EVAL_BATCH) {
         let b = (n - start).min(EVAL_BATCH);
-        let zt = Tensor::from_slice(&z[start * l..(start + b) * l], (b, l), &run.device)?;
-        let dec = run.decode(&zt)?;
-        out.extend(run.mean_pixels(&dec)?);
+        let zt = Tensor::from_slice(&z[start * width..(start + b) * width], (b, width), &run.device)?;
+        out.extend(run.mean_pixels(&decode(&zt)?)?);
     }
     Ok(out)
 }
@@ -142,34 +164,7 @@ pub fn reconstruct_to_pixels(run: &LoadedRun, set: &ImageSet) -> Result<Vec<f32>
 /// Active units (Burda's criterion) of each latent group, top group first: a hierarchy's lower
 /// groups at the posterior means of the groups above.
 pub fn active_units_per_group(run: &LoadedRun, set: &ImageSet) -> Result<Vec<usize>> {
-    let mut means: Vec<Vec<f32>> = Vec::new();
-    let mut dims = Vec::new();
-    for start in (0..set.n).step_by(EVAL_BATCH) {
-        let idx: Vec<usize> = (start..(start + EVAL_BATCH).min(set.n)).collect();
-        let x = run.model_input(&set.select(&idx))?;
-        let groups = run.vae().posterior_means(&x, crate::model::Mode::Eval)?;
-        means.resize(groups.len(), Vec::new());
-        dims = groups
-            .iter()
-            .map(|g| g.dim(1))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        for (acc, g) in means.iter_mut().zip(groups) {
-            acc.extend(g.flatten_all()?.to_vec1::<f32>()?);
-        }
-    }
-    Ok(means
-        .into_iter()
-        .zip(dims)
-        .map(|(mu, latent)| {
-            Posterior {
-                mu,
-                logvar: Vec::new(),
-                n: set.n,
-                latent,
-            }
-            .active_units()
-        })
-        .collect())
+    Ok(posterior_full(run, set)?.active_units_per_group(&run.vae().group_dims()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -305,7 +300,7 @@ impl LatentSampler {
             None => LatentSampler::Prior {
                 latent,
                 temperature,
-                hierarchical: run.vae().group_dims().len() > 1,
+                hierarchical: run.vae().is_hierarchical(),
             },
             Some((mu, lv)) => LatentSampler::Vamp {
                 means: mu.flatten_all()?.to_vec1()?,

@@ -175,6 +175,11 @@ impl Vae {
         v
     }
 
+    /// A hierarchical VAE (more than one latent group).
+    pub fn is_hierarchical(&self) -> bool {
+        matches!(self.network, Network::Hierarchical(_))
+    }
+
     /// A flat VAE with the N(0, I) prior: every quantity has the closed forms of the basic VAE.
     pub fn is_flat_standard(&self) -> bool {
         !matches!(self.network, Network::Hierarchical(_)) && matches!(self.prior, Prior::Standard)

@@ -39,7 +39,7 @@ pub fn write_all(s: &Session, splits: &Splits, run: &RunDir) -> Result<()> {
 /// Decoder means of `n` latents drawn from the prior, pixels [n, c, h, w] in [0, 1] (a
 /// hierarchy's lower groups drawn from their conditional priors).
 pub fn prior_samples(s: &Session, n: usize, rng: &mut SeededRng) -> Result<Vec<f32>> {
-    let dec = if s.vae.group_dims().len() > 1 {
+    let dec = if s.vae.is_hierarchical() {
         let eps = Tensor::from_vec(
             rng.normal_vec(n * s.vae.full_code_dim()),
             (n, s.vae.full_code_dim()),
