@@ -10,6 +10,7 @@ pub mod image_metrics;
 pub mod latent;
 pub mod likelihood;
 pub mod pictures;
+pub mod precision_recall;
 pub mod two_stage;
 
 pub use evaluate::{evaluate_run, EvalOptions};
