@@ -362,6 +362,20 @@ fn answers_lead_with_a_verdict_and_tabulate_the_numbers() {
         &row(samples, "sigma-vae-convolutional-vae")[1..4],
         ["31.50", "12.25", "–"]
     );
+    // Precision / recall on pixels per sampler, and the real images' pair with what they mean.
+    assert_eq!(
+        row(samples, "sigma-vae-convolutional-vae")[5],
+        "– · 0.41 / 0.22 · –"
+    );
+    assert!(
+        samples
+            .notes
+            .iter()
+            .any(|n| n.starts_with("Precision: the fraction of samples")
+                && n.contains("Real training images score 0.71 / 0.69.")),
+        "{:?}",
+        samples.notes
+    );
 }
 
 /// A PCA-VAE run at `mse` with the given seed and output activation.
