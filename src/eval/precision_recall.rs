@@ -108,9 +108,42 @@ impl RealManifold {
         );
         let samples = DistanceTo::new(shifted(samples, &self.mean), samples.n, samples.dim);
         let sample_radii = samples.kth_neighbour_within(k);
+        // One pass over the sample-to-real distances serves both: a row says whether its sample
+        // is in some real ball (precision), and which real points are in its sample's ball
+        // (recall).
+        let n_real = self.set.n;
+        let mut precise = 0usize;
+        let mut covered = vec![false; n_real];
+        self.set.blocks(&samples.data, samples.n, |first, block| {
+            let (p, cov) = block
+                .par_chunks(n_real)
+                .enumerate()
+                .fold(
+                    || (0usize, vec![false; n_real]),
+                    |(mut p, mut cov), (r, row)| {
+                        if row.iter().zip(&self.radii).any(|(d, radius)| d <= radius) {
+                            p += 1;
+                        }
+                        let radius = sample_radii[first + r];
+                        for (c, d) in cov.iter_mut().zip(row) {
+                            *c |= *d <= radius;
+                        }
+                        (p, cov)
+                    },
+                )
+                .reduce(
+                    || (0, vec![false; n_real]),
+                    |(pa, mut a), (pb, b)| {
+                        a.iter_mut().zip(&b).for_each(|(x, y)| *x |= *y);
+                        (pa + pb, a)
+                    },
+                );
+            precise += p;
+            covered.iter_mut().zip(&cov).for_each(|(x, y)| *x |= *y);
+        });
         Ok(PrecisionRecall {
-            precision: samples.fraction_in_balls(&self.set, &self.radii),
-            recall: self.set.fraction_in_balls(&samples, &sample_radii),
+            precision: precise as f64 / samples.n as f64,
+            recall: covered.iter().filter(|&&c| c).count() as f64 / n_real as f64,
         })
     }
 }
@@ -245,19 +278,6 @@ impl<'a> DistanceTo<'a> {
                 });
         });
         radii
-    }
-
-    /// Fraction of this set's points within the ball (squared radius `radii[j]`) of at least one
-    /// point j of `balls`.
-    fn fraction_in_balls(&self, balls: &DistanceTo, radii: &[f32]) -> f64 {
-        let mut inside = 0usize;
-        balls.blocks(&self.data, self.n, |_, block| {
-            inside += block
-                .par_chunks(balls.n)
-                .filter(|row| row.iter().zip(radii).any(|(d, r)| d <= r))
-                .count();
-        });
-        inside as f64 / self.n as f64
     }
 }
 
