@@ -2,6 +2,12 @@
 //! quality per sampler for one split, merged into the run's metrics.json (keys added under
 //! `metrics.<split>`; settings and the classifier's accuracy under `eval`), plus pictures of the
 //! latent space and of each sampler's samples.
+//!
+//! Sample quality does not rest on the classifier's FD alone: each sampler's samples, the
+//! reconstructions and real training images (what a perfect sampler scores) also get improved
+//! precision and recall ([`super::precision_recall`]) against a random subset of the split, on
+//! the classifier's features and on raw pixels, and `samples_<sampler>_nn.png` shows the first
+//! samples beside their nearest training image (pixel distance, the whole training split).
 use super::classifier::{self, ClassifierParams};
 use super::frechet::{frechet_distance, GaussianStats};
 use super::image_metrics::recon_quality;
@@ -266,16 +272,16 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
         )?);
         sample_scores.insert(kind.name().to_string(), entry);
     }
-    let picked: Vec<f32> = recon_idx
-        .iter()
-        .flat_map(|&i| recon[i * d_pixels..(i + 1) * d_pixels].iter().copied())
-        .collect();
     if scorer.is_some() || manifolds.is_some() {
         step(
             opts.show_progress,
             t0,
             "reconstructions and real training images scored like samples",
         );
+        let picked: Vec<f32> = recon_idx
+            .iter()
+            .flat_map(|&i| recon[i * d_pixels..(i + 1) * d_pixels].iter().copied())
+            .collect();
         out.reconstructions = Some(score_images(
             scorer.as_ref(),
             manifolds.as_ref(),
