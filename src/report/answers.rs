@@ -736,7 +736,7 @@ fn samples(runs: &[RunInfo], vaes: &[&RunInfo]) -> Option<Answer> {
         "FD GMM",
         "FD two-stage",
         "code distance prior / GMM / two-stage",
-        "precision / recall on pixels, prior · GMM · two-stage",
+        "P/R pixels",
     ]);
     let mut judged = 0;
     let mut helped = Vec::new();
@@ -757,7 +757,7 @@ fn samples(runs: &[RunInfo], vaes: &[&RunInfo]) -> Option<Answer> {
         };
         let pr = |name: &str| {
             let s = r.test()?.eval.samples.as_ref()?.get(name)?;
-            Some(format!("{:.2} / {:.2}", s.precision_pixels?, s.recall_pixels?))
+            Some(format!("{:.2}/{:.2}", s.precision_pixels?, s.recall_pixels?))
         };
         table.row(vec![
             r.name.clone(),
@@ -796,7 +796,7 @@ fn samples(runs: &[RunInfo], vaes: &[&RunInfo]) -> Option<Answer> {
     });
     if let Some((p, rc)) = real_pr {
         notes.push(format!(
-            "Precision: the fraction of samples within the 3-nearest-neighbour radius of some real test image; recall: the fraction of real test images within that radius of some sample (raw pixels, no classifier). Real training images score {p:.2} / {rc:.2}. Low precision with high recall is samples spread where no image is; high precision with low recall is samples near real images that cover little of their variety."
+            "P/R pixels: precision / recall of the prior's, the GMM's and the two-stage sampler's samples. Precision: the fraction of samples within the 3-nearest-neighbour radius of some real test image; recall: the fraction of real test images within that radius of some sample (raw pixels, no classifier). Real training images score {p:.2} / {rc:.2}. Low precision with high recall is samples spread where no image is; high precision with low recall is samples near real images that cover little of their variety."
         ));
     }
     Some(Answer {

@@ -33,7 +33,7 @@ td.best{font-weight:700;color:#0b6b2f}
 table.runs th,table.runs td{padding:5px 7px} table.runs tr.groups th{text-align:center;border-bottom:1px solid #d5dae2;border-left:2px solid #fff}
 table.runs td:first-child,table.runs tr.groups th:first-child{position:sticky;left:0;z-index:1;background:#fff;white-space:normal;min-width:7em;max-width:12em;border-right:1px solid #dfe3ea}
 table.runs tr.groups th:first-child{z-index:2;background:#eef1f6} table.runs tr.pca td:first-child{background:#fbfcfd}
-table.runs td:last-child{white-space:normal;text-align:left} span.fd{display:block;white-space:nowrap} span.pr{display:block;white-space:nowrap;font-size:11px;color:#3d4a5c;margin-bottom:2px} table.runs td:nth-child(3){white-space:normal;min-width:5.5em}
+table.runs td:last-child{white-space:normal;text-align:left} span.fd{display:block;white-space:nowrap} span.pr{display:block;white-space:normal;font-size:11px;color:#3d4a5c;margin-bottom:2px} table.runs td:nth-child(3){white-space:normal;min-width:5.5em}
 @media (max-width:1100px){main{padding:18px 14px 40px} table.runs{font-size:12px} table.runs th,table.runs td{padding:4px 5px}}
 .qa{background:#fff;border-radius:6px;padding:10px 16px;margin:8px 0;box-shadow:0 1px 2px rgba(0,0,0,.06)}
 .qa b{display:block;margin-bottom:2px}
@@ -113,9 +113,11 @@ fn sample_score(run: &RunInfo, split: &str) -> Markup {
     }
 }
 
-/// "P/R 0.41/0.22 px, 0.60/0.35 feat." of whichever pairs are recorded.
+/// "P/R 0.41/0.22 px, 0.60/0.35 feat." of whichever pairs are recorded, breakable only after
+/// the comma (the other spaces are no-break spaces).
 fn pr_line(s: &SampleScores) -> Option<String> {
-    let pair = |p: Option<f64>, r: Option<f64>, space: &str| Some(format!("{:.2}/{:.2} {space}", p?, r?));
+    let pair =
+        |p: Option<f64>, r: Option<f64>, space: &str| Some(format!("{:.2}/{:.2}\u{a0}{space}", p?, r?));
     let parts: Vec<String> = [
         pair(s.precision_pixels, s.recall_pixels, "px"),
         pair(s.precision_features, s.recall_features, "feat."),
@@ -123,7 +125,7 @@ fn pr_line(s: &SampleScores) -> Option<String> {
     .into_iter()
     .flatten()
     .collect();
-    (!parts.is_empty()).then(|| format!("P/R {}", parts.join(", ")))
+    (!parts.is_empty()).then(|| format!("P/R\u{a0}{}", parts.join(", ")))
 }
 
 fn caption_for(file: &str) -> String {

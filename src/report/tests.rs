@@ -127,9 +127,9 @@ fn report_has_every_runs_row_and_images() {
         "712.2",
         "1.234",
         "0.456",
-        r#"<span class="fd">prior 31.50</span> <span class="fd">gmm 12.25</span><span class="pr" title="precision / recall: pixels; features">P/R 0.41/0.22 px, 0.60/0.35 feat.</span>"#,
+        "<span class=\"fd\">prior 31.50</span> <span class=\"fd\">gmm 12.25</span><span class=\"pr\" title=\"precision / recall: pixels; features\">P/R\u{a0}0.41/0.22\u{a0}px, 0.60/0.35\u{a0}feat.</span>",
         // The real training images' pair: the yardstick, with what the numbers mean.
-        "real training images score P/R 0.71/0.69 px, 0.80/0.78 feat., what a perfect sampler would",
+        "real training images score P/R\u{a0}0.71/0.69\u{a0}px, 0.80/0.78\u{a0}feat., what a perfect sampler would",
         "Precision (P) is the fraction of samples within",
         "gmm samples | their nearest training image",
         "gaussian per pixel",
@@ -365,13 +365,13 @@ fn answers_lead_with_a_verdict_and_tabulate_the_numbers() {
     // Precision / recall on pixels per sampler, and the real images' pair with what they mean.
     assert_eq!(
         row(samples, "sigma-vae-convolutional-vae")[5],
-        "– · 0.41 / 0.22 · –"
+        "– · 0.41/0.22 · –"
     );
     assert!(
         samples
             .notes
             .iter()
-            .any(|n| n.starts_with("Precision: the fraction of samples")
+            .any(|n| n.starts_with("P/R pixels: precision / recall of the prior's")
                 && n.contains("Real training images score 0.71 / 0.69.")),
         "{:?}",
         samples.notes
