@@ -226,7 +226,8 @@ impl<'a> DistanceTo<'a> {
 
     /// Calls `f(first, block)` for consecutive blocks of query rows, `block` holding the squared
     /// distances of rows `first..` to every point (row-major, `self.n` per row), as
-    /// |q|^2 + |p|^2 - 2 q.p with the products by GEMM, clamped at 0.
+    /// |q|^2 + |p|^2 - 2 q.p with the products by GEMM, clamped at 0. A NaN stays NaN, so a point
+    /// with a NaN is inside no ball and holds none.
     fn blocks(&self, queries: &[f32], nq: usize, mut f: impl FnMut(usize, &[f32])) {
         use faer::linalg::matmul::matmul;
         use faer::{Accum, MatMut, MatRef, Par};
@@ -248,7 +249,9 @@ impl<'a> DistanceTo<'a> {
             dst.par_chunks_mut(n).zip(q.par_chunks(d)).for_each(|(row, qi)| {
                 let qn = squared_norm(qi);
                 for (v, &pn) in row.iter_mut().zip(&self.norms) {
-                    *v = (qn + pn - 2.0 * *v).max(0.0);
+                    // Not `max(0.0)`, which would turn a NaN (a diverged decoder's pixel) into 0.
+                    let d = qn + pn - 2.0 * *v;
+                    *v = if d < 0.0 { 0.0 } else { d };
                 }
             });
             f(first, dst);
@@ -271,7 +274,7 @@ impl<'a> DistanceTo<'a> {
                         .iter()
                         .enumerate()
                         .filter(|&(j, _)| j != i)
-                        .map(|(_, &d)| d)
+                        .map(|(_, &d)| if d.is_nan() { f32::INFINITY } else { d })
                         .collect();
                     let (_, kth, _) = others.select_nth_unstable_by(k - 1, f32::total_cmp);
                     *radius = *kth;
@@ -411,6 +414,22 @@ mod tests {
                 recall: 0.4
             }
         );
+    }
+
+    #[test]
+    fn samples_with_nan_are_in_no_ball_and_cover_nothing() {
+        // Identical sets but for a NaN in two samples: those two are in no real ball (precision
+        // 98 of 100), and hold no real point (the two they copied may lie in other samples'
+        // balls, so recall is at least 98 of 100). The nearest-neighbour search skips them.
+        let a = blob(100, &[0.5; 6], 0.2, 8);
+        let mut b = a.clone();
+        b[0] = f32::NAN;
+        b[6 * 50 + 3] = f32::NAN;
+        let pr = precision_recall(pts(&a, 6), pts(&b, 6), K).unwrap();
+        assert_eq!(pr.precision, 0.98, "{pr:?}");
+        assert!(pr.recall >= 0.98, "{pr:?}");
+        let nn = nearest(pts(&b[..12], 6), pts(&a, 6)).unwrap();
+        assert_eq!(nn[1], (1, 0.0));
     }
 
     #[test]
