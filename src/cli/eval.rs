@@ -110,7 +110,32 @@ pub fn run(args: Args) -> Result<()> {
             f(q.class_entropy),
             f(q.max_class_entropy)
         );
+        print_precision_recall(q);
+    }
+    for (what, q) in [
+        ("reconstructions", &e.reconstructions),
+        ("real training images (a perfect sampler)", &e.real_vs_real),
+    ] {
+        if let Some(q) = q.as_ref().filter(|q| q.precision_pixels.is_some()) {
+            println!("  {what}:");
+            print_precision_recall(q);
+        }
     }
     println!("results added to {}", args.run_dir.join("metrics.json").display());
     Ok(())
+}
+
+/// Improved precision / recall (k = 3) of one scored set, when recorded.
+fn print_precision_recall(q: &crate::format::SampleScores) {
+    let pair = |p: Option<f64>, r: Option<f64>| Some(format!("{:.3} / {:.3}", p?, r?));
+    let parts: Vec<String> = [
+        pair(q.precision_pixels, q.recall_pixels).map(|t| format!("pixels {t}")),
+        pair(q.precision_features, q.recall_features).map(|t| format!("features {t}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !parts.is_empty() {
+        println!("  {:>18} precision / recall: {}", "", parts.join(", "));
+    }
 }

@@ -397,18 +397,41 @@ pub fn save_recon_grid(
     width: usize,
     cols: usize,
 ) -> Result<()> {
-    check(originals, n, channels, height, width, cols, "originals")?;
-    check(recons, n, channels, height, width, cols, "reconstructions")?;
+    save_pair_grid(
+        path,
+        originals,
+        recons,
+        n,
+        (channels, height, width),
+        cols,
+        [&["original", "orig."], &["reconstruction", "recon.", "rec."]],
+    )
+}
+
+/// A grid of `n` (left | right) image pairs, about `cols` pairs per row, the two images of a pair
+/// closer to each other than to the next pair. Each pair column is headed by the longest of
+/// `headers[0]` (left) and `headers[1]` (right) that fits above its image.
+pub fn save_pair_grid(
+    path: &Path,
+    left: &[f32],
+    right: &[f32],
+    n: usize,
+    (channels, height, width): (usize, usize, usize),
+    cols: usize,
+    headers: [&[&str]; 2],
+) -> Result<()> {
+    check(left, n, channels, height, width, cols, "left images")?;
+    check(right, n, channels, height, width, cols, "right images")?;
+    ensure!(
+        headers.iter().all(|h| !h.is_empty()),
+        "image grid: each side of a pair needs a header"
+    );
     let s = upscale(height);
     let tw = image_width(channels, width, s);
-    // Original and reconstruction sit closer to each other than to the next pair.
     let mut tiling = Tiling::new(n, balanced_cols(n, cols), 2 * tw + PAIR_GAP, height * s);
     ensure_font();
     let labels = GridLabels {
-        columns: vec![
-            fitting(&["original", "orig."], tw).to_string(),
-            fitting(&["reconstruction", "recon.", "rec."], tw).to_string(),
-        ],
+        columns: headers.iter().map(|h| fitting(h, tw).to_string()).collect(),
         ..GridLabels::default()
     };
     reserve(&mut tiling, &labels);
@@ -416,9 +439,9 @@ pub fn save_recon_grid(
     let d = channels * height * width;
     for i in 0..n {
         let (x0, y0) = tiling.origin(i);
-        canvas.draw(&originals[i * d..(i + 1) * d], channels, height, width, x0, y0);
+        canvas.draw(&left[i * d..(i + 1) * d], channels, height, width, x0, y0);
         canvas.draw(
-            &recons[i * d..(i + 1) * d],
+            &right[i * d..(i + 1) * d],
             channels,
             height,
             width,
@@ -539,6 +562,47 @@ mod tests {
         assert!(save_recon_grid(&p, &orig, &rec[1..], 4, 1, h, w, 2).is_err());
         assert!(save_grid(&dir.path().join("e.png"), &[], 0, 1, 2, 2, 3).is_err());
         assert!(!dir.path().join("e.png").exists());
+    }
+
+    #[test]
+    fn pair_grid_heads_both_sides_with_what_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nn.png");
+        // 6 pairs of two-view 8x8 images, about 4 pairs per row: 3 + 3 fills the rows.
+        let (n, c, h, w) = (6, 2, 8, 8);
+        let left = vec![0.0f32; n * c * h * w];
+        let right = vec![1.0f32; n * c * h * w];
+        save_pair_grid(
+            &p,
+            &left,
+            &right,
+            n,
+            (c, h, w),
+            4,
+            [&["sample"], &["nearest training image", "nearest"]],
+        )
+        .unwrap();
+        let img = load(&p);
+        let s = upscale(h);
+        assert_eq!(s, 8);
+        let tw = c * w * s + VIEW_GAP;
+        let pair = 2 * tw + PAIR_GAP;
+        assert_eq!(
+            img.dimensions(),
+            (
+                (3 * pair + 4 * TILE_GAP) as u32,
+                (HEADER_H + 2 * h * s + 3 * TILE_GAP) as u32
+            )
+        );
+        let (g, top) = (TILE_GAP as u32, HEADER_H as u32);
+        assert_eq!(img.get_pixel(g, top + g).0, [0, 0, 0]);
+        assert_eq!(
+            img.get_pixel(g + (tw + PAIR_GAP) as u32, top + g).0,
+            [255, 255, 255]
+        );
+        assert!(ink(&img, 0, top) > 50, "no header text");
+        assert!(save_pair_grid(&p, &left, &right[1..], n, (c, h, w), 2, [&["a"], &["b"]]).is_err());
+        assert!(save_pair_grid(&p, &left, &right, n, (c, h, w), 2, [&["a"], &[]]).is_err());
     }
 
     #[test]

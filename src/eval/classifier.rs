@@ -224,8 +224,20 @@ impl Classifier {
         samples: &[f32],
         n: usize,
     ) -> Result<SampleQuality> {
-        let (f, probs) = self.features_and_probs(samples, n)?;
-        self.quality(reference, &f, &probs, n)
+        Ok(self.features_and_quality(reference, samples, n)?.1)
+    }
+
+    /// The images' features [n, FEATURE_DIM] (the ones the FD is computed on) and their scores
+    /// against real-image feature statistics, from one pass.
+    pub fn features_and_quality(
+        &self,
+        reference: &GaussianStats,
+        images: &[f32],
+        n: usize,
+    ) -> Result<(Vec<f32>, SampleQuality)> {
+        let (f, probs) = self.features_and_probs(images, n)?;
+        let q = self.quality(reference, &f, &probs, n)?;
+        Ok((f, q))
     }
 
     /// Scores of `n` images from their features and class probabilities.

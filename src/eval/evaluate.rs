@@ -2,6 +2,12 @@
 //! quality per sampler for one split, merged into the run's metrics.json (keys added under
 //! `metrics.<split>`; settings and the classifier's accuracy under `eval`), plus pictures of the
 //! latent space and of each sampler's samples.
+//!
+//! Sample quality does not rest on the classifier's FD alone: each sampler's samples, the
+//! reconstructions and real training images (what a perfect sampler scores) also get improved
+//! precision and recall ([`super::precision_recall`]) against a random subset of the split, on
+//! the classifier's features and on raw pixels, and `samples_<sampler>_nn.png` shows the first
+//! samples beside their nearest training image (pixel distance, the whole training split).
 use super::classifier::{self, ClassifierParams};
 use super::frechet::{frechet_distance, GaussianStats};
 use super::image_metrics::recon_quality;
@@ -10,13 +16,14 @@ use super::latent::{
 };
 use super::likelihood::bounds;
 use super::pictures;
+use super::precision_recall::{self, nearest, Points, RealManifold};
 use crate::data::{Split, Splits};
 use crate::format::{ClassifierInfo, RunMetrics, SampleScores, SplitEval, VaeSplitMetrics};
 use crate::model::{LikelihoodKind, ModelKind};
 use crate::train::{load_run, CheckpointKind, LoadedRun};
 use crate::util::units::bits_per_dim;
 use crate::util::{RunDir, SeededRng};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -192,6 +199,15 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
     }
 
     // Samplers and sample quality.
+    let n = opts.quality_samples.max(64);
+    // Seeded random subsets of the split (it is stored in category order, so its first images
+    // would be one or two categories): the reconstructed images scored like samples, and, disjoint
+    // from them, the real images precision and recall are measured against (a reconstruction
+    // would otherwise sit next to its own original).
+    let mut order: Vec<usize> = (0..set.n).collect();
+    SeededRng::derived(opts.seed, "reconstructions").shuffle(&mut order);
+    let recon_idx = &order[..n.min(set.n)];
+    let pr_idx = &order[recon_idx.len()..(recon_idx.len() + n).min(set.n)];
     let mut sample_scores = BTreeMap::new();
     let mut sampler_info = BTreeMap::new();
     let scorer = if opts.sample_quality {
@@ -204,6 +220,21 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
     } else {
         None
     };
+    let manifolds = real_manifolds(set, pr_idx, scorer.as_ref().map(|s| &s.0))?;
+    if manifolds.is_none() {
+        step(
+            opts.show_progress,
+            t0,
+            &format!(
+                "no precision / recall: {} {} images leave {} beside the {} reconstructed (need more than {})",
+                set.n,
+                opts.split.name(),
+                pr_idx.len(),
+                recon_idx.len(),
+                precision_recall::K
+            ),
+        );
+    }
     // How far each sampler's codes are from the codes the decoder was trained on, z ~ q(z|x) over
     // the split: the prior's distance measures the prior hole directly, in the latent space.
     // The samplers draw full codes (every group of a hierarchy), so their distance is taken there.
@@ -214,13 +245,11 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
         let sampler = LatentSampler::fit(kind, &run, &splits.train, &opts.sampler)?;
         sampler_info.insert(kind.name().into(), sampler.describe());
         let mut srng = SeededRng::derived(opts.seed, kind.name());
-        let n = opts.quality_samples.max(64);
         let Drawn { codes: z, pixels: px } = draw(&run, &sampler, n, &mut srng)?;
         if opts.pictures && kind != SamplerKind::Prior {
-            let (c, h, w) = run.image_shape();
             crate::data::grid::save_grid(
                 &rd.path(&format!("samples_{}.png", kind.name())),
-                &px[..64 * c * h * w],
+                &px[..64 * d_pixels],
                 64,
                 c,
                 h,
@@ -228,37 +257,62 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
                 8,
             )?;
         }
-        let mut entry = match &scorer {
-            Some((clf, reference, _)) => scores(clf.sample_quality(reference, &px, n)?),
-            None => SampleScores::default(),
-        };
+        if opts.pictures {
+            nearest_panel(
+                &px[..NN_PANEL * d_pixels],
+                &splits.train,
+                kind.name(),
+                &rd.path(&format!("samples_{}_nn.png", kind.name())),
+            )?;
+        }
+        let mut entry = score_images(scorer.as_ref(), manifolds.as_ref(), &px, n)?;
         entry.latent_fd = Some(frechet_distance(
             &GaussianStats::from_rows(&z, n, post_full.latent)?,
             &q_stats,
         )?);
         sample_scores.insert(kind.name().to_string(), entry);
     }
+    if scorer.is_some() || manifolds.is_some() {
+        step(
+            opts.show_progress,
+            t0,
+            "reconstructions and real training images scored like samples",
+        );
+        let picked: Vec<f32> = recon_idx
+            .iter()
+            .flat_map(|&i| recon[i * d_pixels..(i + 1) * d_pixels].iter().copied())
+            .collect();
+        out.reconstructions = Some(score_images(
+            scorer.as_ref(),
+            manifolds.as_ref(),
+            &picked,
+            recon_idx.len(),
+        )?);
+        // Real training images: the scores of a perfect sampler (the FD floor among them).
+        let mut idx: Vec<usize> = (0..splits.train.n).collect();
+        SeededRng::derived(opts.seed, "floor").shuffle(&mut idx);
+        idx.truncate(n.min(splits.train.n));
+        let real = splits.train.select(&idx);
+        out.real_vs_real = Some(score_images(
+            scorer.as_ref(),
+            manifolds.as_ref(),
+            &real.images,
+            real.n,
+        )?);
+        out.pr_real_images = manifolds.as_ref().map(|m| m.pixels.len());
+    }
     let classifier = match &scorer {
-        Some((clf, reference, real)) => {
-            // A seeded random subset as large as a sampler's batch: the split is stored in
-            // category order, so its first images would be one or two categories.
-            let n = opts.quality_samples.max(64).min(set.n);
-            let d = set.channels * set.height * set.width;
-            let mut idx: Vec<usize> = (0..set.n).collect();
-            SeededRng::derived(opts.seed, "reconstructions").shuffle(&mut idx);
-            let picked: Vec<f32> = idx[..n]
-                .iter()
-                .flat_map(|&i| recon[i * d..(i + 1) * d].iter().copied())
-                .collect();
-            out.reconstructions = Some(scores(clf.sample_quality(reference, &picked, n)?));
-            Some(ClassifierInfo {
-                test_accuracy: clf.info.test_accuracy,
-                train_images: clf.info.train_images,
-                fd_train_vs_test: clf_floor(clf, reference, &splits, opts)?.fd,
-                real_confidence: Some(real.confidence),
-                real_class_entropy: Some(real.class_entropy),
-            })
-        }
+        Some((clf, _, real)) => Some(ClassifierInfo {
+            test_accuracy: clf.info.test_accuracy,
+            train_images: clf.info.train_images,
+            fd_train_vs_test: out
+                .real_vs_real
+                .as_ref()
+                .and_then(|s| s.fd)
+                .context("real training images were not scored by the classifier")?,
+            real_confidence: Some(real.confidence),
+            real_class_entropy: Some(real.class_entropy),
+        }),
         None => None,
     };
     if !sample_scores.is_empty() {
@@ -283,6 +337,9 @@ pub fn evaluate_run(run_dir: &Path, opts: &EvalOptions) -> Result<VaeSplitMetric
     info.checkpoint = Some(opts.checkpoint.name().to_string());
     info.seed = Some(opts.seed);
     info.samplers = Some(sampler_info);
+    if merged.eval.pr_real_images.is_some() {
+        info.pr_k = Some(precision_recall::K);
+    }
     metrics.format_version = crate::format::FORMAT_VERSION;
     rd.write_json("metrics.json", &RunMetrics::Vae(metrics))?;
     step(opts.show_progress, t0, "done");
@@ -305,6 +362,8 @@ fn merge_split_eval(old: SplitEval, new: SplitEval) -> SplitEval {
         latent_dim: new.latent_dim.or(old.latent_dim),
         samples: new.samples.or(old.samples),
         reconstructions: new.reconstructions.or(old.reconstructions),
+        real_vs_real: new.real_vs_real.or(old.real_vs_real),
+        pr_real_images: new.pr_real_images.or(old.pr_real_images),
     }
 }
 
@@ -341,21 +400,104 @@ fn scores(q: classifier::SampleQuality) -> SampleScores {
         class_entropy: Some(q.class_entropy),
         max_class_entropy: Some(q.max_class_entropy),
         n_samples: Some(q.n_samples),
-        latent_fd: None,
+        ..Default::default()
     }
 }
 
-/// Real training images scored against the split: the FD a perfect sampler would score.
-fn clf_floor(
-    clf: &classifier::Classifier,
-    reference: &GaussianStats,
-    splits: &Splits,
-    opts: &EvalOptions,
-) -> Result<classifier::SampleQuality> {
-    let n = opts.quality_samples.max(64).min(splits.train.n);
-    let mut idx: Vec<usize> = (0..splits.train.n).collect();
-    SeededRng::derived(opts.seed, "floor").shuffle(&mut idx);
-    idx.truncate(n);
-    let real = splits.train.select(&idx);
-    clf.sample_quality(reference, &real.images, real.n)
+/// Pictures of the nearest training image of each of the first samples.
+const NN_PANEL: usize = 32;
+
+/// The real images precision and recall measure against, in both spaces.
+struct RealManifolds {
+    pixels: RealManifold,
+    /// Absent without the classifier.
+    features: Option<RealManifold>,
+}
+
+/// The split's images `idx` as real manifolds (None when there are too few of them).
+fn real_manifolds(
+    set: &crate::data::ImageSet,
+    idx: &[usize],
+    clf: Option<&classifier::Classifier>,
+) -> Result<Option<RealManifolds>> {
+    if idx.len() <= precision_recall::K {
+        return Ok(None);
+    }
+    let real = set.select(idx);
+    let pixels = RealManifold::new(
+        Points::new(&real.images, real.n, real.dim(), "real images")?,
+        precision_recall::K,
+    )?;
+    let features = match clf {
+        Some(clf) => {
+            let (f, _) = clf.features_and_probs(&real.images, real.n)?;
+            Some(RealManifold::new(
+                Points::new(&f, real.n, classifier::FEATURE_DIM, "real image features")?,
+                precision_recall::K,
+            )?)
+        }
+        None => None,
+    };
+    Ok(Some(RealManifolds { pixels, features }))
+}
+
+/// `n` images scored against the split: by the classifier (FD, confidence, class entropy, and
+/// precision / recall of its features) when there is one, and by precision / recall of their
+/// pixels when there are real images to compare with.
+fn score_images(
+    scorer: Option<&Scorer>,
+    manifolds: Option<&RealManifolds>,
+    images: &[f32],
+    n: usize,
+) -> Result<SampleScores> {
+    let mut entry = SampleScores::default();
+    let mut features = None;
+    if let Some((clf, reference, _)) = scorer {
+        let (f, q) = clf.features_and_quality(reference, images, n)?;
+        entry = scores(q);
+        features = Some(f);
+    }
+    let Some(m) = manifolds else {
+        return Ok(entry);
+    };
+    if n <= precision_recall::K {
+        return Ok(entry);
+    }
+    let d = images.len() / n.max(1);
+    let px = m.pixels.score(Points::new(images, n, d, "images")?)?;
+    entry.precision_pixels = Some(px.precision);
+    entry.recall_pixels = Some(px.recall);
+    if let (Some(real), Some(f)) = (&m.features, &features) {
+        let pr = real.score(Points::new(f, n, classifier::FEATURE_DIM, "image features")?)?;
+        entry.precision_features = Some(pr.precision);
+        entry.recall_features = Some(pr.recall);
+    }
+    Ok(entry)
+}
+
+/// `samples` beside their nearest image of `train` in pixel space (the whole split, searched by
+/// GEMM), as a labelled pair grid.
+fn nearest_panel(samples: &[f32], train: &crate::data::ImageSet, sampler: &str, path: &Path) -> Result<()> {
+    let d = train.dim();
+    let n = samples.len() / d;
+    let nn = nearest(
+        Points::new(samples, n, d, &format!("{sampler} samples"))?,
+        Points::new(&train.images, train.n, d, "training images")?,
+    )?;
+    let neighbours: Vec<f32> = nn
+        .iter()
+        .flat_map(|&(j, _)| train.image(j).iter().copied())
+        .collect();
+    crate::data::grid::save_pair_grid(
+        path,
+        samples,
+        &neighbours,
+        n,
+        (train.channels, train.height, train.width),
+        4,
+        [
+            &["sample"],
+            &["nearest training image", "nearest train", "nearest"],
+        ],
+    )
 }

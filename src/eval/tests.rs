@@ -96,6 +96,45 @@ fn eval_adds_bounds_quality_and_samples_iwae_never_worse_than_elbo() {
     assert_eq!(rec["n_samples"], 100, "{out}");
     let rec_fd = rec["fd"].as_f64().unwrap();
     assert!(rec_fd.is_finite() && rec_fd >= 0.0, "{rec}");
+    // Precision and recall in both spaces for every sampler, the reconstructions and real
+    // training images; real images against real images cover each other well.
+    let unit = |v: &serde_json::Value, k: &str| {
+        let x = v[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {v}"));
+        assert!((0.0..=1.0).contains(&x), "{k} = {x}");
+        x
+    };
+    let pr_keys = [
+        "precision_features",
+        "recall_features",
+        "precision_pixels",
+        "recall_pixels",
+    ];
+    for s in ["prior", "gmm", "two_stage"] {
+        for k in pr_keys {
+            unit(&out["samples"][s], k);
+        }
+    }
+    for k in pr_keys {
+        unit(rec, k);
+        assert!(unit(&out["real_vs_real"], k) > 0.5, "{}", out["real_vs_real"]);
+    }
+    // The split's 300 test images: 100 reconstructed, the next 100 the real set.
+    assert_eq!(out["pr_real_images"], 100, "{out}");
+    assert_eq!(out["real_vs_real"]["n_samples"], 100, "{out}");
+    // The real-vs-real FD is the classifier's floor.
+    assert_eq!(
+        out["real_vs_real"]["fd"],
+        after["eval"]["classifier"]["fd_train_vs_test"]
+    );
+    assert_eq!(after["eval"]["pr_k"], 3);
+    // The nearest-neighbour panels: 32 (sample | nearest training image) pairs of one-view
+    // 16x16 images enlarged 4 times, 4 pairs a row: 4 * (2 * 64 + 5) + 5 * 8 wide, a 22-pixel
+    // header and 8 rows of 64 with 9 gaps of 8 tall.
+    for s in ["prior", "gmm", "two_stage"] {
+        let p = run.join(format!("samples_{s}_nn.png"));
+        let img = image::open(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert_eq!((img.width(), img.height()), (572, 606), "{s}");
+    }
     // The mixture sampler records its (default, full) covariance type.
     assert_eq!(after["eval"]["samplers"]["gmm"]["covariance"], "full");
     assert_eq!(after["eval"]["samplers"]["gmm"]["components"], 3);
@@ -112,6 +151,10 @@ fn eval_adds_bounds_quality_and_samples_iwae_never_worse_than_elbo() {
     crate::report::build_report(std::slice::from_ref(&run), &html, &Default::default()).unwrap();
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains(&format!("{:.1}", f("iwae"))) && page.contains("traversal"));
+    assert!(
+        page.contains("nearest training image"),
+        "no nearest-neighbour panel caption"
+    );
 
     // Without checkpoints, eval says so and leaves metrics.json alone.
     std::fs::remove_dir_all(run.join("checkpoints")).unwrap();

@@ -162,6 +162,15 @@ pub struct SplitEval {
     /// sampler's miss of the codes (the rest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconstructions: Option<SampleScores>,
+    /// Real training images scored like samples against the split: what a perfect sampler scores
+    /// (its `fd` is the classifier's `fd_train_vs_test`; its precision and recall the yardstick of
+    /// the samplers').
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real_vs_real: Option<SampleScores>,
+    /// The real images precision and recall are measured against: this many of the split's, a
+    /// seeded random subset disjoint from the reconstructed ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_real_images: Option<usize>,
 }
 
 /// One sampler's samples scored against the split's real images. The classifier's scores are
@@ -188,6 +197,20 @@ pub struct SampleScores {
     /// Frechet distance of the sampler's codes to q(z|x)'s codes over the split, latent space.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latent_fd: Option<f64>,
+    /// Improved precision (Kynkäänniemi et al. 2019; k-NN balls, k = `EvalInfo::pr_k`) in the
+    /// classifier's feature space: the fraction of samples within the k-NN ball of some real image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision_features: Option<f64>,
+    /// Improved recall in feature space: the fraction of real images within the k-NN ball of some
+    /// sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recall_features: Option<f64>,
+    /// Precision on the raw pixel vectors (no classifier involved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision_pixels: Option<f64>,
+    /// Recall on the raw pixel vectors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recall_pixels: Option<f64>,
 }
 
 /// `metrics.json` `eval`: how the last evaluation ran.
@@ -203,6 +226,9 @@ pub struct EvalInfo {
     /// What each fitted sampler reports about itself (free-form per sampler kind).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samplers: Option<BTreeMap<String, serde_json::Value>>,
+    /// The k of the precision / recall k-nearest-neighbour balls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_k: Option<usize>,
 }
 
 /// The sample-quality classifier of the dataset.

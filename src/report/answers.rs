@@ -736,6 +736,7 @@ fn samples(runs: &[RunInfo], vaes: &[&RunInfo]) -> Option<Answer> {
         "FD GMM",
         "FD two-stage",
         "code distance prior / GMM / two-stage",
+        "P/R pixels",
     ]);
     let mut judged = 0;
     let mut helped = Vec::new();
@@ -754,6 +755,10 @@ fn samples(runs: &[RunInfo], vaes: &[&RunInfo]) -> Option<Answer> {
             r.test()
                 .and_then(|m| m.eval.samples.as_ref()?.get(name)?.latent_fd)
         };
+        let pr = |name: &str| {
+            let s = r.test()?.eval.samples.as_ref()?.get(name)?;
+            Some(format!("{:.2}/{:.2}", s.precision_pixels?, s.recall_pixels?))
+        };
         table.row(vec![
             r.name.clone(),
             format!("{p:.2}"),
@@ -765,6 +770,9 @@ fn samples(runs: &[RunInfo], vaes: &[&RunInfo]) -> Option<Answer> {
                 fmt(lat("gmm"), 2),
                 fmt(lat("two_stage"), 2)
             ),
+            ["prior", "gmm", "two_stage"]
+                .map(|n| pr(n).unwrap_or_else(|| "–".into()))
+                .join(" · "),
         ]);
     }
     if table.rows.is_empty() {
@@ -780,6 +788,15 @@ fn samples(runs: &[RunInfo], vaes: &[&RunInfo]) -> Option<Answer> {
         notes.push(format!(
             "Real training images score {f:.2} (the floor); the classifier's test accuracy is {:.1}%.",
             100.0 * acc
+        ));
+    }
+    let real_pr = vaes.iter().find_map(|r| {
+        let s = r.test()?.eval.real_vs_real.as_ref()?;
+        Some((s.precision_pixels?, s.recall_pixels?))
+    });
+    if let Some((p, rc)) = real_pr {
+        notes.push(format!(
+            "P/R pixels: precision / recall of the prior's, the GMM's and the two-stage sampler's samples. Precision: the fraction of samples within the 3-nearest-neighbour radius of some real test image; recall: the fraction of real test images within that radius of some sample (raw pixels, no classifier). Real training images score {p:.2} / {rc:.2}. Low precision with high recall is samples spread where no image is; high precision with low recall is samples near real images that cover little of their variety."
         ));
     }
     Some(Answer {

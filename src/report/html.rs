@@ -3,7 +3,7 @@
 //! The markup is a maud template: every interpolated value is escaped by the template engine.
 use super::answers::{Answer, Table};
 use super::runs::{RunInfo, RunKind};
-use crate::format::VaeSplitMetrics;
+use crate::format::{SampleScores, VaeSplitMetrics};
 use crate::plot::{self, ModelPoint};
 use anyhow::{Context, Result};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
@@ -33,7 +33,7 @@ td.best{font-weight:700;color:#0b6b2f}
 table.runs th,table.runs td{padding:5px 7px} table.runs tr.groups th{text-align:center;border-bottom:1px solid #d5dae2;border-left:2px solid #fff}
 table.runs td:first-child,table.runs tr.groups th:first-child{position:sticky;left:0;z-index:1;background:#fff;white-space:normal;min-width:7em;max-width:12em;border-right:1px solid #dfe3ea}
 table.runs tr.groups th:first-child{z-index:2;background:#eef1f6} table.runs tr.pca td:first-child{background:#fbfcfd}
-table.runs td:last-child{white-space:normal;text-align:left} span.fd{display:block;white-space:nowrap} table.runs td:nth-child(3){white-space:normal;min-width:5.5em}
+table.runs td:last-child{white-space:normal;text-align:left} span.fd{display:block;white-space:nowrap} span.pr{display:block;white-space:normal;font-size:11px;color:#3d4a5c;margin-bottom:2px} table.runs td:nth-child(3){white-space:normal;min-width:5.5em}
 @media (max-width:1100px){main{padding:18px 14px 40px} table.runs{font-size:12px} table.runs th,table.runs td{padding:4px 5px}}
 .qa{background:#fff;border-radius:6px;padding:10px 16px;margin:8px 0;box-shadow:0 1px 2px rgba(0,0,0,.06)}
 .qa b{display:block;margin-bottom:2px}
@@ -84,16 +84,18 @@ fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
     Some((w, h))
 }
 
-/// Sample-quality cell: Frechet distance per sampler found in the split's `samples` object, one
+/// Sample-quality cell: per sampler found in the split's `samples` object, its Frechet distance,
+/// and below it (when recorded) its precision / recall on pixels and on classifier features, one
 /// sampler per line so the cell stays narrow.
 fn sample_score(run: &RunInfo, split: &str) -> Markup {
-    let scores: Vec<(&str, f64)> = run
+    let scores: Vec<(&str, &SampleScores)> = run
         .split(split)
         .and_then(|m| m.eval.samples.as_ref())
         .map(|samples| {
             ["prior", "gmm", "two_stage"]
                 .into_iter()
-                .filter_map(|name| Some((name, samples.get(name)?.fd?)))
+                .filter_map(|name| Some((name, samples.get(name)?)))
+                .filter(|(_, s)| s.fd.is_some() || s.precision_pixels.is_some())
                 .collect()
         })
         .unwrap_or_default();
@@ -101,11 +103,29 @@ fn sample_score(run: &RunInfo, split: &str) -> Markup {
         @if scores.is_empty() {
             "–"
         }
-        @for (i, (name, fd)) in scores.iter().enumerate() {
+        @for (i, (name, s)) in scores.iter().enumerate() {
             @if i > 0 { " " }
-            span.fd { (if *name == "two_stage" { "2-stage" } else { name }) " " (format!("{fd:.2}")) }
+            span.fd { (if *name == "two_stage" { "2-stage" } else { name }) " " (fmt(s.fd, 2)) }
+            @if let Some(pr) = pr_line(s) {
+                span.pr title="precision / recall: pixels; features" { (pr) }
+            }
         }
     }
+}
+
+/// "P/R 0.41/0.22 px, 0.60/0.35 feat." of whichever pairs are recorded, breakable only after
+/// the comma (the other spaces are no-break spaces).
+fn pr_line(s: &SampleScores) -> Option<String> {
+    let pair =
+        |p: Option<f64>, r: Option<f64>, space: &str| Some(format!("{:.2}/{:.2}\u{a0}{space}", p?, r?));
+    let parts: Vec<String> = [
+        pair(s.precision_pixels, s.recall_pixels, "px"),
+        pair(s.precision_features, s.recall_features, "feat."),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!parts.is_empty()).then(|| format!("P/R\u{a0}{}", parts.join(", ")))
 }
 
 fn caption_for(file: &str) -> String {
@@ -116,6 +136,10 @@ fn caption_for(file: &str) -> String {
         "recon_train" => "train: originals | reconstructions".into(),
         "loss_curve" => "loss curve".into(),
         "explained_variance" => "explained variance".into(),
+        s if s.starts_with("samples_") && s.ends_with("_nn") => format!(
+            "{} samples | their nearest training image (pixel distance, whole training split)",
+            s["samples_".len()..s.len() - "_nn".len()].replace('_', "-")
+        ),
         s if s.starts_with("samples_") => {
             format!("samples, {} sampler", s["samples_".len()..].replace('_', "-"))
         }
@@ -244,7 +268,7 @@ fn runs_table(runs: &[RunInfo]) -> Markup {
                     th { "PSNR" br; "dB" }
                     th { "SSIM" }
                     th { "active" br; "units" }
-                    th.l { "sample FD" br; "(lower is better)" }
+                    th.l { "sample FD" br; "(lower is better)" br; span.v { "P/R: precision / recall" } }
                 }
             }
             tbody {
@@ -466,6 +490,9 @@ pub fn render(runs: &[RunInfo], opts: &ReportOptions) -> Result<String> {
     let real_fd = runs
         .iter()
         .find_map(|r| r.classifier().map(|c| c.fd_train_vs_test));
+    let real_pr = runs
+        .iter()
+        .find_map(|r| pr_line(r.test()?.eval.real_vs_real.as_ref()?));
     let mse_chart = mse_against_code_size(runs).map(|c| chart(&c)).transpose()?;
     let cards = runs.iter().map(run_card).collect::<Result<Vec<_>>>()?;
     let ladder = super::ladder::section(runs)?;
@@ -487,7 +514,9 @@ pub fn render(runs: &[RunInfo], opts: &ReportOptions) -> Result<String> {
                         (runs.len()) " runs. Losses are negative log-likelihoods in nats per image (lower is better); PCA rows give the exact probabilistic-PCA likelihood. Sample FD is the Frechet distance between the features of real test images and of generated samples under a small classifier trained on this dataset's labels"
                         @if let Some(a) = accuracy { (format!(" (its test accuracy: {:.1}%)", 100.0 * a)) }
                         @if let Some(f) = real_fd { (format!("; real training images score {f:.2} against the test images, the floor to compare with")) }
-                        "."
+                        ". Precision (P) is the fraction of samples within the 3-nearest-neighbour radius of some real test image, recall (R) the fraction of real test images within that radius of some sample (Kynkäänniemi et al. 2019), on raw pixels (px) and on the classifier's features (feat.)"
+                        @if let Some(pr) = &real_pr { "; real training images score " (pr) ", what a perfect sampler would" }
+                        ". Neither says a person would recognise a sample: the pictures of samples beside their nearest training images let one judge."
                     }
                     @if !opts.answers.is_empty() {
                         h2 { "The log's questions, answered from the numbers" }

@@ -203,9 +203,18 @@ pub struct LadderRow {
     pub mse_change: Option<(f64, Verdict)>,
     /// FD / floor compared with the step before (lower is better).
     pub fd_change: Option<(f64, Verdict)>,
-    /// Pictures of the first seed's run: reconstructions, and the best sampler's samples.
+    /// The best sampler's improved precision and recall (means over seeds), on pixels and on the
+    /// classifier's features.
+    pub pr_pixels: Option<(f64, f64)>,
+    pub pr_features: Option<(f64, f64)>,
+    /// The same for real training images against the test images: what a perfect sampler scores.
+    pub real_pr_pixels: Option<(f64, f64)>,
+    pub real_pr_features: Option<(f64, f64)>,
+    /// Pictures of the first seed's run: reconstructions, the best sampler's samples, and those
+    /// samples beside their nearest training images.
     pub recon_png: Option<PathBuf>,
     pub samples_png: Option<PathBuf>,
+    pub nn_png: Option<PathBuf>,
 }
 
 impl LadderRow {
@@ -275,6 +284,13 @@ impl LadderView<'_> {
                 let v: Vec<f64> = runs.iter().filter_map(|r| f(r.classifier()?)).collect();
                 mean(&v)
             };
+            let real = |f: fn(&crate::format::SampleScores) -> Option<f64>| -> Option<f64> {
+                let v: Vec<f64> = runs
+                    .iter()
+                    .filter_map(|r| f(r.test()?.eval.real_vs_real.as_ref()?))
+                    .collect();
+                mean(&v)
+            };
             let first = runs[0];
             let picture = |file: &str| {
                 let p = first.dir.join(file);
@@ -309,10 +325,17 @@ impl LadderView<'_> {
                 bits_change: None,
                 mse_change: None,
                 fd_change: None,
+                pr_pixels: score(|s| s.precision_pixels).zip(score(|s| s.recall_pixels)),
+                pr_features: score(|s| s.precision_features).zip(score(|s| s.recall_features)),
+                real_pr_pixels: real(|s| s.precision_pixels).zip(real(|s| s.recall_pixels)),
+                real_pr_features: real(|s| s.precision_features).zip(real(|s| s.recall_features)),
                 recon_png: picture("recon_test.png"),
                 samples_png: best
                     .as_ref()
                     .and_then(|b| picture(&format!("samples_{}.png", b.0))),
+                nn_png: best
+                    .as_ref()
+                    .and_then(|b| picture(&format!("samples_{}_nn.png", b.0))),
                 best_sampler: best.map(|b| b.0),
             };
             if let Some(prev) = rows.last() {
@@ -395,6 +418,32 @@ fn two(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "–".into())
 }
 
+/// "precision / recall" of a pair, two decimals each.
+fn pr_text(pr: Option<(f64, f64)>) -> String {
+    match pr {
+        Some((p, r)) => format!("{p:.2} / {r:.2}"),
+        None => "–".into(),
+    }
+}
+
+/// The best sampler's precision / recall on pixels, on features below in small type; the real
+/// training images' pair (the yardstick) on hover.
+fn pr_cell(r: &LadderRow) -> Markup {
+    let title = format!(
+        "precision / recall of the best sampler's samples; real training images score {} (pixels), {} (features)",
+        pr_text(r.real_pr_pixels),
+        pr_text(r.real_pr_features)
+    );
+    html! {
+        td title=(title) {
+            (pr_text(r.pr_pixels))
+            @if r.pr_features.is_some() {
+                br; span.v { "features" br; (pr_text(r.pr_features)) }
+            }
+        }
+    }
+}
+
 fn change_cell(change: Option<(f64, Verdict)>, what: Change) -> Markup {
     match change {
         None => html! { td.v { "–" } },
@@ -426,7 +475,7 @@ fn table(rows: &[LadderRow]) -> Markup {
                     th rowspan="2" { "code" br; "size" }
                     th colspan="3" { "test bits/dim" }
                     th colspan="4" { "test reconstruction" }
-                    th colspan="3" { "best sampler" }
+                    th colspan="4" { "best sampler" }
                     th colspan="2" { "classifier on samples" }
                     th rowspan="2" { "epochs" br; "(cap)" }
                 }
@@ -441,6 +490,7 @@ fn table(rows: &[LadderRow]) -> Markup {
                     th.l { "sampler" }
                     th { "FD" }
                     th { "FD /" br; "floor" }
+                    th title="improved precision / recall (k = 3 nearest neighbours) on raw pixels; on the classifier's features below" { "prec. / rec." br; "(pixels)" }
                     th { "confidence" br; "(real)" }
                     th { "class entropy" br; "(max ln K)" }
                 }
@@ -466,6 +516,7 @@ fn table(rows: &[LadderRow]) -> Markup {
                                 br; span.v title="FD of the test reconstructions / floor: the decoder's own limit" { "recons" br; (num(x)) }
                             }
                         }
+                        (pr_cell(r))
                         td { (two(r.confidence)) " (" (two(r.real_confidence)) ")" }
                         td { (two(r.class_entropy)) " (" (two(r.max_class_entropy)) ")" }
                         td {
@@ -528,6 +579,29 @@ pub fn ratio_chart(rows: &[LadderRow]) -> Option<Chart> {
     Some(c)
 }
 
+/// The real training images' precision / recall against the test images, the samplers' yardstick
+/// (the mean over the steps that have it).
+fn real_note(rows: &[LadderRow]) -> String {
+    let avg = |f: fn(&LadderRow) -> Option<(f64, f64)>| {
+        let v: Vec<(f64, f64)> = rows.iter().filter_map(f).collect();
+        let n = v.len() as f64;
+        (!v.is_empty()).then(|| {
+            (
+                v.iter().map(|x| x.0).sum::<f64>() / n,
+                v.iter().map(|x| x.1).sum::<f64>() / n,
+            )
+        })
+    };
+    match (avg(|r| r.real_pr_pixels), avg(|r| r.real_pr_features)) {
+        (None, None) => "no run recorded the real images' own precision / recall.".into(),
+        (px, ft) => format!(
+            "real training images score {} on pixels and {} on features (what a perfect sampler would; mean over the steps). High precision says samples lie near real images in that space, not that a person would recognise them: the samples beside their nearest training images let one judge.",
+            pr_text(px),
+            pr_text(ft)
+        ),
+    }
+}
+
 /// The ladder section of the report: the table, the pictures per step, the chart.
 pub fn section(runs: &[RunInfo]) -> Result<Option<Markup>> {
     let Some(view) = find(runs)? else {
@@ -547,6 +621,16 @@ pub fn section(runs: &[RunInfo]) -> Result<Option<Markup>> {
             .as_ref()
             .map(|p| thumb(p, &format!("{}: samples", r.name)))
             .transpose()?;
+        let nn = r
+            .nn_png
+            .as_ref()
+            .map(|p| {
+                thumb(
+                    p,
+                    &format!("{}: samples beside their nearest training images", r.name),
+                )
+            })
+            .transpose()?;
         pics.push(html! {
             tr {
                 td.l { a href={ "#run-" (view.steps.iter().find(|s| s.name == r.name).and_then(|s| s.runs.first()).map(|x| x.name.as_str()).unwrap_or("")) } { (r.name) } }
@@ -558,6 +642,7 @@ pub fn section(runs: &[RunInfo]) -> Result<Option<Markup>> {
                         span.v { (r.best_sampler.as_deref().map(sampler_label).unwrap_or_default()) }
                     } @else { "–" }
                 }
+                td { @if let Some(m) = nn { (m) } @else { "–" } }
             }
         });
     }
@@ -575,6 +660,8 @@ pub fn section(runs: &[RunInfo]) -> Result<Option<Markup>> {
             "Bits/dim are compared by IWAE where both steps have it, else by the ELBO; Bernoulli steps have none (BCE is not a density on grey levels). "
             (pca_note)
             " FD / floor: the best sampler's Frechet distance over the real training images' FD against the test images."
+            " Precision is the fraction of samples within the 3-nearest-neighbour radius of some real test image, recall the fraction of real test images within that radius of some sample (Kynkäänniemi et al. 2019), on raw pixels and on the classifier's features; "
+            (real_note(&rows))
         }
         div.tablewrap { (table(&rows)) }
         @if let Some(svg) = chart {
@@ -582,7 +669,7 @@ pub fn section(runs: &[RunInfo]) -> Result<Option<Markup>> {
         }
         div.tablewrap {
             table.ladder-pics {
-                thead { tr { th.l { "step" } th.l { "what changed" } th.l { "reconstructions (test)" } th.l { "best sampler's samples" } } }
+                thead { tr { th.l { "step" } th.l { "what changed" } th.l { "reconstructions (test)" } th.l { "best sampler's samples" } th.l { "sample | nearest training image" } } }
                 tbody { @for p in &pics { (p) } }
             }
         }
@@ -785,6 +872,20 @@ mod tests {
         let html = section(&runs).unwrap().unwrap().into_string();
         assert_eq!(html.matches("<tr id=\"ladder-").count(), 3);
         assert!(html.contains("2 seeds") && html.contains("within seed spread"));
+        // Precision / recall of the best sampler beside its FD: pixels, features below; the real
+        // images' pair in the note; its samples beside their nearest training images.
+        assert!(html.contains("prec. / rec.<br>(pixels)"), "{html}");
+        assert_eq!(
+            html.matches("0.41 / 0.22<br><span class=\"v\">features<br>0.60 / 0.35</span>")
+                .count(),
+            3
+        );
+        assert!(html.contains("real training images score 0.71 / 0.69 on pixels and 0.80 / 0.78 on features"));
+        assert_eq!(
+            html.matches("samples beside their nearest training images\"")
+                .count(),
+            3
+        );
         let a = answer(&runs).unwrap();
         assert!(
             a.verdict.starts_with("The biggest gains: c-third"),

@@ -27,7 +27,11 @@ pub(crate) fn write_vae_run(
             "val": {"neg_elbo": 720.0, "rec": 665.0, "kl": 55.0, "mse": mse, "psnr": 19.5},
             "test": {"neg_elbo": 725.5, "rec": 670.0, "kl": 55.5, "mse": mse, "psnr": 19.4,
                      "iwae": 712.25, "iwae_bits_per_dim": 1.2, "bits_per_dim": 1.234, "ssim": 0.456, "active_units": 7,
-                     "samples": {"prior": {"fd": 31.5}, "gmm": {"fd": 12.25}}}
+                     "samples": {"prior": {"fd": 31.5},
+                                 "gmm": {"fd": 12.25, "precision_pixels": 0.41, "recall_pixels": 0.22,
+                                         "precision_features": 0.6, "recall_features": 0.35}},
+                     "real_vs_real": {"fd": 2.5, "precision_pixels": 0.71, "recall_pixels": 0.69,
+                                      "precision_features": 0.8, "recall_features": 0.78}}
         }
     });
     std::fs::write(
@@ -53,6 +57,7 @@ pub(crate) fn write_vae_run(
         "samples_prior.png",
         "samples_gmm.png",
         "loss_curve.png",
+        "samples_gmm_nn.png",
     ]
     .iter()
     .enumerate()
@@ -122,7 +127,11 @@ fn report_has_every_runs_row_and_images() {
         "712.2",
         "1.234",
         "0.456",
-        r#"<span class="fd">prior 31.50</span> <span class="fd">gmm 12.25</span>"#,
+        "<span class=\"fd\">prior 31.50</span> <span class=\"fd\">gmm 12.25</span><span class=\"pr\" title=\"precision / recall: pixels; features\">P/R\u{a0}0.41/0.22\u{a0}px, 0.60/0.35\u{a0}feat.</span>",
+        // The real training images' pair: the yardstick, with what the numbers mean.
+        "real training images score P/R\u{a0}0.71/0.69\u{a0}px, 0.80/0.78\u{a0}feat., what a perfect sampler would",
+        "Precision (P) is the fraction of samples within",
+        "gmm samples | their nearest training image",
         "gaussian per pixel",
         "12 (9)",
     ] {
@@ -352,6 +361,20 @@ fn answers_lead_with_a_verdict_and_tabulate_the_numbers() {
     assert_eq!(
         &row(samples, "sigma-vae-convolutional-vae")[1..4],
         ["31.50", "12.25", "–"]
+    );
+    // Precision / recall on pixels per sampler, and the real images' pair with what they mean.
+    assert_eq!(
+        row(samples, "sigma-vae-convolutional-vae")[5],
+        "– · 0.41/0.22 · –"
+    );
+    assert!(
+        samples
+            .notes
+            .iter()
+            .any(|n| n.starts_with("P/R pixels: precision / recall of the prior's")
+                && n.contains("Real training images score 0.71 / 0.69.")),
+        "{:?}",
+        samples.notes
     );
 }
 
