@@ -72,7 +72,7 @@ pub(crate) fn write_pca_run(dir: &Path, name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     let mut m = serde_json::Map::new();
     for (k, mse) in [(4, 0.02), (16, 0.01), (64, 0.004)] {
-        let split = json!({"mse": mse, "psnr": -10.0 * f64::log10(mse), "ppca_nll": -1000.0 / mse, "ppca_bits_per_dim": 0.5});
+        let split = json!({"mse": mse, "psnr": -10.0 * f64::log10(mse), "ppca_nll": -1000.0 / mse, "ppca_bits_per_dim": 2.0 - 0.004 / mse});
         m.insert(
             k.to_string(),
             json!({"train": split, "val": split, "test": split, "explained_variance_ratio": 0.9}),
@@ -345,11 +345,12 @@ fn answers_lead_with_a_verdict_and_tabulate_the_numbers() {
     let density = answer(&qa, "Is the VAE a better model");
     assert_eq!(
         density.verdict,
-        "No: no VAE's bound is below PPCA's best test likelihood (-250000.0 nats at k = 64)."
+        "No: no VAE's bound is below PPCA's best test likelihood (1.000 bits/dim at k = 64)."
     );
+    // 1.2 bits/dim against PPCA's 1.8, 1.6 and 1.0 at k = 4, 16, 64.
     assert_eq!(
         row(density, "sigma-vae-convolutional-vae"),
-        ["sigma-vae-convolutional-vae", "712.2", "none", "+250712.2 nats"]
+        ["sigma-vae-convolutional-vae", "1.200", "4, 16", "+0.200"]
     );
 
     let samples = answer(&qa, "Why do samples");
@@ -461,5 +462,45 @@ fn version_0_runs_go_into_a_report() {
     assert!(
         html.contains(">vae</td>") && html.contains(">pca k="),
         "rows missing"
+    );
+}
+
+#[test]
+fn vaes_meet_ppca_in_bits_per_dim_whatever_their_likelihood() {
+    // A discretized-logistic run's IWAE is a mass: in nats (1830) it looks far worse than PPCA's
+    // density (-250000 nats at k = 64), in bits/dim (0.9 against 1.0) it is better. A Bernoulli
+    // run has no bits/dim and is named, not ranked.
+    let tmp = tempfile::tempdir().unwrap();
+    let set_test = |dir: &Path, f: &dyn Fn(&mut serde_json::Value)| {
+        let p = dir.join("metrics.json");
+        let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        f(&mut m["metrics"]["test"]);
+        std::fs::write(&p, m.to_string()).unwrap();
+    };
+    let mass = write_vae_run(tmp.path(), "pixels", 72, "discretized_logistic_mixture", 0.004, 1);
+    set_test(&mass, &|t| {
+        t["iwae"] = json!(1830.5);
+        t["iwae_bits_per_dim"] = json!(0.9);
+    });
+    let bce = write_vae_run(tmp.path(), "basic", 10, "bernoulli", 0.005, 2);
+    set_test(&bce, &|t| {
+        t["iwae"] = json!(499.9);
+        t.as_object_mut().unwrap().remove("iwae_bits_per_dim");
+    });
+    write_vae_run(tmp.path(), "sigma", 32, "gaussian_optimal", 0.003, 3);
+    write_pca_run(tmp.path(), "pca");
+    let qa = answers::answers(&load(tmp.path()));
+    let a = answer(&qa, "Is the VAE a better model");
+    assert_eq!(
+        a.verdict,
+        "Yes for 1 of 2: pixels models the test images better than PPCA at its best k = 64 (1.000 bits/dim)."
+    );
+    assert_eq!(row(a, "pixels")[1..], ["0.900", "4, 16, 64", "-0.100"]);
+    assert_eq!(row(a, "sigma")[1..], ["1.200", "4, 16", "+0.200"]);
+    assert!(a.table.as_ref().unwrap().rows.iter().all(|r| r[0] != "basic"));
+    assert!(
+        a.notes.iter().any(|n| n.contains("Not compared: basic")),
+        "{:?}",
+        a.notes
     );
 }
