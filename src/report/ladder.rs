@@ -12,7 +12,7 @@
 //! `S,seed=N` with seeds.
 use super::answers::{Answer, Table};
 use super::runs::{RunInfo, RunKind};
-use super::sweep::{compare, num, stats, Judgement, Stats};
+use super::sweep::{compare, num, num_pm, stats, Judgement, Stats};
 use crate::format::ladder::LadderManifest;
 use crate::format::StopReason;
 use crate::plot::{Axis, Chart, Mark, Series, Shape};
@@ -376,7 +376,7 @@ fn stat_text(s: Option<Stats>) -> String {
     match s {
         None => "–".into(),
         Some(s) => match s.sd {
-            Some(sd) => format!("{} ± {}", num(s.mean), num(sd)),
+            Some(sd) => num_pm(s.mean, sd),
             None => num(s.mean),
         },
     }

@@ -459,9 +459,20 @@ pub fn num(v: f64) -> String {
     }
 }
 
+/// `mean ± sd` with the sd at the mean's precision (`5.589 ± 0.014`, `0.002185 ± 0.000034`), so
+/// the two line up and the sd carries no digits the mean does not have.
+pub fn num_pm(mean: f64, sd: f64) -> String {
+    let m = num(mean);
+    if m.contains('e') || !sd.is_finite() {
+        return format!("{m} ± {}", num(sd));
+    }
+    let d = m.split_once('.').map_or(0, |(_, decimals)| decimals.len());
+    format!("{m} ± {sd:.d$}")
+}
+
 fn mean_sd(s: &Stats) -> String {
     match s.sd {
-        Some(sd) => format!("{} ± {}", num(s.mean), num(sd)),
+        Some(sd) => num_pm(s.mean, sd),
         None => format!("{} (1 seed)", num(s.mean)),
     }
 }
@@ -1415,5 +1426,14 @@ mod tests {
         assert_eq!(num(0.0), "0");
         assert_eq!(num(3.0), "3");
         assert_eq!(num(1.5e-5), "1.500e-5");
+    }
+
+    #[test]
+    fn a_spread_is_shown_at_its_means_precision() {
+        assert_eq!(num_pm(5.589, 0.01365), "5.589 ± 0.014");
+        assert_eq!(num_pm(0.002185, 3.41e-5), "0.002185 ± 0.000034");
+        assert_eq!(num_pm(49.3, 14.49), "49.30 ± 14.49");
+        assert_eq!(num_pm(-1435.2, 5.9), "-1435 ± 6");
+        assert_eq!(num_pm(1.5e-5, 2e-6), "1.500e-5 ± 2.000e-6");
     }
 }
