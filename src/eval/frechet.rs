@@ -33,13 +33,7 @@ impl GaussianStats {
         if x.len() != n * d {
             return Err(FrechetError::DimMismatch(x.len(), n * d));
         }
-        let mut mean = vec![0.0; d];
-        for row in x.chunks(d) {
-            for t in 0..d {
-                mean[t] += row[t] as f64;
-            }
-        }
-        mean.iter_mut().for_each(|m| *m /= n as f64);
+        let mean = super::column_means(x, d);
         let centred = Mat::<f64>::from_fn(n, d, |i, j| x[i * d + j] as f64 - mean[j]);
         let cov = centred.transpose() * &centred * faer::Scale(1.0 / (n as f64 - 1.0));
         Ok(Self { mean, cov })

@@ -77,7 +77,10 @@ impl RealManifold {
         );
         // Every set is shifted by the real mean: distances do not change, and the norms in
         // |a|^2 + |b|^2 - 2 a.b become small, so f32 loses little to cancellation.
-        let mean = column_mean(real);
+        let mean: Vec<f32> = super::column_means(real.data, real.dim)
+            .into_iter()
+            .map(|m| m as f32)
+            .collect();
         let set = DistanceTo::new(shifted(real, &mean), real.n, real.dim);
         let radii = set.kth_neighbour_within(k);
         Ok(Self { mean, set, radii, k })
@@ -189,16 +192,6 @@ pub fn nearest(queries: Points, points: Points) -> Result<Vec<(usize, f32)>> {
             (j, d.sqrt() as f32)
         })
         .collect())
-}
-
-fn column_mean(p: Points) -> Vec<f32> {
-    let mut sum = vec![0.0f64; p.dim];
-    for i in 0..p.n {
-        for (s, &v) in sum.iter_mut().zip(p.row(i)) {
-            *s += v as f64;
-        }
-    }
-    sum.iter().map(|s| (s / p.n.max(1) as f64) as f32).collect()
 }
 
 fn shifted<'a>(p: Points, mean: &[f32]) -> Cow<'a, [f32]> {

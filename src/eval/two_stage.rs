@@ -137,11 +137,7 @@ pub fn fit(z: &[f32], n: usize, l: usize, params: &TwoStageParams) -> Result<Two
 /// Mean and standard deviation of each of the `l` columns of `z` [n, l] (a constant column gets
 /// scale 1).
 fn column_moments(z: &[f32], n: usize, l: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut mean = vec![0.0f64; l];
-    for row in z.chunks(l) {
-        row.iter().zip(&mut mean).for_each(|(v, m)| *m += *v as f64);
-    }
-    mean.iter_mut().for_each(|m| *m /= n as f64);
+    let mean = super::column_means(z, l);
     let mut var = vec![0.0f64; l];
     for row in z.chunks(l) {
         for t in 0..l {
